@@ -1,0 +1,205 @@
+"""``dsa-harness``: a thin click layer over the library. Errors the user can fix print one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from harness import __version__
+from harness.errors import UserError
+
+
+class _Group(click.Group):
+    """A click group whose errors are one line on stderr and a non-zero exit, never a traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        except click.ClickException as e:
+            click.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except UserError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="dsa-harness")
+def cli():
+    """Study harness for dynamic sparse attention (DSA) decoding and LLC reservation."""
+
+
+def llc_options(f):
+    """LLC geometry, reservation and timing options shared by the simulating commands."""
+    options = [
+        click.option("--llc-size", default="32MiB", show_default=True,
+                     help="LLC capacity (KiB/MiB/GiB strings or bytes)."),
+        click.option("--ways", type=int, default=16, show_default=True, help="Associativity."),
+        click.option("--reserve-ways", type=int, default=0, show_default=True,
+                     help="Ways reserved for kv/kv_write lines (0 = unpartitioned baseline)."),
+        click.option("--policy", default="token-lru", show_default=True,
+                     help="Replacement policy of the reserved ways (see `dsa-harness policies`)."),
+        click.option("--whole-token-eviction/--no-whole-token-eviction", default=True,
+                     show_default=True, help="token-lru: evicting a line evicts its whole token."),
+        click.option("--bounds/--no-bounds", default=True, show_default=True,
+                     help="Also compute the fully associative LRU and MIN token bounds."),
+        click.option("--llc-hit-cycles", type=int, default=40, show_default=True),
+        click.option("--dram-latency-cycles", type=int, default=200, show_default=True),
+        click.option("--max-outstanding", type=int, default=32, show_default=True,
+                     help="Outstanding-miss limit of the timing model."),
+        click.option("--dram-bytes-per-cycle", type=float, default=64.0, show_default=True),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _llc_and_timing(kw: dict):
+    from harness.llc import LLCConfig
+    from harness.timing import TimingConfig
+
+    cfg = LLCConfig.make(kw["llc_size"], kw["ways"], kw["reserve_ways"], kw["policy"],
+                         kw["whole_token_eviction"])
+    timing = TimingConfig(kw["llc_hit_cycles"], kw["dram_latency_cycles"], kw["max_outstanding"],
+                          kw["dram_bytes_per_cycle"])
+    timing.validate()
+    return cfg, timing
+
+
+def stream_options(f):
+    """How an index log becomes an access stream: KV geometry and layout."""
+    options = [
+        click.option("--geometry", default="native", show_default=True,
+                     help="KV geometry: native (the log's backbone) or a preset "
+                          "(deepseek-v3.2, glm-5, llama-3.1-8b, llama-3.1-70b)."),
+        click.option("--layout", type=click.Choice(["contiguous", "paged"]), default="paged",
+                     show_default=True),
+        click.option("--page-tokens", type=int, default=64, show_default=True,
+                     help="Tokens per page of the paged layout."),
+        click.option("--page-order", type=click.Choice(["in-order", "shuffled"]), default="in-order",
+                     show_default=True, help="Physical page allocation order."),
+        click.option("--layout-seed", type=int, default=0, show_default=True,
+                     help="Seed of the shuffled page order."),
+        click.option("--weights/--no-weights", default=False, show_default=True,
+                     help="Stream each layer's weights once per step (geometry's weight_bytes)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _stream_source(index_log, kw):
+    from trace_gen.geometry import get_geometry
+    from trace_gen.indexlog import IndexLog
+    from trace_gen.stream import Layout, StreamSource
+
+    log = IndexLog(index_log)
+    geometry = get_geometry(kw["geometry"], log.meta)
+    layout = Layout(kw["layout"], kw["page_tokens"], kw["page_order"], kw["layout_seed"], kw["weights"])
+    return StreamSource(log, geometry, layout)
+
+
+def _stream_provenance(src) -> dict:
+    return {"tool": f"dsa-llc {__version__}", "index_log": str(src.log.folder),
+            "index_log_config_hash": src.log.meta.get("config_hash"),
+            "backbone": src.log.meta["backbone"]["name"], "indexer": src.log.meta["indexer"],
+            "geometry": src.geometry.to_dict(), "layout": src.layout.to_dict(),
+            "address_map": src.amap.describe()}
+
+
+@cli.command()
+@click.option("--access-trace", type=click.Path(dir_okay=False),
+              help="Generic access trace: .npy addresses, or Parquet/CSV with an addr column.")
+@click.option("--index-log", type=click.Path(), help="Index log folder (from `decode`).")
+@stream_options
+@llc_options
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="table",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the JSON result here.")
+def simulate(access_trace, index_log, fmt, out, **kw):
+    """Simulate an access stream through the built-in LLC model.
+
+    The stream is a generic access trace (--access-trace) or is generated on the fly from an
+    index log under a KV geometry and layout (--index-log)."""
+    from harness.accesstrace import read_access_trace
+    from harness.simulate import simulate as run
+    from harness.units import write_text_atomic
+
+    if bool(access_trace) == bool(index_log):
+        raise click.UsageError("give exactly one of --access-trace and --index-log")
+    cfg, timing = _llc_and_timing(kw)
+    if access_trace:
+        chunks, source = read_access_trace(access_trace), {"access_trace": str(access_trace)}
+    else:
+        src = _stream_source(index_log, kw)
+        chunks, source = src.chunks(as_lines=True), _stream_provenance(src)
+    result = run(chunks, cfg, timing, bounds=kw["bounds"], extra_config={"input": source})
+    text = json.dumps(result, indent=1)
+    if out:
+        write_text_atomic(out, text + "\n")
+    click.echo(text if fmt == "json" else format_result(result))
+
+
+@cli.command()
+@click.option("--index-log", type=click.Path(), required=True, help="Index log folder.")
+@stream_options
+@click.option("--format", "fmt", type=click.Choice(["gem5", "parquet"]), required=True,
+              help="gem5: gzip'd packet trace for TrafficGen; parquet: the generic access trace.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True)
+@click.option("--tick-spacing-ps", type=int, default=1_000_000, show_default=True,
+              help="gem5: picoseconds between packets (1 us keeps requests from overlapping).")
+def stream(index_log, fmt, out, tick_spacing_ps, **kw):
+    """Write the access stream of an index log to a file."""
+    from trace_gen.writers import write_gem5_trace, write_parquet_trace
+
+    src = _stream_source(index_log, kw)
+    prov = _stream_provenance(src)
+    if fmt == "parquet":
+        n = write_parquet_trace(out, src.chunks(as_lines=False), prov)
+        click.echo(f"wrote {n:,} requests to {out}")
+    else:
+        if tick_spacing_ps < 1:
+            raise click.BadParameter("must be at least 1", param_hint="--tick-spacing-ps")
+        n = write_gem5_trace(out, src.chunks(as_lines=True), prov, tick_spacing_ps)
+        click.echo(f"wrote {n:,} packets to {out} (address map in {out}.json)")
+
+
+def format_result(r: dict) -> str:
+    """A short human-readable summary of one simulation result."""
+    llc = r["config"]["llc"]
+    lines = [f"LLC {llc['size']} B, {llc['ways']} ways, {llc['reserve_ways']} reserved "
+             f"({llc['policy']}{'' if llc['whole_token_eviction'] else ', no whole-token eviction'})",
+             f"{'class':<10}{'accesses':>14}{'hits':>14}{'misses':>14}{'hit rate':>10}"]
+    rows = [("all", r)] + list(r["by_class"].items())
+    for name, c in rows:
+        rate = "-" if c["hit_rate"] is None else f"{c['hit_rate']:.4f}"
+        lines.append(f"{name:<10}{c['accesses']:>14,}{c['hits']:>14,}{c['misses']:>14,}{rate:>10}")
+    t = r["kv_tokens"]
+    lines.append(f"kv tokens: {t['accesses']:,} read, {t['full_hits']:,} full hits, "
+                 f"{t['partial_hits']:,} partial, {t['misses']:,} missed")
+    b = r.get("bounds")
+    if b:
+        lines.append(f"bounds at {b['capacity_tokens']:,} tokens: fully associative LRU "
+                     f"{b['fa_lru_hits']:,} hits, MIN {b['min_hits']:,} hits")
+    lines.append(f"evictions {r['evictions']:,}, token invalidations {r['token_invalidations']:,}, "
+                 f"writebacks {r['writebacks']:,}, bypasses {r['bypasses']:,}")
+    per_step = r["stall_cycles_per_step"]
+    lines.append(f"stall cycles {r['stall_cycles']:,.0f} over {r['steps']} steps"
+                 + (f" ({per_step:,.0f} per step)" if per_step is not None else ""))
+    return "\n".join(lines)
+
+
+def main():
+    cli(prog_name="dsa-harness")
+
+
+if __name__ == "__main__":
+    main()

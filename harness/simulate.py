@@ -1,0 +1,124 @@
+"""Run the built-in LLC simulator over a stream of request chunks and summarise it.
+
+The result is a plain dict (JSON-ready): line counts overall and per traffic class, KV token
+accounting, evictions, the fully associative LRU and MIN token bounds at the reserved capacity,
+and stall cycles from the first-order timing model, with the configuration echoed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness import __version__
+from harness import llc as llc_mod
+from harness.accesstrace import LineAccesses, Requests
+from harness.classes import TRAFFIC_CLASSES
+from harness.llc import LLCConfig, LLCState
+from harness.timing import TimingConfig, stall_cycles
+from harness.tokencache import TokenStream, lru_hits, min_hits
+
+N_CLS = len(TRAFFIC_CLASSES)
+
+
+@dataclass
+class _StepTotals:
+    """Per-step line hits, misses and writebacks, merged across chunks."""
+
+    steps: list = field(default_factory=list)
+    hits: list = field(default_factory=list)
+    misses: list = field(default_factory=list)
+    writebacks: list = field(default_factory=list)
+
+    def add(self, step: np.ndarray, hit: np.ndarray, wb: np.ndarray) -> None:
+        uniq, inv = np.unique(step, return_inverse=True)
+        n = np.bincount(inv, minlength=len(uniq))
+        h = np.bincount(inv, weights=hit, minlength=len(uniq))
+        self.steps.append(uniq)
+        self.hits.append(h)
+        self.misses.append(n - h)
+        self.writebacks.append(np.bincount(inv, weights=wb, minlength=len(uniq)))
+
+    def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if not self.steps:
+            z = np.zeros(0)
+            return z.astype(np.int64), z, z, z
+        steps = np.concatenate(self.steps)
+        uniq, inv = np.unique(steps, return_inverse=True)
+
+        def merged(parts):
+            return np.bincount(inv, weights=np.concatenate(parts), minlength=len(uniq))
+
+        return uniq, merged(self.hits), merged(self.misses), merged(self.writebacks)
+
+
+def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
+             timing: TimingConfig | None = None, bounds: bool = True,
+             extra_config: dict | None = None) -> dict:
+    """Simulate every chunk in order through one LLC and return the summary dict."""
+    timing = timing or TimingConfig()
+    timing.validate()
+    state = LLCState(cfg)
+    per_class = np.zeros((2, N_CLS), dtype=np.int64)  # accesses, hits
+    steps = _StepTotals()
+    stream = TokenStream() if bounds else None
+    try:
+        for chunk in chunks:
+            acc = chunk.lines() if isinstance(chunk, Requests) else chunk
+            if len(acc) == 0:
+                continue
+            out, reads = state.access(acc.line, acc.cls, acc.token, acc.write)
+            hit = out & 1
+            per_class[0] += np.bincount(acc.cls, minlength=N_CLS)[:N_CLS]
+            per_class[1] += np.bincount(acc.cls, weights=hit, minlength=N_CLS)[:N_CLS].astype(np.int64)
+            steps.add(acc.step, hit, out >> 1)
+            if stream is not None:
+                stream.append(reads)
+        state.finish()
+        summary = _summarise(state, per_class, steps, timing)
+        summary["bounds"] = _bounds(stream, cfg, state.lines_per_token()) if stream else None
+    finally:
+        if stream is not None:
+            stream.close()
+    summary["config"] = {"llc": cfg.to_dict(), "timing": timing.to_dict(), **(extra_config or {})}
+    summary["version"] = __version__
+    return summary
+
+
+def _counts(accesses: int, hits: int) -> dict:
+    return {"accesses": int(accesses), "hits": int(hits), "misses": int(accesses - hits),
+            "hit_rate": (hits / accesses) if accesses else None}
+
+
+def _summarise(state: LLCState, per_class, steps: _StepTotals, timing: TimingConfig) -> dict:
+    ctr = state.counters
+    out = _counts(per_class[0].sum(), per_class[1].sum())
+    out["by_class"] = {name: _counts(per_class[0, i], per_class[1, i])
+                       for i, name in enumerate(TRAFFIC_CLASSES) if per_class[0, i]}
+    full, part, miss = (int(ctr[i]) for i in (llc_mod.C_TR_FULL, llc_mod.C_TR_PARTIAL, llc_mod.C_TR_MISS))
+    out["kv_tokens"] = {"accesses": full + part + miss, "full_hits": full, "partial_hits": part,
+                        "misses": miss, "full_hit_rate": full / (full + part + miss) if full + part + miss else None}
+    out["evictions"] = int(ctr[llc_mod.C_EVICT])
+    out["token_invalidations"] = int(ctr[llc_mod.C_TOKEN_INVAL])
+    out["writebacks"] = int(ctr[llc_mod.C_WB])
+    out["bypasses"] = int(ctr[llc_mod.C_BYPASS])
+    step_ids, h, m, wb = steps.table()
+    stall = stall_cycles(h, m, wb, timing)
+    out["steps"] = len(step_ids)
+    out["stall_cycles"] = float(stall.sum())
+    out["stall_cycles_per_step"] = float(stall.mean()) if len(stall) else None
+    return out
+
+
+def _bounds(stream: TokenStream, cfg: LLCConfig, lines_per_token: int) -> dict | None:
+    """LRU and MIN token bounds at the reserved capacity, in tokens of the most common read size."""
+    if cfg.reserve_ways == 0 or lines_per_token == 0:
+        return None
+    capacity = cfg.sets * cfg.reserve_ways // lines_per_token
+    lru, opt = lru_hits(stream, capacity), min_hits(stream, capacity)
+    n = stream.n
+    return {"capacity_tokens": capacity, "lines_per_token": lines_per_token, "token_reads": n,
+            "fa_lru_hits": lru, "fa_lru_hit_rate": lru / n if n else None,
+            "min_hits": opt, "min_hit_rate": opt / n if n else None}

@@ -1,0 +1,259 @@
+"""Fully associative token caches over a stream of token reads: the bounds of the reservation.
+
+- :func:`lru_hits`: a fully associative cache of ``capacity`` whole tokens under LRU. Its hit
+  count equals the one-pass LRU miss-ratio curve at that capacity.
+- :func:`min_hits`: Belady's MIN at token granularity, the offline optimum. A missed token whose
+  next use lies further than every cached token's is not inserted (bypass), which makes this the
+  optimum over all policies, including ones that may refuse to insert.
+
+Streams are held by :class:`TokenStream`: token ids remapped to dense ints and spilled to a
+temporary file, so memory grows with distinct tokens, not with the length of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numba as nb
+import numpy as np
+
+from harness import hashtab
+
+NEVER = np.iinfo(np.int64).max  # next use of a token that is never read again
+_CHUNK = 1 << 22
+
+
+class TokenStream:
+    """Append-only stream of token ids, stored as dense ids (0..distinct-1) in a temp file."""
+
+    def __init__(self, tmpdir: str | None = None):
+        self._file = tempfile.NamedTemporaryFile(prefix="tokens-", suffix=".i32", dir=tmpdir,
+                                                 delete=False)
+        self.path = self._file.name
+        self._keys, self._vals = hashtab.new_table(1 << 12, 1)
+        self.distinct = 0
+        self.n = 0
+        self._ids: np.ndarray | None = None
+        self._next: np.ndarray | None = None
+
+    def append(self, tokens: np.ndarray) -> None:
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        if self.distinct + len(tokens) > len(self._keys) // 2:
+            self._grow(self.distinct + len(tokens))
+        out = np.empty(len(tokens), dtype=np.int32)
+        self.distinct = _remap(self._keys, self._vals, self.distinct, tokens, out)
+        self._file.write(out.tobytes())
+        self.n += len(tokens)
+
+    def _grow(self, need: int) -> None:
+        keys, vals = hashtab.new_table(need, 1)
+        _rehash(self._keys, self._vals, keys, vals)
+        self._keys, self._vals = keys, vals
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Dense ids of the whole stream (a read-only memory map)."""
+        if self._ids is None:
+            self._file.flush()
+            self._ids = (np.memmap(self.path, dtype=np.int32, mode="r", shape=(self.n,))
+                         if self.n else np.empty(0, dtype=np.int32))
+        return self._ids
+
+    @property
+    def next_use(self) -> np.ndarray:
+        """For each read, the index of the next read of the same token, or ``NEVER``."""
+        if self._next is None:
+            path = self.path + ".next"
+            nxt = (np.memmap(path, dtype=np.int64, mode="w+", shape=(self.n,))
+                   if self.n else np.empty(0, dtype=np.int64))
+            last = np.full(self.distinct, NEVER, dtype=np.int64)
+            ids = self.ids
+            for stop in range(self.n, 0, -_CHUNK):
+                start = max(0, stop - _CHUNK)
+                _next_use_backward(np.asarray(ids[start:stop]), start, last, nxt[start:stop])
+            self._next = nxt
+        return self._next
+
+    def close(self) -> None:
+        self._file.close()
+        self._ids = self._next = None
+        for p in (self.path, self.path + ".next"):
+            if os.path.exists(p):
+                os.unlink(p)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @classmethod
+    def of(cls, tokens: np.ndarray) -> TokenStream:
+        s = cls()
+        s.append(np.asarray(tokens))
+        return s
+
+
+@nb.njit(cache=True)
+def _remap(keys, vals, distinct, tokens, out):
+    for i in range(tokens.shape[0]):
+        t = tokens[i]
+        e = hashtab.find(keys, t)
+        if e < 0:
+            e = hashtab.insert(keys, vals, t)
+            vals[e, 0] = distinct
+            distinct += 1
+        out[i] = vals[e, 0]
+    return distinct
+
+
+@nb.njit(cache=True)
+def _rehash(keys, vals, new_keys, new_vals):
+    for i in range(keys.shape[0]):
+        if keys[i] != hashtab.EMPTY:
+            e = hashtab.insert(new_keys, new_vals, keys[i])
+            new_vals[e, :] = vals[i, :]
+
+
+@nb.njit(cache=True)
+def _next_use_backward(ids, offset, last, out):
+    for i in range(ids.shape[0] - 1, -1, -1):
+        t = ids[i]
+        out[i] = last[t]
+        last[t] = offset + i
+
+
+def lru_hits(stream: TokenStream, capacity: int) -> int:
+    """Hits of a fully associative LRU cache of ``capacity`` tokens."""
+    if capacity <= 0 or stream.n == 0:
+        return 0
+    prev = np.full(stream.distinct, -1, dtype=np.int64)
+    nxt = np.full(stream.distinct, -1, dtype=np.int64)
+    inside = np.zeros(stream.distinct, dtype=np.uint8)
+    state = np.array([-1, -1, 0, 0], dtype=np.int64)  # head (MRU), tail (LRU), size, hits
+    ids = stream.ids
+    for start in range(0, stream.n, _CHUNK):
+        _lru_chunk(np.asarray(ids[start:start + _CHUNK]), capacity, prev, nxt, inside, state)
+    return int(state[3])
+
+
+@nb.njit(cache=True)
+def _lru_chunk(ids, capacity, prev, nxt, inside, state):
+    head, tail, size, hits = state[0], state[1], state[2], state[3]
+    for i in range(ids.shape[0]):
+        t = ids[i]
+        if inside[t]:
+            hits += 1
+            if head == t:
+                continue
+            p, q = prev[t], nxt[t]  # unlink (t is not the head, so p >= 0)
+            nxt[p] = q
+            if q >= 0:
+                prev[q] = p
+            else:
+                tail = p
+        else:
+            if size == capacity:
+                victim = tail
+                tail = prev[victim]
+                if tail >= 0:
+                    nxt[tail] = -1
+                else:
+                    head = -1
+                inside[victim] = 0
+            else:
+                size += 1
+            inside[t] = 1
+        prev[t] = -1
+        nxt[t] = head
+        if head >= 0:
+            prev[head] = t
+        head = t
+        if tail < 0:
+            tail = t
+    state[0], state[1], state[2], state[3] = head, tail, size, hits
+
+
+def min_hits(stream: TokenStream, capacity: int) -> int:
+    """Hits of Belady's MIN (with bypass) on a fully associative cache of ``capacity`` tokens."""
+    if capacity <= 0 or stream.n == 0:
+        return 0
+    heap_cap = 4 * capacity + 64
+    heap_key = np.empty(heap_cap, dtype=np.int64)
+    heap_id = np.empty(heap_cap, dtype=np.int32)
+    cur = np.full(stream.distinct, -1, dtype=np.int64)  # next use of a cached token, -1 if out
+    state = np.zeros(3, dtype=np.int64)  # heap length, cached tokens, hits
+    ids, nxt = stream.ids, stream.next_use
+    for start in range(0, stream.n, _CHUNK):
+        stop = min(stream.n, start + _CHUNK)
+        _min_chunk(np.asarray(ids[start:stop]), np.asarray(nxt[start:stop]), capacity,
+                   heap_key, heap_id, cur, state)
+    return int(state[2])
+
+
+@nb.njit(inline="always")
+def _sift_up(key, ids, i):
+    k, t = key[i], ids[i]
+    while i > 0:
+        p = (i - 1) >> 1
+        if key[p] >= k:
+            break
+        key[i], ids[i] = key[p], ids[p]
+        i = p
+    key[i], ids[i] = k, t
+
+
+@nb.njit(inline="always")
+def _sift_down(key, ids, i, n):
+    k, t = key[i], ids[i]
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and key[c + 1] > key[c]:
+            c += 1
+        if key[c] <= k:
+            break
+        key[i], ids[i] = key[c], ids[c]
+        i = c
+    key[i], ids[i] = k, t
+
+
+@nb.njit(cache=True)
+def _min_chunk(ids, nxt, capacity, hkey, hid, cur, state):
+    n, size, hits = state[0], state[1], state[2]
+    for i in range(ids.shape[0]):
+        t = ids[i]
+        nu = nxt[i]
+        if cur[t] >= 0:
+            hits += 1
+        else:
+            if size == capacity:
+                # drop stale heap entries to find the cached token used furthest in the future
+                while hkey[0] != cur[hid[0]]:
+                    n -= 1
+                    hkey[0], hid[0] = hkey[n], hid[n]
+                    _sift_down(hkey, hid, 0, n)
+                if nu >= hkey[0]:
+                    continue  # bypass: this token is needed later than everything cached
+                cur[hid[0]] = -1
+                n -= 1
+                hkey[0], hid[0] = hkey[n], hid[n]
+                _sift_down(hkey, hid, 0, n)
+            else:
+                size += 1
+        cur[t] = nu
+        if n == hkey.shape[0]:  # compact: keep only live entries, then re-heapify
+            m = 0
+            for j in range(n):
+                if hkey[j] == cur[hid[j]]:
+                    hkey[m], hid[m] = hkey[j], hid[j]
+                    m += 1
+            n = m
+            for j in range(n // 2 - 1, -1, -1):
+                _sift_down(hkey, hid, j, n)
+        hkey[n], hid[n] = nu, t
+        _sift_up(hkey, hid, n)
+        n += 1
+    state[0], state[1], state[2] = n, size, hits
