@@ -172,6 +172,108 @@ def stream(index_log, fmt, out, tick_spacing_ps, **kw):
         click.echo(f"wrote {n:,} packets to {out} (address map in {out}.json)")
 
 
+def _indexer_options(pairs: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs; values parse as int, then float, else stay strings."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--indexer-option")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        out[key] = value
+    return out
+
+
+def backbone_options(f):
+    options = [
+        click.option("--backbone", required=True,
+                     help="smollm2-135m, gemma3-270m, tiny-llama, tiny-dsa, or a folder, .gguf file or hub id."),
+        click.option("--indexer-option", "indexer_option", multiple=True, metavar="KEY=VALUE",
+                     help="dsa indexer fit settings, e.g. d_I=64 iterations=100 (see the README)."),
+        click.option("--threads", type=int, default=None,
+                     help="torch threads (default: torch's choice, all cores)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _set_threads(threads):
+    if threads is not None:
+        if threads < 1:
+            raise click.BadParameter("must be at least 1", param_hint="--threads")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@cli.command()
+@backbone_options
+@click.option("--indexer", default="dsa", show_default=True, help="dsa, oracle or native.")
+@click.option("--topk", type=int, default=256, show_default=True, help="Tokens selected per layer and step.")
+@click.option("--prompt-tokens", type=int, default=2048, show_default=True)
+@click.option("--steps", type=int, default=128, show_default=True, help="Decode steps (new tokens).")
+@click.option("--requests", type=int, default=1, show_default=True,
+              help="Concurrent requests, each with its own prompt (batched).")
+@click.option("--text", default="python-source", show_default=True,
+              help="python-source, python-docs, or a UTF-8 text file.")
+@click.option("--sink-tokens", type=int, default=0, show_default=True,
+              help="Always select the first N positions.")
+@click.option("--local-window", type=int, default=0, show_default=True,
+              help="Always select the last N positions.")
+@click.option("--observe-only", is_flag=True, help="Keep dense attention; only log the selections.")
+@click.option("--recall/--no-recall", default=True, show_default=True,
+              help="Log each selection's share of the dense attention mass.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--refit", is_flag=True, help="Fit the dsa indexer again even if a fit is cached.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Index log folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing log in --out.")
+@click.option("--progress/--no-progress", default=True)
+def decode(backbone, indexer_option, threads, indexer, topk, prompt_tokens, steps, requests, text,
+           sink_tokens, local_window, observe_only, recall, seed, refit, out, overwrite, progress):
+    """Decode with sparse attention on a backbone and write the index log."""
+    from trace_gen.decode import DecodeConfig
+    from trace_gen.decode import decode as run
+
+    _set_threads(threads)
+    cfg = DecodeConfig(backbone, indexer, topk, prompt_tokens, steps, requests, text, sink_tokens,
+                       local_window, observe_only, recall, seed)
+    options = _indexer_options(indexer_option)
+    if refit:
+        options["refit"] = True
+    path = run(cfg, out, overwrite=overwrite, progress=progress, indexer_options=options)
+    from trace_gen.indexlog import IndexLog
+
+    log = IndexLog(path)
+    timing = log.meta.get("timing", {})
+    click.echo(f"wrote {log.rows:,} selections to {path} "
+               f"({timing.get('decode_tokens_per_s', 0):.1f} tokens/s)")
+
+
+@cli.command()
+@backbone_options
+@click.option("--refit", is_flag=True, help="Fit again even if a fit is cached.")
+def calibrate(backbone, indexer_option, threads, refit):
+    """Fit (or show the cached fit of) the dsa indexer for a backbone."""
+    from trace_gen.backbones import load_backbone
+    from trace_gen.indexers.dsa import fit_settings, load_or_fit
+
+    _set_threads(threads)
+    bb = load_backbone(backbone)
+    settings = fit_settings(_indexer_options(indexer_option))
+    _, fit = load_or_fit(bb, settings, refit=refit)
+    click.echo(f"dsa indexer for {bb.name}: d_I={settings['d_I']}, H_I={bb.config.num_attention_heads}, "
+               f"key {int(settings['d_I']) + 4} B/token/layer; mean KL {fit['mean_kl_final']:.4f} after "
+               f"{settings['iterations']} iterations on {settings['calibration_windows']} x "
+               f"{settings['calibration_tokens']} tokens of {settings['calibration_text']} "
+               f"({fit['seconds']:.0f} s); cached at {fit['cache_file']}")
+
+
 def format_result(r: dict) -> str:
     """A short human-readable summary of one simulation result."""
     llc = r["config"]["llc"]

@@ -5,8 +5,10 @@ A log is a folder:
 - ``index_log.parquet``: one row per (step, layer, request), in that order, with columns
   ``request`` (int32), ``step`` (int32), ``layer`` (int16), ``ctx_len`` (int32, cached tokens
   visible to the step, the new token included), ``positions`` (list<int32>: sorted, unique,
-  ``0 <= pos < ctx_len``, ``min(k, ctx_len)`` of them) and ``recall`` (float32, the share of
-  the layer's dense attention mass that the selection carries; null when not measured).
+  ``0 <= pos < ctx_len``, ``min(k, ctx_len)`` of them; a sliding-window layer selects among
+  its window only), ``recall`` (float32, the share of the layer's dense attention mass, averaged
+  over heads, that the selection carries) and ``recall_best`` (the share the best k tokens
+  carry: the oracle's recall at the same step); both null when not measured.
 - ``metadata.json``: schema version, backbone (name, source, config), indexer (name, k, options,
   indexer key bytes, how it was fitted), text source, seed, package version, config hash, and
   the shape (requests, steps, layers). The same JSON is stored in the Parquet file's metadata.
@@ -39,6 +41,7 @@ _META_KEY = b"dsa_llc.index_log"
 ARROW_SCHEMA = pa.schema([
     ("request", pa.int32()), ("step", pa.int32()), ("layer", pa.int16()),
     ("ctx_len", pa.int32()), ("positions", pa.list_(pa.int32())), ("recall", pa.float32()),
+    ("recall_best", pa.float32()),
 ])
 
 
@@ -59,8 +62,9 @@ class IndexLogWriter:
         self._rows_per_group = rows_per_group
 
     def add(self, request: int, step: int, layer: int, ctx_len: int, positions: np.ndarray,
-            recall: float | None = None) -> None:
-        self._rows.append((request, step, layer, ctx_len, np.asarray(positions, dtype=np.int32), recall))
+            recall: float | None = None, recall_best: float | None = None) -> None:
+        self._rows.append((request, step, layer, ctx_len, np.asarray(positions, dtype=np.int32),
+                           recall, recall_best))
         if len(self._rows) >= self._rows_per_group:
             self._flush()
 
@@ -77,6 +81,7 @@ class IndexLogWriter:
             "layer": pa.array(cols[2], pa.int16()), "ctx_len": pa.array(cols[3], pa.int32()),
             "positions": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32())),
             "recall": pa.array(cols[5], pa.float32()),
+            "recall_best": pa.array(cols[6], pa.float32()),
         }, schema=self._writer.schema)
         self._writer.write_table(table)
         self._rows.clear()
@@ -137,7 +142,10 @@ class IndexLog:
             raise UserError(f"index log {path} is corrupt or truncated: {first_line(e)}") from None
         if raw is None:
             raise UserError(f"index log {path} has no dsa-llc metadata")
-        self.meta = json.loads(raw)
+        # metadata.json is the complete record (the writer adds timings after the Parquet
+        # header was written); the copy in the Parquet file serves a file moved on its own
+        side = self.folder / META_FILE if self.folder.is_dir() else None
+        self.meta = json.loads(side.read_text()) if side and side.exists() else json.loads(raw)
         version = self.meta.get("schema_version")
         if version != SCHEMA_VERSION:
             raise UserError(f"index log {path} has schema version {version}; this dsa-llc reads "

@@ -1,0 +1,88 @@
+"""The attention function the harness installs into a backbone (transformers' AttentionInterface).
+
+Prefill runs dense attention (and lets a capture session see every layer's queries and keys).
+Each decode step asks the active session's indexer for scores over the visible cache, takes the
+top k (sink and local-window tokens forced in), attends over the selection only (or densely,
+observe-only), and records the absolute positions and their share of the dense attention mass.
+
+The mask function is registered under the same name as transformers' eager mask: without a mask
+registration the function would get ``attention_mask=None`` and a sliding-window model (Gemma 3)
+would silently lose its window in prefill (BACKBONE-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+ATTN_NAME = "dsa_llc"
+_active = None  # the session attention calls report to (one decode or capture at a time)
+
+
+def register(model) -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(ATTN_NAME, attention)
+    AttentionMaskInterface.register(ATTN_NAME, eager_mask)
+    model.set_attn_implementation(ATTN_NAME)
+
+
+class active:
+    """``with active(session): model(...)`` routes attention calls to ``session``."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def __enter__(self):
+        global _active
+        self.previous, _active = _active, self.session
+        return self.session
+
+    def __exit__(self, *exc):
+        global _active
+        _active = self.previous
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    if n_rep == 1:
+        return x
+    b, h, t, d = x.shape
+    return x[:, :, None].expand(b, h, n_rep, t, d).reshape(b, h * n_rep, t, d)
+
+
+def logits_of(query, key, mask, scaling, softcap=None):
+    """Attention logits [B, H, Q, T] with GQA, softcapping and the additive mask applied."""
+    k = repeat_kv(key, query.shape[1] // key.shape[1])
+    logits = torch.matmul(query, k.transpose(-1, -2)) * scaling
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    if mask is not None:
+        logits = logits + mask[..., : key.shape[2]]
+    return logits
+
+
+def dense(query, key, value, mask, scaling, softcap=None):
+    """Dense attention output in transformers' layout [B, Q, H, Dv]."""
+    if softcap:
+        probs = torch.softmax(logits_of(query, key, mask, scaling, softcap), dim=-1)
+        out = torch.matmul(probs, repeat_kv(value, query.shape[1] // value.shape[1]))
+    else:
+        rep = query.shape[1] // key.shape[1]
+        out = F.scaled_dot_product_attention(
+            query, repeat_kv(key, rep), repeat_kv(value, rep),
+            attn_mask=None if mask is None else mask[..., : key.shape[2]], scale=scaling)
+    return out.transpose(1, 2).contiguous()
+
+
+def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    scaling = scaling if scaling is not None else 1.0 / math.sqrt(query.shape[-1])
+    softcap = kwargs.get("softcap")
+    session = _active
+    if session is None or query.shape[2] > 1:
+        if session is not None:
+            session.prefill(module.layer_idx, query, key, attention_mask, scaling)
+        return dense(query, key, value, attention_mask, scaling, softcap), None
+    return session.decode(module.layer_idx, query, key, value, attention_mask, scaling, softcap, kwargs), None

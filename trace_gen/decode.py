@@ -1,0 +1,207 @@
+"""DSA decoding on a backbone, logging every layer's selection at every step (the index log).
+
+``decode(DecodeConfig(...), out)``: loads the backbone and text, prefills ``requests``
+independent prompts (disjoint windows of the text, batched), then decodes ``steps`` tokens
+greedily. At each step every layer's indexer picks ``min(topk, visible)`` cached positions
+(sink and local-window positions forced in), attention runs over those only (or densely with
+``observe_only``), and the positions plus their share of the dense attention mass (recall) go
+to the log. Sliding-window layers select among their window only.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness import __version__
+from harness.canon import config_hash
+from harness.errors import UserError
+from trace_gen import attention as attn
+from trace_gen.backbones import load_backbone
+from trace_gen.indexers import get_indexer
+from trace_gen.indexlog import IndexLogWriter
+from trace_gen.text import load_text
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    backbone: str
+    indexer: str = "dsa"
+    topk: int = 256
+    prompt_tokens: int = 2048
+    steps: int = 128
+    requests: int = 1
+    text: str = "python-source"
+    sink_tokens: int = 0
+    local_window: int = 0
+    observe_only: bool = False
+    recall: bool = True
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("topk", "prompt_tokens", "steps", "requests"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
+        for name in ("sink_tokens", "local_window"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name.replace('_', ' ')} must not be negative, got {getattr(self, name)}")
+
+
+class DecodeSession:
+    """Receives each layer's decode-step attention call (see trace_gen.attention)."""
+
+    def __init__(self, indexer, topk: int, sink_tokens: int, local_window: int, observe_only: bool,
+                 recall: bool):
+        self.indexer, self.topk = indexer, topk
+        self.sink_tokens, self.local_window = sink_tokens, local_window
+        self.observe_only, self.recall = observe_only, recall
+        self.ctx_len = 0
+        # (layer, positions [B, k], recall [B], recall of the best k [B]) per layer of the step
+        self.rows: list[tuple] = []
+
+    def prefill(self, layer, query, key, mask, scaling):
+        self.indexer.prefill(layer, query, key)
+
+    def decode(self, layer, query, key, value, mask, scaling, softcap, extra):
+        import torch
+
+        from trace_gen.indexers import LayerInputs
+
+        batch, heads, _, _ = query.shape
+        visible = key.shape[2]
+        start = self.ctx_len - visible  # > 0 only for sliding-window layers
+        logits = probs = None
+        need_dense = self.recall or self.indexer.needs_dense
+        if need_dense:
+            logits = attn.logits_of(query, key, mask, scaling, softcap)  # [B, H, 1, T]
+            probs = torch.softmax(logits, dim=-1).mean(dim=1)[:, 0, :]    # [B, T]
+        scores = self.indexer.scores(LayerInputs(layer, query, key, start, probs, extra)).float()
+        if mask is not None:
+            scores = scores.masked_fill(mask[:, 0, -1, :visible] < -1e30, float("-inf"))
+        forced = torch.zeros(visible, dtype=torch.bool)
+        if self.sink_tokens:
+            forced[: max(0, self.sink_tokens - start)] = True
+        if self.local_window:
+            forced[-self.local_window:] = True
+        scores = scores.masked_fill(forced, float("inf"))
+        k = min(self.topk, visible)
+        sel = torch.topk(scores, k, dim=-1).indices.sort(dim=-1).values  # [B, k] visible slots
+        recall = best = None
+        if probs is not None:
+            recall = probs.gather(1, sel).sum(dim=1).numpy()
+            best = torch.topk(probs, k, dim=-1).values.sum(dim=1).numpy()
+        self.rows.append((layer, (sel + start).to(torch.int32).numpy(), recall, best))
+        if self.observe_only:
+            return attn.dense(query, key, value, mask, scaling, softcap)
+        if logits is not None:  # attend over the selection by masking the dense logits
+            keep = torch.zeros(batch, visible, dtype=torch.bool).scatter_(1, sel, True)
+            p = torch.softmax(logits.masked_fill(~keep[:, None, None, :], float("-inf")), dim=-1)
+            out = torch.matmul(p, attn.repeat_kv(value, heads // value.shape[1]))
+            return out.transpose(1, 2).contiguous()
+        idx = sel[:, None, :, None]  # gather the selected keys and values, attend over them
+        k_sel = key.gather(2, idx.expand(batch, key.shape[1], k, key.shape[3]))
+        v_sel = value.gather(2, idx.expand(batch, value.shape[1], k, value.shape[3]))
+        m_sel = None if mask is None else mask[..., :visible].gather(3, sel[:, None, None, :])
+        return attn.dense(query, k_sel, v_sel, m_sel, scaling, softcap)
+
+
+class CaptureSession:
+    """Keeps every layer's prefill queries and keys (for fitting an indexer)."""
+
+    def __init__(self):
+        self.layers: dict[int, tuple] = {}
+
+    def prefill(self, layer, query, key, mask, scaling):
+        self.layers[layer] = (query, key, mask, scaling)
+
+    def decode(self, *args):
+        raise RuntimeError("a capture session only runs prefill")
+
+
+def prompt_windows(ids: list[int], prompt_tokens: int, requests: int, seed: int) -> tuple[np.ndarray, list[int]]:
+    """``requests`` disjoint windows of ``prompt_tokens`` tokens, chosen with ``seed``."""
+    n = len(ids) // prompt_tokens
+    if n < requests:
+        raise UserError(f"the text has {len(ids):,} tokens: too short for {requests} prompt(s) of "
+                        f"{prompt_tokens:,} tokens")
+    picks = np.sort(np.random.default_rng(seed).choice(n, requests, replace=False))
+    arr = np.asarray(ids, dtype=np.int64)
+    offsets = [int(p) * prompt_tokens for p in picks]
+    return np.stack([arr[o:o + prompt_tokens] for o in offsets]), offsets
+
+
+def tokenize(backbone, text: str) -> list[int]:
+    return list(backbone.tokenizer.encode(text, add_special_tokens=False))
+
+
+def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
+           indexer_options: dict | None = None) -> Path:
+    """Run one DSA decode and write its index log to ``out``; returns the folder."""
+    import torch
+    from tqdm import tqdm
+    from transformers import DynamicCache
+
+    cfg.validate()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out} already holds files; pass --overwrite to replace it")
+    indexer_cls = get_indexer(cfg.indexer)
+    text, text_meta = load_text(cfg.text)
+    backbone = load_backbone(cfg.backbone, seed=cfg.seed, topk=cfg.topk)
+    max_ctx = cfg.prompt_tokens + cfg.steps
+    limit = getattr(backbone.config, "max_position_embeddings", None)
+    if limit and max_ctx > limit:
+        raise UserError(f"prompt of {cfg.prompt_tokens:,} tokens + {cfg.steps} steps exceeds "
+                        f"{backbone.name}'s context of {limit:,} tokens")
+    ids, offsets = prompt_windows(tokenize(backbone, text), cfg.prompt_tokens, cfg.requests, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    indexer = indexer_cls(backbone, cfg.topk, max_ctx, cfg.requests, indexer_options or {})
+    attn.register(backbone.model)
+    session = DecodeSession(indexer, cfg.topk, cfg.sink_tokens, cfg.local_window, cfg.observe_only, cfg.recall)
+    meta = {
+        "backbone": backbone.describe(),
+        "indexer": {"name": cfg.indexer, "topk": cfg.topk, "sink_tokens": cfg.sink_tokens,
+                    "local_window": cfg.local_window, "observe_only": cfg.observe_only,
+                    **indexer.describe()},
+        "text": {**text_meta, "prompt_tokens": cfg.prompt_tokens, "offsets": offsets},
+        "seed": cfg.seed, "package_version": __version__, "decode_config": asdict(cfg),
+        "config_hash": config_hash(asdict(cfg)), "requests": cfg.requests, "steps": cfg.steps,
+        "layers": backbone.layers, "prompt_tokens": cfg.prompt_tokens,
+        "torch": torch.__version__, "transformers": _transformers_version(),
+        "host": platform.node(), "torch_threads": torch.get_num_threads(),
+    }
+    generated = np.zeros((cfg.requests, cfg.steps), dtype=np.int64)
+    with IndexLogWriter(out, meta, overwrite=overwrite) as writer, attn.active(session):
+        cache = DynamicCache(config=backbone.config)
+        t0 = time.perf_counter()
+        logits = backbone.model(input_ids=torch.from_numpy(ids), cache=cache, use_cache=True,
+                                logits_to_keep=1).logits
+        t1 = time.perf_counter()
+        nxt = logits[:, -1].argmax(-1)
+        for step in tqdm(range(cfg.steps), desc=f"decode {backbone.name}", disable=not progress,
+                         unit="step", leave=False):
+            session.ctx_len = cfg.prompt_tokens + step + 1
+            logits = backbone.model(input_ids=nxt[:, None], cache=cache, use_cache=True).logits
+            generated[:, step] = nxt.numpy()
+            nxt = logits[:, -1].argmax(-1)
+            for layer, positions, recall, best in session.rows:
+                for r in range(cfg.requests):
+                    writer.add(r, step, layer, session.ctx_len, positions[r],
+                               None if recall is None else float(recall[r]),
+                               None if best is None else float(best[r]))
+            session.rows.clear()
+        t2 = time.perf_counter()
+        writer.metadata["timing"] = {"prefill_s": t1 - t0, "decode_s": t2 - t1,
+                                     "decode_tokens_per_s": cfg.steps * cfg.requests / (t2 - t1)}
+        texts = {str(r): backbone.tokenizer.decode(generated[r].tolist()) for r in range(cfg.requests)}
+        return writer.close(generated={"text": texts, "token_ids": generated.tolist()})
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__

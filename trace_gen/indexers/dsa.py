@@ -1,0 +1,227 @@
+"""``dsa``: a DeepSeek-style lightning indexer fitted to a backbone that has none.
+
+Score of cached token s for the current query (DeepSeek-V3.2's form):
+
+    score(s) = sum_j w_j * ReLU(q'_j . k'_s),   q'_j = B_j q~,   k'_s = A k~_s
+
+with ``k~_s`` token s's post-RoPE key heads concatenated, one indexer head per attention head
+(``H_I = H``; head j projects the post-RoPE query head j: ``q'_j = B_j q_j``), dimension
+``d_I``, and one indexer key ``k'_s`` per token shared by all indexer heads (the per-token
+indexer key cache). A fixed random projection
+carries no signal on wide heads (BACKBONE-NOTES.md), so A, B_j and w_j are fitted per layer by
+distillation, as DeepSeek trained its indexer: minimise KL(p || softmax(score)) where p is the
+layer's dense attention averaged over heads, on queries from a calibration text's prefill
+(A starts from the keys' principal directions, B_j from the block of A of head j's key head).
+Fits are cached per backbone and fit settings in the user cache folder.
+
+Cost: the indexer key is stored as ``d_I`` FP8 values plus an FP32 scale (``d_I + 4`` bytes per
+token and layer), as DeepSeek-V3.2 stores it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import torch
+
+from harness.canon import config_hash
+from harness.errors import UserError
+from trace_gen.indexers.base import Indexer, LayerInputs
+
+DEFAULTS = {"d_I": 64, "calibration_text": "python-docs", "calibration_tokens": 2048,
+            "calibration_windows": 2, "queries": 512, "iterations": 100, "lr": 1e-3,
+            "min_query_pos": 64, "seed": 0}
+
+
+def fit_settings(options: dict) -> dict:
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise UserError(f"unknown dsa indexer option(s): {', '.join(sorted(unknown))}; "
+                        f"known: {', '.join(DEFAULTS)}")
+    s = {**DEFAULTS, **options}
+    for key in ("d_I", "calibration_tokens", "calibration_windows", "queries"):
+        if int(s[key]) < 1:
+            raise UserError(f"dsa indexer option {key} must be at least 1, got {s[key]}")
+    if int(s["iterations"]) < 0:
+        raise UserError(f"dsa indexer option iterations must not be negative, got {s['iterations']}")
+    return s
+
+
+class LayerIndexer(torch.nn.Module):
+    """A, B and w of one layer. Indexer head j projects query head j only (B is block
+    diagonal): one indexer head per attention head, which generalises far better than a dense
+    projection of all heads (measured on held-out queries of both real backbones)."""
+
+    def __init__(self, heads: int, head_dim: int, k_dim: int, d_i: int):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.zeros(d_i, k_dim))
+        self.b = torch.nn.Parameter(torch.zeros(heads, d_i, head_dim))
+        self.w = torch.nn.Parameter(torch.full((heads,), 1.0 / heads))
+        self.heads, self.head_dim, self.d_i = heads, head_dim, d_i
+
+    def keys(self, k: torch.Tensor) -> torch.Tensor:
+        """[..., KH*D] -> [..., d_I]"""
+        return k @ self.a.T
+
+    def queries(self, q: torch.Tensor) -> torch.Tensor:
+        """[N, H*D] -> [N, H_I, d_I]"""
+        return torch.einsum("nhD,hdD->nhd", q.view(q.shape[0], self.heads, self.head_dim), self.b)
+
+    def scores(self, qi: torch.Tensor, ki: torch.Tensor) -> torch.Tensor:
+        """[N, H_I, d_I] x [T, d_I] (keys shared by the N queries) or [N, T, d_I] -> [N, T]"""
+        if ki.dim() == 2:
+            s = torch.relu((qi.reshape(-1, self.d_i) @ ki.T).view(qi.shape[0], self.heads, -1))
+        else:
+            s = torch.relu(torch.einsum("nhd,ntd->nht", qi, ki))
+        return torch.einsum("h,nht->nt", self.w, s)
+
+
+def _flat_q(query: torch.Tensor) -> torch.Tensor:
+    """[B, H, N, D] -> [B, N, H*D]"""
+    b, h, n, d = query.shape
+    return query.permute(0, 2, 1, 3).reshape(b, n, h * d)
+
+
+def fit_layer(query, key, mask, scaling, d_i, queries, iterations, lr, min_pos, gen) -> tuple[LayerIndexer, dict]:
+    """Fit one layer's indexer to its dense attention on a prefill of B windows
+    (query [B, H, N, D], key [B, KH, N, D], additive mask [B, 1, N, N])."""
+    from trace_gen.attention import logits_of
+
+    windows, heads, n, dim = query.shape
+    kheads = key.shape[1]
+    per_window = max(1, queries // windows)
+    data = []  # per window: queries [M, H*D], keys [N, KH*D], target [M, N], visible [M, N]
+    with torch.no_grad():
+        for b in range(windows):
+            rows = torch.arange(min(min_pos, n - 1), n)
+            rows = rows[torch.randperm(len(rows), generator=gen)[:per_window]].sort().values
+            m = None if mask is None else mask[b:b + 1, :, rows]
+            logits = logits_of(query[b:b + 1, :, rows], key[b:b + 1], m, scaling)
+            if m is None:
+                logits = logits.masked_fill(torch.arange(n)[None, :] > rows[:, None], float("-inf"))
+            visible = logits[0, 0] > -1e30
+            data.append((_flat_q(query[b:b + 1])[0, rows], _flat_q(key[b:b + 1])[0],
+                         torch.softmax(logits, dim=-1).mean(dim=1)[0], visible))
+        layer = LayerIndexer(heads, dim, kheads * dim, d_i)
+        # start from the keys' principal directions, each query head seen through its key head's block
+        _, _, v = torch.linalg.svd(torch.cat([d[1] for d in data]), full_matrices=False)
+        basis = v[:d_i]
+        layer.a[: basis.shape[0]] = basis * scaling ** 0.5
+        for h in range(heads):
+            kv = h // (heads // kheads)
+            layer.b[h, : basis.shape[0]] = basis[:, kv * dim:(kv + 1) * dim] * scaling ** 0.5
+    opt = torch.optim.Adam(layer.parameters(), lr=lr)
+    neg = torch.finfo(torch.float32).min
+
+    def cross_entropy():
+        total = 0.0
+        for q, k, target, visible in data:
+            s = layer.scores(layer.queries(q), layer.keys(k)).masked_fill(~visible, neg)
+            total = total - (target * torch.log_softmax(s, dim=-1).masked_fill(~visible, 0)).sum(-1).mean()
+        return total / len(data)
+
+    with torch.no_grad():
+        entropy = float(sum(-(t * torch.log(t.clamp_min(1e-30))).sum(-1).mean() for _, _, t, _ in data) / len(data))
+        first = float(cross_entropy())
+    with torch.enable_grad():
+        for _ in range(iterations):
+            opt.zero_grad()
+            loss = cross_entropy()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        final = float(cross_entropy())
+    return layer, {"kl_initial": first - entropy, "kl_final": final - entropy}
+
+
+def calibrate(backbone, settings: dict, progress: bool = True) -> tuple[list[LayerIndexer], dict]:
+    """Fit every layer's indexer on the calibration text; returns the layers and a fit record."""
+    from trace_gen import attention as attn
+    from trace_gen.decode import CaptureSession, prompt_windows, tokenize
+    from trace_gen.text import load_text
+
+    text, text_meta = load_text(settings["calibration_text"])
+    ids, offsets = prompt_windows(tokenize(backbone, text), int(settings["calibration_tokens"]),
+                                  int(settings["calibration_windows"]), int(settings["seed"]))
+    attn.register(backbone.model)
+    session = CaptureSession()
+    t0 = time.perf_counter()
+    with attn.active(session), torch.no_grad():
+        backbone.model(input_ids=torch.from_numpy(ids), use_cache=False, logits_to_keep=1)
+    gen = torch.Generator().manual_seed(int(settings["seed"]))
+    layers, record = [], []
+    for i in range(backbone.layers):
+        query, key, mask, scaling = session.layers[i]
+        if progress:
+            print(f"\rfitting dsa indexer: layer {i + 1}/{backbone.layers}", end="", file=sys.stderr)
+        layer, stats = fit_layer(query, key, mask, scaling, int(settings["d_I"]), int(settings["queries"]),
+                                 int(settings["iterations"]), float(settings["lr"]),
+                                 int(settings["min_query_pos"]), gen)
+        layers.append(layer)
+        record.append(stats)
+    if progress:
+        print(file=sys.stderr)
+    fit = {"settings": settings, "text": {**text_meta, "offsets": offsets}, "layers": record,
+           "seconds": time.perf_counter() - t0,
+           "mean_kl_final": sum(r["kl_final"] for r in record) / len(record)}
+    return layers, fit
+
+
+def fit_key(backbone, settings: dict) -> str:
+    return f"{backbone.name}-{config_hash({'backbone': backbone.source, 'fit': settings})}"
+
+
+def load_or_fit(backbone, settings: dict, refit: bool = False, progress: bool = True):
+    """The cached fit for this backbone and settings, fitting (and caching) it if missing."""
+    from trace_gen.backbones import cache_dir
+
+    folder = cache_dir("indexers")
+    key = fit_key(backbone, settings)
+    path, meta_path = folder / f"{key}.pt", folder / f"{key}.json"
+    if path.exists() and meta_path.exists() and not refit:
+        state = torch.load(path, weights_only=True)
+        layers = []
+        for sd in state:
+            heads, d_i, head_dim = sd["b"].shape
+            layer = LayerIndexer(heads, head_dim, sd["a"].shape[1], d_i)
+            layer.load_state_dict(sd)
+            layers.append(layer)
+        return layers, {**json.loads(meta_path.read_text()), "cache_file": str(path)}
+    layers, fit = calibrate(backbone, settings, progress)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save([layer.state_dict() for layer in layers], tmp)
+    tmp.rename(path)
+    meta_path.write_text(json.dumps(fit, indent=1))
+    return layers, {**fit, "cache_file": str(path)}
+
+
+class DsaIndexer(Indexer):
+    name = "dsa"
+    description = "DeepSeek-style lightning indexer, fitted to the backbone by distillation"
+
+    def __init__(self, backbone, topk, max_ctx, batch, options):
+        super().__init__(backbone, topk, max_ctx, batch, options)
+        self.settings = fit_settings({k: v for k, v in options.items() if k != "refit"})
+        self.layers, self.fit = load_or_fit(backbone, self.settings, bool(options.get("refit")))
+        d_i = int(self.settings["d_I"])
+        self.cache = torch.zeros(backbone.layers, batch, max_ctx, d_i)  # indexer keys, absolute positions
+
+    def prefill(self, layer, query, key):
+        n = key.shape[2]
+        with torch.no_grad():
+            self.cache[layer, :, :n] = self.layers[layer].keys(_flat_q(key))
+
+    def scores(self, x: LayerInputs):
+        lay = self.layers[x.layer]
+        end = x.start + x.key.shape[2]
+        self.cache[x.layer, :, end - 1] = lay.keys(_flat_q(x.key[:, :, -1:]))[:, 0]
+        qi = lay.queries(_flat_q(x.query)[:, 0])                      # [B, H_I, d_I]
+        return lay.scores(qi, self.cache[x.layer, :, x.start:end])    # [B, T]
+
+    def describe(self) -> dict:
+        d_i = int(self.settings["d_I"])
+        return {"key_bytes": d_i + 4, "d_I": d_i, "H_I": self.layers[0].heads,
+                "key_format": "FP8 values + FP32 scale (as DeepSeek-V3.2 stores them)",
+                "fit": {k: v for k, v in self.fit.items() if k != "layers"}}
