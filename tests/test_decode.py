@@ -11,7 +11,6 @@ from harness.cli import cli
 from harness.errors import UserError
 from trace_gen.decode import DecodeConfig, DecodeSession, decode
 from trace_gen.indexers import get_indexer
-from trace_gen.indexers.base import LayerInputs
 from trace_gen.indexlog import IndexLog
 
 
