@@ -274,6 +274,23 @@ def calibrate(backbone, indexer_option, threads, refit):
                f"({fit['seconds']:.0f} s); cached at {fit['cache_file']}")
 
 
+@cli.command()
+@click.argument("logs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Report folder to write.")
+@click.option("--geometry", default=None,
+              help="Also give capacities in bytes under this KV geometry (native or a preset).")
+def analyze(logs, out, geometry):
+    """Locality of one or more index logs: tables, plots and a Markdown summary."""
+    from harness.analyze import analyze as run
+
+    tables = run(list(logs), out, geometry)
+    s = tables["summary"]
+    for row in s.itertuples():
+        click.echo(f"{row.log}: overlap {row.overlap_mean:.3f}, runs/selection {row.runs_mean:.1f}, "
+                   f"LRU hit rate at k x L {row.lru_hit_rate_kxl_1:.3f}")
+    click.echo(f"wrote {out}/summary.md")
+
+
 def format_result(r: dict) -> str:
     """A short human-readable summary of one simulation result."""
     llc = r["config"]["llc"]

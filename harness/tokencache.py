@@ -25,9 +25,12 @@ _CHUNK = 1 << 22
 
 
 class TokenStream:
-    """Append-only stream of token ids, stored as dense ids (0..distinct-1) in a temp file."""
+    """Append-only stream of token ids, stored as dense ids (0..distinct-1) in a temp file.
 
-    def __init__(self, tmpdir: str | None = None):
+    With ``id_space=N`` the appended ids are already dense (0 <= id < N, e.g. computed from a
+    token's request, layer and position) and are stored as they are; ``distinct`` is then N."""
+
+    def __init__(self, tmpdir: str | None = None, id_space: int | None = None):
         self._file = tempfile.NamedTemporaryFile(prefix="tokens-", suffix=".i32", dir=tmpdir,
                                                  delete=False)
         self.path = self._file.name
@@ -36,13 +39,29 @@ class TokenStream:
         self.n = 0
         self._ids: np.ndarray | None = None
         self._next: np.ndarray | None = None
+        self.id_space = id_space
+        if id_space is not None:
+            if id_space >= 1 << 31:
+                raise ValueError("dense ids must fit in int32")
+            self.distinct = int(id_space)
 
     def append(self, tokens: np.ndarray) -> None:
+        if self.id_space is not None:
+            ids = np.ascontiguousarray(tokens, dtype=np.int32)
+            if len(ids) and (ids.min() < 0 or ids.max() >= self.id_space):
+                raise ValueError("dense token id outside the declared id space")
+            self._file.write(ids.tobytes())
+            self.n += len(ids)
+            return
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        if self.distinct + len(tokens) > len(self._keys) // 2:
-            self._grow(self.distinct + len(tokens))
         out = np.empty(len(tokens), dtype=np.int32)
-        self.distinct = _remap(self._keys, self._vals, self.distinct, tokens, out)
+        state = np.array([0, self.distinct], dtype=np.int64)  # next token, distinct ids
+        while True:
+            _remap(self._keys, self._vals, state, tokens, out)
+            if state[0] == len(tokens):
+                break
+            self._grow(2 * int(state[1]))  # the table reached half full: double it
+        self.distinct = int(state[1])
         self._file.write(out.tobytes())
         self.n += len(tokens)
 
@@ -96,16 +115,22 @@ class TokenStream:
 
 
 @nb.njit(cache=True)
-def _remap(keys, vals, distinct, tokens, out):
-    for i in range(tokens.shape[0]):
+def _remap(keys, vals, state, tokens, out):
+    """Dense ids for tokens[state[0]:]; stops early when the table reaches half full."""
+    limit = keys.shape[0] // 2
+    i, distinct = state[0], state[1]
+    while i < tokens.shape[0]:
         t = tokens[i]
         e = hashtab.find(keys, t)
         if e < 0:
+            if distinct >= limit:
+                break
             e = hashtab.insert(keys, vals, t)
             vals[e, 0] = distinct
             distinct += 1
         out[i] = vals[e, 0]
-    return distinct
+        i += 1
+    state[0], state[1] = i, distinct
 
 
 @nb.njit(cache=True)
@@ -257,3 +282,88 @@ def _min_chunk(ids, nxt, capacity, hkey, hid, cur, state):
         _sift_up(hkey, hid, n)
         n += 1
     state[0], state[1], state[2] = n, size, hits
+
+
+class StackDistances:
+    """LRU stack distances of a token stream, fed in chunks of dense ids, in O(N log D).
+
+    The distance of a read is the number of distinct other tokens read since the same token's
+    previous read (cold reads have none). A fully associative LRU cache of C tokens hits exactly
+    the reads with distance < C, so the histogram gives the hit count at every capacity in one
+    pass (the miss-ratio curve). A Fenwick tree over "time slots" holds one marker per token at
+    its latest read; slots are renumbered (compacted) when they run out, so the tree stays
+    twice the number of distinct tokens."""
+
+    def __init__(self, distinct: int):
+        self.distinct = distinct
+        self.hist = np.zeros(distinct + 1, dtype=np.int64)  # hist[d]; hist[distinct] = cold reads
+        self.slot_of = np.full(distinct, -1, dtype=np.int64)
+        size = 1 << max(10, int(2 * max(1, distinct)).bit_length())
+        self.tree = np.zeros(size + 1, dtype=np.int64)
+        self.state = np.zeros(2, dtype=np.int64)  # next free slot, live markers
+
+    def feed(self, ids: np.ndarray) -> None:
+        _stack_chunk(np.ascontiguousarray(ids, dtype=np.int32), self.hist, self.slot_of, self.tree, self.state)
+
+    def hits(self) -> np.ndarray:
+        """hits[C] for C = 0..distinct: reads a fully associative LRU cache of C tokens hits."""
+        return np.concatenate([[0], np.cumsum(self.hist[:-1])])
+
+    def hits_at(self, capacities) -> np.ndarray:
+        """Hits at any capacities (beyond the distinct-token count the curve is flat)."""
+        return self.hits()[np.minimum(np.asarray(capacities), self.distinct)]
+
+    @property
+    def reads(self) -> int:
+        return int(self.hist.sum())
+
+
+@nb.njit(inline="always")
+def _fen_add(tree, i, v):
+    i += 1
+    n = tree.shape[0]
+    while i < n:
+        tree[i] += v
+        i += i & -i
+
+
+@nb.njit(inline="always")
+def _fen_prefix(tree, i):
+    """Sum of slots 0..i."""
+    i += 1
+    s = 0
+    while i > 0:
+        s += tree[i]
+        i -= i & -i
+    return s
+
+
+@nb.njit(cache=True)
+def _stack_chunk(ids, hist, slot_of, tree, state):
+    size = tree.shape[0] - 1
+    nxt, live = state[0], state[1]
+    cold = hist.shape[0] - 1
+    for i in range(ids.shape[0]):
+        t = ids[i]
+        if nxt == size:  # renumber live markers 0..live-1 in slot order and rebuild the tree
+            order = np.argsort(slot_of)
+            tree[:] = 0
+            j = 0
+            for x in order:
+                if slot_of[x] >= 0:
+                    slot_of[x] = j
+                    _fen_add(tree, j, 1)
+                    j += 1
+            nxt = j
+        s = slot_of[t]
+        if s >= 0:
+            hist[live - _fen_prefix(tree, s)] += 1
+            _fen_add(tree, s, -1)
+            live -= 1
+        else:
+            hist[cold] += 1
+        slot_of[t] = nxt
+        _fen_add(tree, nxt, 1)
+        nxt += 1
+        live += 1
+    state[0], state[1] = nxt, live

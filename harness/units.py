@@ -49,7 +49,8 @@ def format_size(nbytes: int) -> str:
 @contextmanager
 def atomic_path(final: str | os.PathLike):
     """Yield a temporary path beside ``final``; rename it to ``final`` only if the block succeeds,
-    so an interrupted or failed write never leaves a half-written file (or folder)."""
+    so an interrupted or failed write never leaves a half-written file (or folder). A folder
+    written this way replaces an existing folder of the same name."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
@@ -58,6 +59,8 @@ def atomic_path(final: str | os.PathLike):
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.is_dir() and final.is_dir():
+            shutil.rmtree(final)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
