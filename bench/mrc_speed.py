@@ -31,7 +31,7 @@ def main():
     chunks, chunk, n = [], [], 0
     prompt = 8192
     width = prompt + steps
-    for step, layer, ctx, pos in dsa_selections(steps, a.layers, a.topk, prompt=prompt, seed=0):
+    for _step, layer, _ctx, pos in dsa_selections(steps, a.layers, a.topk, prompt=prompt, seed=0):
         chunk.append(np.int64(layer) * width + pos.astype(np.int64))
         n += len(pos)
         if len(chunk) == a.layers:
