@@ -121,11 +121,23 @@ def _stream_provenance(src) -> dict:
 @click.option("--index-log", type=click.Path(), help="Index log folder (from `decode`).")
 @stream_options
 @llc_options
+@click.option("--backend", type=click.Choice(["builtin", "gem5"]), default="builtin", show_default=True,
+              help="builtin: the fast model; gem5: your gem5 binary with dsa-llc's extension.")
+@click.option("--gem5", "gem5_binary", default=None, help="gem5 binary (default: $GEM5).")
+@click.option("--gem5-out", type=click.Path(file_okay=False), default=None,
+              help="gem5: folder for traces, logs and stats (default: a new temporary folder).")
+@click.option("--gem5-timeout", type=float, default=3600, show_default=True, help="gem5: seconds.")
+@click.option("--tick-spacing-ps", type=int, default=1_000_000, show_default=True,
+              help="gem5: picoseconds between requests (1 us: no two overlap).")
+@click.option("--dram", default="DDR4_2400_8x8", show_default=True, help="gem5: DRAM model.")
+@click.option("--clock", default="2GHz", show_default=True, help="gem5: system clock.")
+@click.option("--l1-size", default=None, help="gem5: a private cache per generator (default: none).")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="table",
               show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the JSON result here.")
-def simulate(access_trace, index_log, fmt, out, **kw):
-    """Simulate an access stream through the built-in LLC model.
+def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeout, tick_spacing_ps,
+             dram, clock, l1_size, fmt, out, **kw):
+    """Simulate an access stream through the built-in LLC model or gem5.
 
     The stream is a generic access trace (--access-trace) or is generated on the fly from an
     index log under a KV geometry and layout (--index-log)."""
@@ -136,12 +148,21 @@ def simulate(access_trace, index_log, fmt, out, **kw):
     if bool(access_trace) == bool(index_log):
         raise click.UsageError("give exactly one of --access-trace and --index-log")
     cfg, timing = _llc_and_timing(kw)
+    address_map = None
     if access_trace:
         chunks, source = read_access_trace(access_trace), {"access_trace": str(access_trace)}
     else:
         src = _stream_source(index_log, kw)
         chunks, source = src.chunks(as_lines=True), _stream_provenance(src)
-    result = run(chunks, cfg, timing, bounds=kw["bounds"], extra_config={"input": source})
+        address_map = src.amap.describe()
+    if backend == "gem5":
+        from harness.gem5 import simulate_gem5
+        from trace_gen.writers import line_chunks_of
+
+        result = simulate_gem5(line_chunks_of(chunks), cfg, address_map, gem5_binary, gem5_out, gem5_timeout,
+                               tick_spacing_ps, dram, clock, l1_size, extra_config={"input": source})
+    else:
+        result = run(chunks, cfg, timing, bounds=kw["bounds"], extra_config={"input": source})
     text = json.dumps(result, indent=1)
     if out:
         write_text_atomic(out, text + "\n")
@@ -302,12 +323,20 @@ def format_result(r: dict) -> str:
         rate = "-" if c["hit_rate"] is None else f"{c['hit_rate']:.4f}"
         lines.append(f"{name:<10}{c['accesses']:>14,}{c['hits']:>14,}{c['misses']:>14,}{rate:>10}")
     t = r["kv_tokens"]
-    lines.append(f"kv tokens: {t['accesses']:,} read, {t['full_hits']:,} full hits, "
-                 f"{t['partial_hits']:,} partial, {t['misses']:,} missed")
+    if t:
+        lines.append(f"kv tokens: {t['accesses']:,} read, {t['full_hits']:,} full hits, "
+                     f"{t['partial_hits']:,} partial, {t['misses']:,} missed")
     b = r.get("bounds")
     if b:
         lines.append(f"bounds at {b['capacity_tokens']:,} tokens: fully associative LRU "
                      f"{b['fa_lru_hits']:,} hits, MIN {b['min_hits']:,} hits")
+    if "gem5" in r:
+        g = r["gem5"]
+        lines.append(f"gem5: evictions {r['evictions']:,}, writebacks {r['writebacks']:,}, "
+                     f"{g['sim_ticks']:,} ticks simulated in {g['host_seconds']:.1f} s "
+                     f"({(g['line_accesses_per_host_second'] or 0) / 1e6:.2f} M accesses/s); "
+                     f"output in {g['outdir']}")
+        return "\n".join(lines)
     lines.append(f"evictions {r['evictions']:,}, token invalidations {r['token_invalidations']:,}, "
                  f"writebacks {r['writebacks']:,}, bypasses {r['bypasses']:,}")
     per_step = r["stall_cycles_per_step"]

@@ -90,17 +90,22 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+def open_packet_trace(path: str | Path, obj_id: str = "dsa-llc"):
+    """A gzip file with the magic and header written; append ``encode_packets`` output."""
+    f = gzip.open(path, "wb", compresslevel=3)
+    f.write(MAGIC)
+    blob = PacketHeader(obj_id=obj_id, tick_freq=TICK_FREQ).SerializeToString()
+    f.write(_varint(len(blob)) + blob)
+    return f
+
+
 def write_packet_trace(path: str | Path, chunks: Iterable[LineAccesses], tick_spacing: int = 1_000_000,
                        obj_id: str = "dsa-llc") -> int:
     """Write line accesses as a gem5 packet trace, one packet per line, ``tick_spacing``
     picoseconds apart (1 us by default: far beyond a miss, so no two requests overlap).
     Returns the number of packets."""
-    header = PacketHeader(obj_id=obj_id, tick_freq=TICK_FREQ)
     n = 0
-    with gzip.open(path, "wb", compresslevel=3) as f:
-        f.write(MAGIC)
-        blob = header.SerializeToString()
-        f.write(_varint(len(blob)) + blob)
+    with open_packet_trace(path, obj_id) as f:
         for chunk in chunks:
             f.write(_encode(chunk, n, tick_spacing))
             n += len(chunk)
@@ -108,9 +113,16 @@ def write_packet_trace(path: str | Path, chunks: Iterable[LineAccesses], tick_sp
 
 
 def _encode(chunk: LineAccesses, first: int, spacing: int) -> bytes:
-    """Length-delimited Packet messages for one chunk (the bytes protobuf itself would write)."""
-    out = np.empty(len(chunk) * 40, dtype=np.uint8)  # a packet takes at most 37 bytes
-    n = _encode_packets(chunk.line, chunk.write, np.int64(first), np.int64(spacing), out)
+    """Length-delimited Packet messages for one chunk, the i-th at tick (first + i) * spacing."""
+    ticks = (np.arange(len(chunk), dtype=np.int64) + first) * spacing
+    return encode_packets(chunk.line, chunk.write, ticks)
+
+
+def encode_packets(lines: np.ndarray, writes: np.ndarray, ticks: np.ndarray) -> bytes:
+    """Length-delimited Packet messages (the bytes protobuf itself would write), one per line."""
+    out = np.empty(len(lines) * 40, dtype=np.uint8)  # a packet takes at most 37 bytes
+    n = _encode_packets(np.ascontiguousarray(lines, dtype=np.int64), np.ascontiguousarray(writes),
+                        np.ascontiguousarray(ticks, dtype=np.int64), out)
     return out[:n].tobytes()
 
 
@@ -136,10 +148,10 @@ def _varint_len(value):
 
 
 @nb.njit(cache=True)
-def _encode_packets(lines, writes, first, spacing, out):
+def _encode_packets(lines, writes, ticks, out):
     n = 0
     for i in range(lines.shape[0]):
-        tick = (first + i) * spacing
+        tick = ticks[i]
         addr = lines[i] << LINE_SHIFT
         cmd = WRITE_REQ if writes[i] else READ_REQ
         body = 1 + _varint_len(tick) + 1 + 1 + 1 + _varint_len(addr) + 2
