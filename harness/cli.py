@@ -312,6 +312,33 @@ def analyze(logs, out, geometry):
     click.echo(f"wrote {out}/summary.md")
 
 
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False), default="report", show_default=True)
+def demo(out):
+    """The main job: simulate a generated DSA-like stream with and without a KV reservation."""
+    from pathlib import Path
+
+    from harness.llc import LLCConfig
+    from harness.simulate import simulate as run
+    from harness.synthetic import write_synthetic_log
+    from harness.units import write_text_atomic
+    from trace_gen.geometry import PRESETS
+    from trace_gen.indexlog import IndexLog
+    from trace_gen.stream import Layout, StreamSource
+
+    log = IndexLog(write_synthetic_log(Path(out) / "synthetic_log", steps=8, layers=8, topk=256,
+                                       prompt=2048, overwrite=True))
+    src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout("paged"))
+    results = []
+    for reserve, policy in [(0, "lru"), (4, "lru"), (4, "token-lru"), (8, "token-lru")]:
+        cfg = LLCConfig.make("32MiB", 16, reserve, policy)
+        r = run(src.chunks(), cfg)
+        results.append(r)
+        click.echo(format_result(r) + "\n")
+    write_text_atomic(Path(out) / "demo.json", json.dumps(results, indent=1) + "\n")
+    click.echo(f"wrote {out}/demo.json")
+
+
 def format_result(r: dict) -> str:
     """A short human-readable summary of one simulation result."""
     llc = r["config"]["llc"]

@@ -33,13 +33,19 @@ class _StepTotals:
     writebacks: list = field(default_factory=list)
 
     def add(self, step: np.ndarray, hit: np.ndarray, wb: np.ndarray) -> None:
-        uniq, inv = np.unique(step, return_inverse=True)
+        lo, hi = int(step.min()), int(step.max())
+        if hi - lo < 1 << 20:  # steps of a chunk are usually few and close: count without sorting
+            inv = step - lo
+            uniq = np.arange(lo, hi + 1)
+        else:
+            uniq, inv = np.unique(step, return_inverse=True)
         n = np.bincount(inv, minlength=len(uniq))
         h = np.bincount(inv, weights=hit, minlength=len(uniq))
-        self.steps.append(uniq)
-        self.hits.append(h)
-        self.misses.append(n - h)
-        self.writebacks.append(np.bincount(inv, weights=wb, minlength=len(uniq)))
+        keep = n > 0
+        self.steps.append(uniq[keep])
+        self.hits.append(h[keep])
+        self.misses.append((n - h)[keep])
+        self.writebacks.append(np.bincount(inv, weights=wb, minlength=len(uniq))[keep])
 
     def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if not self.steps:

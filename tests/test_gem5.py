@@ -1,0 +1,169 @@
+"""The gem5 backend. Plain tests parse real gem5 outputs committed under tests/data (no gem5
+needed); tests marked gem5 run the user's gem5 (--gem5 PATH or GEM5=PATH) and skip without it."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.accesstrace import LineAccesses
+from harness.classes import CLASS_CODE, KV, KV_WRITE
+from harness.errors import UserError
+from harness.gem5 import check_extension, find_gem5, parse_stats, results_from_stats, simulate_gem5
+from harness.llc import LLCConfig
+from harness.simulate import simulate
+from harness.synthetic import write_synthetic_log
+from trace_gen.gem5trace import read_packet_trace
+from trace_gen.geometry import Geometry
+from trace_gen.indexlog import IndexLog
+from trace_gen.stream import Layout, StreamSource
+
+DATA = Path(__file__).parent / "data"
+RUNS = DATA / "gem5_runs"
+CASES = sorted(p.name for p in RUNS.iterdir() if (p / "case.json").exists())
+
+
+def case_classes(case: dict) -> list[str]:
+    """Traffic classes in generator order (the order of --trace arguments)."""
+    args = case["gem5_args"]
+    return [Path(args[i + 1]).name.split(".")[0] for i, a in enumerate(args) if a == "--trace"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_committed_gem5_stats_parse_into_the_recorded_results(name):
+    case = json.loads((RUNS / name / "case.json").read_text())
+    stats = parse_stats(RUNS / name / "stats.txt")
+    assert set(stats.columns) == {"dump", "stat", "subname", "value"} and stats.dump.max() == 0
+    r = results_from_stats(stats, case_classes(case))
+    for key in ("hits", "misses", "evictions", "writebacks"):
+        assert r[key] == case["gem5"][key], key
+    assert r["by_class"] == case["gem5"]["by_class"]
+    assert r["gem5"]["suppressed_packets"] == 0 and r["gem5"]["sim_ticks"] > 0
+
+
+def replay_traces(case: dict) -> LineAccesses:
+    """The committed per-class packet traces merged back into one stream by tick; kv token ids
+    follow from the address map (token = (addr - kv_base) // stride), as gem5's extension does."""
+    frames = []
+    for cls in case_classes(case):
+        _, packets = read_packet_trace(RUNS / "traces" / f"{cls}.pb.gz")
+        p = pd.DataFrame([(q.tick, q.addr, q.cmd) for q in packets], columns=["tick", "addr", "cmd"])
+        p["cls"] = CLASS_CODE[cls]
+        frames.append(p)
+    df = pd.concat(frames).sort_values("tick", kind="stable")
+    amap = case["address_map"]
+    kv = df.cls.isin([KV, KV_WRITE]).to_numpy()
+    token = np.where(kv, (df.addr.to_numpy() - amap["kv_base"]) // amap["token_stride"], -1)
+    return LineAccesses((df.addr.to_numpy() >> 6).astype(np.int64), (df.cmd == 4).to_numpy().astype(np.uint8),
+                        df.cls.to_numpy().astype(np.uint8), token.astype(np.int64),
+                        np.zeros(len(df), dtype=np.int64))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_builtin_reproduces_committed_gem5_runs_exactly(name):
+    case = json.loads((RUNS / name / "case.json").read_text())
+    stream = replay_traces(case)
+    cfg = LLCConfig(**case["llc"])
+    b = simulate([stream], cfg, bounds=False)
+    g = results_from_stats(parse_stats(RUNS / name / "stats.txt"), case_classes(case))
+    assert (b["hits"], b["misses"]) == (g["hits"], g["misses"])
+    assert b["by_class"] == g["by_class"]
+    assert (b["evictions"], b["writebacks"]) == (g["evictions"], g["writebacks"])
+
+
+def test_whole_token_eviction_case_really_differs():
+    # the committed cases exercise whole-token eviction: it changes gem5's miss count
+    whole = json.loads((RUNS / "token_lru_whole_r4" / "case.json").read_text())["gem5"]
+    plain = json.loads((RUNS / "token_lru_r4" / "case.json").read_text())["gem5"]
+    assert whole["misses"] != plain["misses"]
+
+
+@pytest.mark.parametrize("case", ["zipf_64x8", "mixed_256x16"])
+def test_reference_stats_parse(case):
+    meta = json.loads((DATA / "gem5_reference" / case / "case.json").read_text())
+    stats = parse_stats(DATA / "gem5_reference" / case / "stats.txt")
+    r = results_from_stats(stats, ["other"])
+    assert (r["hits"], r["misses"], r["accesses"]) == (meta["gem5_hits"], meta["gem5_misses"], meta["gem5_accesses"])
+
+
+def test_overlapping_reference_shows_mshr_effects():
+    stats = parse_stats(DATA / "gem5_reference" / "zipf_1M_overlapping" / "stats.txt")
+    r = results_from_stats(stats, ["other"])
+    assert r["accesses"] == 1_000_000 and r["hits"] + r["misses"] == 1_000_000
+    assert r["gem5"]["mshr_hits"] > 0  # requests 1 ns apart merge in MSHRs
+
+
+def test_truncated_and_empty_stats_are_one_line_errors(tmp_path):
+    text = (RUNS / "lru_r0" / "stats.txt").read_text()
+    cut = tmp_path / "stats.txt"
+    cut.write_text(text[: len(text) // 2])
+    with pytest.raises(UserError, match="truncated"):
+        parse_stats(cut)
+    cut.write_text("")
+    with pytest.raises(UserError, match="no gem5 statistics"):
+        parse_stats(cut)
+    with pytest.raises(UserError, match="wrote no stats file"):
+        parse_stats(tmp_path / "missing.txt")
+
+
+def test_no_binary_and_a_binary_that_is_not_gem5(monkeypatch, tmp_path):
+    monkeypatch.delenv("GEM5", raising=False)
+    with pytest.raises(UserError, match="no gem5 binary"):
+        find_gem5(None)
+    with pytest.raises(UserError, match="does not exist or is not executable"):
+        find_gem5(str(tmp_path / "gem5.opt"))
+    with pytest.raises(UserError, match="does not run gem5 config scripts"):
+        check_extension(find_gem5("true"))
+
+
+# --- with a real gem5 ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def streams(tmp_path_factory):
+    """Two small DSA streams with asymmetric (11-line) and 64-line tokens."""
+    tmp = tmp_path_factory.mktemp("gem5streams")
+    a = IndexLog(write_synthetic_log(tmp / "a", steps=10, layers=2, topk=16, prompt=32, requests=2))
+    b = IndexLog(write_synthetic_log(tmp / "b", steps=6, layers=3, topk=12, prompt=48, requests=1, seed=4))
+    return {"deepseek-like": StreamSource(a, Geometry("g", 3, 656, 132), Layout("paged", 8, "shuffled", 2)),
+            "gqa-like": StreamSource(b, Geometry("h", 2, 1024, 68), Layout("contiguous"))}
+
+
+@pytest.mark.gem5
+@pytest.mark.parametrize("size, ways, reserve, policy, whole", [
+    ("128KiB", 8, 0, "lru", False), ("128KiB", 8, 4, "lru", False),
+    ("128KiB", 8, 4, "token-lru", False), ("128KiB", 8, 4, "token-lru", True),
+    ("64KiB", 16, 12, "token-lru", True), ("64KiB", 4, 3, "token-lru", True),
+])
+@pytest.mark.parametrize("stream", ["deepseek-like", "gqa-like"])
+def test_gem5_equals_builtin_on_non_overlapping_streams(gem5_binary, streams, stream, size, ways, reserve,
+                                                        policy, whole, tmp_path):
+    src = streams[stream]
+    cfg = LLCConfig.make(size, ways, reserve, policy, whole)
+    g = simulate_gem5(src.chunks(), cfg, src.amap.describe(), gem5_binary, outdir=tmp_path)
+    b = simulate(src.chunks(), cfg, bounds=False)
+    assert b["by_class"] == g["by_class"]
+    assert (b["hits"], b["misses"], b["evictions"], b["writebacks"]) == \
+        (g["hits"], g["misses"], g["evictions"], g["writebacks"])
+
+
+@pytest.mark.gem5
+def test_gem5_failures_are_one_line_errors(gem5_binary, streams, tmp_path):
+    src = streams["deepseek-like"]
+    cfg = LLCConfig.make("128KiB", 8, 4, "token-lru", True)
+    with pytest.raises(UserError, match="timed out after .* its log: .*gem5.stderr"):
+        simulate_gem5(src.chunks(), cfg, src.amap.describe(), gem5_binary, outdir=tmp_path / "t", timeout=0.2)
+    with pytest.raises(UserError, match=r"gem5 failed \(exit .*its log: .*gem5.stderr"):
+        simulate_gem5(src.chunks(), cfg, src.amap.describe(), gem5_binary, outdir=tmp_path / "c",
+                      l1_size="not-a-size")
+
+
+@pytest.mark.gem5
+def test_binary_without_the_extension_is_refused():
+    plain = os.environ.get("GEM5_PLAIN")
+    if not plain:
+        pytest.skip("set GEM5_PLAIN to a gem5 binary built without dsa-llc's extension")
+    with pytest.raises(UserError, match="lacks dsa-llc's gem5 extension"):
+        check_extension(find_gem5(plain))
