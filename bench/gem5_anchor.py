@@ -38,9 +38,9 @@ def main():
         src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout("paged", 64))
         for cfg in (LLCConfig.make("2MiB", 16, 0, "lru"), LLCConfig.make("2MiB", 16, 4, "token-lru", True)):
             t = time.perf_counter()
-            b = simulate(src.chunks(), cfg, bounds=False)
+            b = simulate(src.chunks(reuse=True), cfg, bounds=False)
             builtin_s = time.perf_counter() - t
-            g = simulate_gem5(src.chunks(), cfg, src.amap.describe(), binary, outdir=f"{tmp}/g5")
+            g = simulate_gem5(src.chunks(reuse=True), cfg, src.amap.describe(), binary, outdir=f"{tmp}/g5")
             n = g["gem5"]["packets"]
             same = (b["hits"], b["misses"]) == (g["hits"], g["misses"])
             print(f"{cfg.reserve_ways} reserved ways, {cfg.policy if cfg.reserve_ways else 'lru'}: "

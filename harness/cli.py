@@ -153,7 +153,7 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
         chunks, source = read_access_trace(access_trace), {"access_trace": str(access_trace)}
     else:
         src = _stream_source(index_log, kw)
-        chunks, source = src.chunks(as_lines=True), _stream_provenance(src)
+        chunks, source = src.chunks(as_lines=True, reuse=True), _stream_provenance(src)
         address_map = src.amap.describe()
     if backend == "gem5":
         from harness.gem5 import simulate_gem5
@@ -184,12 +184,12 @@ def stream(index_log, fmt, out, tick_spacing_ps, **kw):
     src = _stream_source(index_log, kw)
     prov = _stream_provenance(src)
     if fmt == "parquet":
-        n = write_parquet_trace(out, src.chunks(as_lines=False), prov)
+        n = write_parquet_trace(out, src.chunks(as_lines=False, reuse=True), prov)
         click.echo(f"wrote {n:,} requests to {out}")
     else:
         if tick_spacing_ps < 1:
             raise click.BadParameter("must be at least 1", param_hint="--tick-spacing-ps")
-        n = write_gem5_trace(out, src.chunks(as_lines=True), prov, tick_spacing_ps)
+        n = write_gem5_trace(out, src.chunks(as_lines=True, reuse=True), prov, tick_spacing_ps)
         click.echo(f"wrote {n:,} packets to {out} (address map in {out}.json)")
 
 
@@ -332,7 +332,7 @@ def demo(out):
     results = []
     for reserve, policy in [(0, "lru"), (4, "lru"), (4, "token-lru"), (8, "token-lru")]:
         cfg = LLCConfig.make("32MiB", 16, reserve, policy)
-        r = run(src.chunks(), cfg)
+        r = run(src.chunks(reuse=True), cfg)
         results.append(r)
         click.echo(format_result(r) + "\n")
     write_text_atomic(Path(out) / "demo.json", json.dumps(results, indent=1) + "\n")

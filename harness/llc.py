@@ -31,7 +31,7 @@ import numba as nb
 import numpy as np
 
 from harness import hashtab
-from harness.classes import KV, KV_WRITE, LINE_BYTES
+from harness.classes import KV, KV_WRITE, LINE_BYTES, TRAFFIC_CLASSES
 from harness.errors import UserError
 from harness.units import format_size, parse_size
 
@@ -39,15 +39,18 @@ RESERVED_POLICIES = {
     "lru": "line LRU inside the reserved ways",
     "token-lru": "LRU by token recency inside the reserved ways, whole-token eviction optional",
 }
-_POLICY_CODE = {"lru": 0, "token-lru": 1}
 
 # counters kept across chunks (indices into LLCState.counters)
 C_NOW, C_EVICT, C_WB, C_TOKEN_INVAL, C_BYPASS = 0, 1, 2, 3, 4
 C_TR_FULL, C_TR_PARTIAL, C_TR_MISS, C_TR_OPEN, C_TR_TOKEN, C_TR_LINES, C_TR_HITS = 5, 6, 7, 8, 9, 10, 11
-N_COUNTERS = 12
+C_NFREE = 12
+N_COUNTERS = 13
 
-# token-table fields
-F_TIME, F_HEAD, F_COUNT = 0, 1, 2
+N_CLASSES = len(TRAFFIC_CLASSES)
+
+# token record fields: latest access, first resident line, resident lines, token id
+F_TIME, F_HEAD, F_COUNT, F_TOKEN = 0, 1, 2, 3
+N_FIELDS = 4
 
 
 @dataclass(frozen=True)
@@ -103,31 +106,50 @@ class LLCState:
         self.cfg = cfg
         n = cfg.sets * cfg.ways
         self.tag = np.full(n, -1, dtype=np.int64)
-        self.stamp = np.full(n, 0, dtype=np.int64)  # np.full touches the pages now, not mid-run
-        self.dirty = np.full(n, 0, dtype=np.uint8)
-        self.owner = np.full(n, -1, dtype=np.int64)  # token of a reserved line (token policies)
-        self.next = np.full(n, -1, dtype=np.int64)   # the token's resident lines, linked
-        self.prev = np.full(n, -1, dtype=np.int64)
-        tracked = cfg.sets * cfg.reserve_ways if cfg.policy == "token-lru" else 0
-        self.tkeys, self.tvals = hashtab.new_table(tracked, 3)
+        # An invalid way's stamp is -(ways - way): below every real stamp and lowest for way 0,
+        # so the LRU scan picks the lowest free way first without a separate pass.
+        self.stamp = np.tile(-(cfg.ways - np.arange(cfg.ways, dtype=np.int64)), cfg.sets)
+        self.dirty = np.full(n, 0, dtype=np.uint8)  # np.full touches the pages now, not mid-run
         self.counters = np.zeros(N_COUNTERS, dtype=np.int64)
+        # Token policies: a reserved line's token record, and the token's resident lines linked.
+        # Records sit at stable indices (a free list recycles them); a hash table maps token
+        # ids to records for fills, while victim scans read records through `owner` directly.
+        tracked = cfg.sets * cfg.reserve_ways if cfg.policy == "token-lru" else 0
+        self.owner = np.full(n if tracked else 1, -1, dtype=np.int64)
+        self.next = np.full(n if tracked else 1, -1, dtype=np.int64)
+        self.prev = np.full(n if tracked else 1, -1, dtype=np.int64)
+        self.records = np.zeros((max(tracked, 1), N_FIELDS), dtype=np.int64)
+        self.free = np.arange(max(tracked, 1), dtype=np.int64)[::-1].copy()  # a stack of free records
+        self.tkeys, self.tvals = hashtab.new_table(tracked, 1)
+        self.counters[C_NFREE] = len(self.free)
         self.read_lengths = np.zeros(256, dtype=np.int64)  # token reads by line count (capped)
+        self.by_class = np.zeros((2, N_CLASSES), dtype=np.int64)  # accesses, hits
+        self._out = self._reads = self._runs = np.zeros(0)
 
-    def access(self, lines, cls, tokens, writes) -> tuple[np.ndarray, np.ndarray]:
+    def access(self, lines, cls, tokens, writes, steps=None) -> tuple[np.ndarray, np.ndarray, StepRuns]:
         """Simulate one chunk of line accesses.
 
-        Returns one uint8 per access, ``hit | writebacks << 1`` (writebacks the access caused,
-        capped at 127), and the token ids of the token reads that started in this chunk."""
+        Returns the hit flag of every access (uint8), the token ids of the token reads that
+        started in this chunk (for the bounds), and the chunk's per-step counts as runs of
+        consecutive accesses of one step. The arrays are views into buffers this state reuses:
+        they are valid until the next call (fresh pages cost a page fault each, which on a VM
+        took as long as the simulation itself)."""
         n = len(lines)
-        out = np.empty(n, dtype=np.uint8)
-        reads = np.empty(n, dtype=np.int64)
+        if steps is None:
+            steps = np.zeros(n, dtype=np.int64)
+        if len(self._out) < n:
+            self._out = np.zeros(n, dtype=np.uint8)
+            self._reads = np.zeros(n, dtype=np.int64)
+            self._runs = np.zeros((n + 1, 4), dtype=np.int64)
+        out, reads, runs = self._out[:n], self._reads[:n], self._runs[:n + 1]
         cfg = self.cfg
-        nreads = _simulate(lines, cls, tokens, writes, out, reads,
-                           self.tag, self.stamp, self.dirty, self.owner, self.next, self.prev,
-                           self.tkeys, self.tvals, self.counters, self.read_lengths,
-                           cfg.sets, cfg.ways, cfg.reserve_ways, _POLICY_CODE[cfg.policy],
-                           cfg.whole_token_eviction)
-        return out, reads[:nreads]
+        kernel = _simulate_tokens if cfg.policy == "token-lru" and cfg.reserve_ways else _simulate_lines
+        nreads, nruns = kernel(lines, cls, tokens, writes, steps, out, reads, runs,
+                               self.tag, self.stamp, self.dirty, self.owner, self.next, self.prev,
+                               self.records, self.free, self.tkeys, self.tvals, self.counters,
+                               self.read_lengths, self.by_class, cfg.sets, cfg.ways, cfg.reserve_ways,
+                               cfg.whole_token_eviction)
+        return out, reads[:nreads], StepRuns(*runs[:nruns].T.copy())
 
     def finish(self) -> None:
         """Close the token read still open at the end of the stream."""
@@ -140,6 +162,16 @@ class LLCState:
     def resident(self) -> np.ndarray:
         """Tags as a (sets, ways) array, -1 for an invalid way (for tests and inspection)."""
         return self.tag.reshape(self.cfg.sets, self.cfg.ways).copy()
+
+
+@dataclass
+class StepRuns:
+    """Per-step counts of a chunk, one row per run of consecutive accesses of one step."""
+
+    step: np.ndarray
+    accesses: np.ndarray
+    hits: np.ndarray
+    writebacks: np.ndarray
 
 
 @nb.njit(inline="always")
@@ -161,36 +193,49 @@ def _finish(ctr, read_lengths):
 
 
 @nb.njit(inline="always")
-def _unlink(slot, e, nxt, prv, tvals):
+def _unlink(slot, rec, nxt, prv, records):
     p = prv[slot]
     q = nxt[slot]
     if p >= 0:
         nxt[p] = q
     else:
-        tvals[e, F_HEAD] = q
+        records[rec, F_HEAD] = q
     if q >= 0:
         prv[q] = p
 
 
-@nb.njit(nogil=True, cache=True)
-def _simulate(lines, cls, tokens, writes, out, reads,
-              tag, stamp, dirty, owner, nxt, prv, tkeys, tvals, ctr, read_lengths,
-              n_sets, n_ways, n_res, policy, whole):
+@nb.njit(inline="always")
+def _release(rec, records, free, nfree, tkeys, tvals):
+    """Drop a token record: out of the hash table, back on the free stack."""
+    hashtab.delete(tkeys, tvals, hashtab.find(tkeys, records[rec, F_TOKEN]))
+    free[nfree] = rec
+    return nfree + 1
+
+
+@nb.njit(inline="always")
+def _run(lines, cls, tokens, writes, steps, out, reads, runs,
+         tag, stamp, dirty, owner, nxt, prv, records, free, tkeys, tvals, ctr, read_lengths, by_class,
+         n_sets, n_ways, n_res, whole, track_tokens):
     # Counters live in locals inside the loop (array elements would be reloaded on every use).
     now = ctr[C_NOW]
     evictions, writebacks, invalidations, bypasses = ctr[C_EVICT], ctr[C_WB], ctr[C_TOKEN_INVAL], ctr[C_BYPASS]
     read_open, read_tok, read_lines, read_hits = ctr[C_TR_OPEN], ctr[C_TR_TOKEN], ctr[C_TR_LINES], ctr[C_TR_HITS]
+    nfree = ctr[C_NFREE]
     nreads = 0
+    nruns = 0
+    run_step = steps[0] if steps.shape[0] else 0
+    run_start, run_hits, run_wb = 0, 0, writebacks
     pow2 = (n_sets & (n_sets - 1)) == 0
     set_mask = n_sets - 1
-    token_policy = policy == 1 and n_res > 0
     for i in range(lines.shape[0]):
         line = lines[i]
         c = cls[i]
+        if steps[i] != run_step:
+            runs[nruns, 0], runs[nruns, 1] = run_step, i - run_start
+            runs[nruns, 2], runs[nruns, 3] = run_hits, writebacks - run_wb
+            nruns += 1
+            run_step, run_start, run_hits, run_wb = steps[i], i, 0, writebacks
         is_kv = c <= KV_WRITE
-        tok = tokens[i]
-        if tok < 0:
-            tok = -2 - line
         if pow2:
             base = (line & set_mask) * n_ways
         else:
@@ -200,24 +245,35 @@ def _simulate(lines, cls, tokens, writes, out, reads,
         else:
             lo, hi = n_res, n_ways
         now += 1
-        # one pass: the line's way, and the region's lowest free way and LRU way
+        # The region's ways first: look for the line and track the region's LRU way (free ways
+        # have negative stamps, lowest way lowest); then the other ways for the line only.
         way = -1
-        free = -1
-        lru = -1
-        lru_t = np.int64(0)
-        for w in range(n_ways):
-            t = tag[base + w]
-            if t == line:
+        lru = lo
+        lru_t = stamp[base + lo] if lo < hi else np.int64(0)
+        for w in range(lo, hi):
+            if tag[base + w] == line:
                 way = w
                 break
-            if lo <= w < hi:
-                if t < 0:
-                    if free < 0:
-                        free = w
-                elif lru < 0 or stamp[base + w] < lru_t:
-                    lru = w
-                    lru_t = stamp[base + w]
+            t = stamp[base + w]
+            if t < lru_t:
+                lru_t = t
+                lru = w
+        if way < 0:
+            for w in range(0, lo):
+                if tag[base + w] == line:
+                    way = w
+                    break
+        if way < 0:
+            for w in range(hi, n_ways):
+                if tag[base + w] == line:
+                    way = w
+                    break
+        hit = way >= 0
+        by_class[0, c] += 1
 
+        tok = tokens[i]
+        if tok < 0:
+            tok = -2 - line
         if c == KV:
             if not (read_open and read_tok == tok):
                 if read_open:
@@ -226,83 +282,112 @@ def _simulate(lines, cls, tokens, writes, out, reads,
                 reads[nreads] = tok
                 nreads += 1
             read_lines += 1
-            if way >= 0:
+            if hit:
                 read_hits += 1
         elif read_open:
             _close_read(read_lines, read_hits, read_lengths, ctr)
             read_open = 0
 
-        if way >= 0:
+        if hit:
             out[i] = 1
+            by_class[1, c] += 1
+            run_hits += 1
             slot = base + way
             stamp[slot] = now
             if writes[i]:
                 dirty[slot] = 1
-            if token_policy and is_kv:
-                e = hashtab.find(tkeys, tok)
-                if e >= 0:
-                    tvals[e, F_TIME] = now
+            if track_tokens and is_kv:
+                if way < n_res:  # the line's own record
+                    records[owner[slot], F_TIME] = now
+                else:  # a kv line in a shared way: refresh its token if it has reserved lines
+                    e = hashtab.find(tkeys, tok)
+                    if e >= 0:
+                        records[tvals[e, 0], F_TIME] = now
             continue
 
+        out[i] = 0
         if lo == hi:
             bypasses += 1
-            out[i] = 0
             continue
-        wb_before = writebacks
-        tracked = token_policy and lo == 0
-        victim = free
-        if victim < 0:
+        tracked = track_tokens and lo == 0
+        victim = lru
+        if lru_t >= 0:  # no free way: evict
             if tracked:  # least recent token; ties go to the lowest way
-                best = np.int64(0)
-                for w in range(lo, hi):
-                    t = tvals[hashtab.find(tkeys, owner[base + w]), F_TIME]
-                    if victim < 0 or t < best:
+                best = records[owner[base + lo], F_TIME]
+                victim = lo
+                for w in range(lo + 1, hi):
+                    t = records[owner[base + w], F_TIME]
+                    if t < best:
                         best = t
                         victim = w
-            else:
-                victim = lru
             vslot = base + victim
             evictions += 1
             if tracked:
-                e = hashtab.find(tkeys, owner[vslot])
+                rec = owner[vslot]
                 if whole:
-                    other = tvals[e, F_HEAD]
+                    other = records[rec, F_HEAD]
                     while other >= 0:
                         if other != vslot:
                             if dirty[other]:
                                 writebacks += 1
                                 dirty[other] = 0
                             tag[other] = -1
+                            stamp[other] = -(n_ways - other % n_ways)
                             invalidations += 1
                         other = nxt[other]
-                    hashtab.delete(tkeys, tvals, e)
+                    nfree = _release(rec, records, free, nfree, tkeys, tvals)
                 else:
-                    _unlink(vslot, e, nxt, prv, tvals)
-                    tvals[e, F_COUNT] -= 1
-                    if tvals[e, F_COUNT] == 0:
-                        hashtab.delete(tkeys, tvals, e)
+                    _unlink(vslot, rec, nxt, prv, records)
+                    records[rec, F_COUNT] -= 1
+                    if records[rec, F_COUNT] == 0:
+                        nfree = _release(rec, records, free, nfree, tkeys, tvals)
             if dirty[vslot]:
                 writebacks += 1
         vslot = base + victim
-        out[i] = min(writebacks - wb_before, 127) << 1
         tag[vslot] = line
         stamp[vslot] = now
         dirty[vslot] = writes[i]
         if tracked:
             e = hashtab.find(tkeys, tok)
             if e < 0:
+                nfree -= 1
+                rec = free[nfree]
                 e = hashtab.insert(tkeys, tvals, tok)
-                tvals[e, F_HEAD] = -1
-            head = tvals[e, F_HEAD]
+                tvals[e, 0] = rec
+                records[rec, F_HEAD] = -1
+                records[rec, F_COUNT] = 0
+                records[rec, F_TOKEN] = tok
+            rec = tvals[e, 0]
+            head = records[rec, F_HEAD]
             nxt[vslot] = head
             prv[vslot] = -1
             if head >= 0:
                 prv[head] = vslot
-            tvals[e, F_HEAD] = vslot
-            tvals[e, F_COUNT] += 1
-            tvals[e, F_TIME] = now
-            owner[vslot] = tok
+            records[rec, F_HEAD] = vslot
+            records[rec, F_COUNT] += 1
+            records[rec, F_TIME] = now
+            owner[vslot] = rec
+    if lines.shape[0]:
+        runs[nruns, 0], runs[nruns, 1] = run_step, lines.shape[0] - run_start
+        runs[nruns, 2], runs[nruns, 3] = run_hits, writebacks - run_wb
+        nruns += 1
     ctr[C_NOW] = now
     ctr[C_EVICT], ctr[C_WB], ctr[C_TOKEN_INVAL], ctr[C_BYPASS] = evictions, writebacks, invalidations, bypasses
     ctr[C_TR_OPEN], ctr[C_TR_TOKEN], ctr[C_TR_LINES], ctr[C_TR_HITS] = read_open, read_tok, read_lines, read_hits
-    return nreads
+    ctr[C_NFREE] = nfree
+    return nreads, nruns
+
+
+# Two compiled entry points: the token-tracking code is compiled out of the plain one.
+@nb.njit(nogil=True, cache=True)
+def _simulate_lines(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
+                    records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole):
+    return _run(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
+                records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole, False)
+
+
+@nb.njit(nogil=True, cache=True)
+def _simulate_tokens(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
+                     records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole):
+    return _run(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
+                records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole, True)

@@ -8,7 +8,6 @@ and stall cycles from the first-order timing model, with the configuration echoe
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,41 +22,19 @@ from harness.tokencache import TokenStream, lru_hits, min_hits
 N_CLS = len(TRAFFIC_CLASSES)
 
 
-@dataclass
-class _StepTotals:
-    """Per-step line hits, misses and writebacks, merged across chunks."""
+def _per_step(runs: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Steps and their line hits, misses and writebacks, from the kernel's per-chunk runs."""
+    if not runs:
+        z = np.zeros(0)
+        return z.astype(np.int64), z, z, z
+    step = np.concatenate([r.step for r in runs])
+    uniq, inv = np.unique(step, return_inverse=True)  # a few rows per step: cheap
 
-    steps: list = field(default_factory=list)
-    hits: list = field(default_factory=list)
-    misses: list = field(default_factory=list)
-    writebacks: list = field(default_factory=list)
+    def total(field):
+        return np.bincount(inv, weights=np.concatenate([getattr(r, field) for r in runs]), minlength=len(uniq))
 
-    def add(self, step: np.ndarray, hit: np.ndarray, wb: np.ndarray) -> None:
-        lo, hi = int(step.min()), int(step.max())
-        if hi - lo < 1 << 20:  # steps of a chunk are usually few and close: count without sorting
-            inv = step - lo
-            uniq = np.arange(lo, hi + 1)
-        else:
-            uniq, inv = np.unique(step, return_inverse=True)
-        n = np.bincount(inv, minlength=len(uniq))
-        h = np.bincount(inv, weights=hit, minlength=len(uniq))
-        keep = n > 0
-        self.steps.append(uniq[keep])
-        self.hits.append(h[keep])
-        self.misses.append((n - h)[keep])
-        self.writebacks.append(np.bincount(inv, weights=wb, minlength=len(uniq))[keep])
-
-    def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        if not self.steps:
-            z = np.zeros(0)
-            return z.astype(np.int64), z, z, z
-        steps = np.concatenate(self.steps)
-        uniq, inv = np.unique(steps, return_inverse=True)
-
-        def merged(parts):
-            return np.bincount(inv, weights=np.concatenate(parts), minlength=len(uniq))
-
-        return uniq, merged(self.hits), merged(self.misses), merged(self.writebacks)
+    acc, hits = total("accesses"), total("hits")
+    return uniq, hits, acc - hits, total("writebacks")
 
 
 def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
@@ -67,23 +44,19 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
     timing = timing or TimingConfig()
     timing.validate()
     state = LLCState(cfg)
-    per_class = np.zeros((2, N_CLS), dtype=np.int64)  # accesses, hits
-    steps = _StepTotals()
+    runs = []
     stream = TokenStream() if bounds else None
     try:
         for chunk in chunks:
             acc = chunk.lines() if isinstance(chunk, Requests) else chunk
             if len(acc) == 0:
                 continue
-            out, reads = state.access(acc.line, acc.cls, acc.token, acc.write)
-            hit = out & 1
-            per_class[0] += np.bincount(acc.cls, minlength=N_CLS)[:N_CLS]
-            per_class[1] += np.bincount(acc.cls, weights=hit, minlength=N_CLS)[:N_CLS].astype(np.int64)
-            steps.add(acc.step, hit, out >> 1)
+            _, reads, step_runs = state.access(acc.line, acc.cls, acc.token, acc.write, acc.step)
+            runs.append(step_runs)
             if stream is not None:
                 stream.append(reads)
         state.finish()
-        summary = _summarise(state, per_class, steps, timing)
+        summary = _summarise(state, runs, timing)
         summary["bounds"] = _bounds(stream, cfg, state.lines_per_token()) if stream else None
     finally:
         if stream is not None:
@@ -98,8 +71,9 @@ def _counts(accesses: int, hits: int) -> dict:
             "hit_rate": (hits / accesses) if accesses else None}
 
 
-def _summarise(state: LLCState, per_class, steps: _StepTotals, timing: TimingConfig) -> dict:
+def _summarise(state: LLCState, runs: list, timing: TimingConfig) -> dict:
     ctr = state.counters
+    per_class = state.by_class
     out = _counts(per_class[0].sum(), per_class[1].sum())
     out["by_class"] = {name: _counts(per_class[0, i], per_class[1, i])
                        for i, name in enumerate(TRAFFIC_CLASSES) if per_class[0, i]}
@@ -110,7 +84,7 @@ def _summarise(state: LLCState, per_class, steps: _StepTotals, timing: TimingCon
     out["token_invalidations"] = int(ctr[llc_mod.C_TOKEN_INVAL])
     out["writebacks"] = int(ctr[llc_mod.C_WB])
     out["bypasses"] = int(ctr[llc_mod.C_BYPASS])
-    step_ids, h, m, wb = steps.table()
+    step_ids, h, m, wb = _per_step(runs)
     stall = stall_cycles(h, m, wb, timing)
     out["steps"] = len(step_ids)
     out["stall_cycles"] = float(stall.sum())

@@ -40,6 +40,7 @@ class TokenStream:
         self._ids: np.ndarray | None = None
         self._next: np.ndarray | None = None
         self.id_space = id_space
+        self._buf = np.zeros(0, dtype=np.int32)
         if id_space is not None:
             if id_space >= 1 << 31:
                 raise ValueError("dense ids must fit in int32")
@@ -54,7 +55,9 @@ class TokenStream:
             self.n += len(ids)
             return
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        out = np.empty(len(tokens), dtype=np.int32)
+        if len(self._buf) < len(tokens):
+            self._buf = np.zeros(len(tokens), dtype=np.int32)  # reused: fresh pages fault
+        out = self._buf[:len(tokens)]
         state = np.array([0, self.distinct], dtype=np.int64)  # next token, distinct ids
         while True:
             _remap(self._keys, self._vals, state, tokens, out)

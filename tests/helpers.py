@@ -20,7 +20,7 @@ def hit_string(cfg: LLCConfig, seq) -> tuple[str, LLCState]:
     """'H'/'M' per access of ``seq`` through a fresh cache, and the final state."""
     state = LLCState(cfg)
     acc = line_accesses(seq)
-    out, _ = state.access(acc.line, acc.cls, acc.token, acc.write)
+    out, _, _ = state.access(acc.line, acc.cls, acc.token, acc.write)
     state.finish()
     return "".join("H" if o & 1 else "M" for o in out), state
 

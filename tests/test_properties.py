@@ -46,7 +46,7 @@ def test_counts_add_up_and_partitions_hold(seq, cfg):
     acc = line_accesses(seq)
     state = LLCState(cfg)
     for i in range(len(acc)):  # one access at a time, checking the partition after each
-        out, _ = state.access(acc.line[i:i + 1], acc.cls[i:i + 1], acc.token[i:i + 1], acc.write[i:i + 1])
+        out, _, _ = state.access(acc.line[i:i + 1], acc.cls[i:i + 1], acc.token[i:i + 1], acc.write[i:i + 1])
         tags = state.resident()
         reserved, shared = tags[:, :cfg.reserve_ways], tags[:, cfg.reserve_ways:]
         assert not ((reserved >= 0) & (reserved < KV_BASE)).any(), "non-kv line in a reserved way"

@@ -164,16 +164,21 @@ class StreamSource:
                        + (self.max_k + 1) * lines(g.kv_bytes))
         return lines(a.weight_bytes) + self.log.requests * per_request
 
-    def chunks(self, as_lines: bool = True, chunk_lines: int = CHUNK_LINES) -> Iterator:
-        """Yield :class:`LineAccesses` (``as_lines``) or :class:`Requests` chunks."""
+    def chunks(self, as_lines: bool = True, chunk_lines: int = CHUNK_LINES, reuse: bool = False) -> Iterator:
+        """Yield :class:`LineAccesses` (``as_lines``) or :class:`Requests` chunks.
+
+        With ``reuse`` every chunk lives in the same buffers, valid only until the next chunk is
+        requested: the fast path for consumers that process a chunk and move on (fresh pages
+        cost a page fault each, which dominated generation time on a VM)."""
         bound = self._bound_per_layer_step()
         cap = max(chunk_lines, bound)
+        shared = _Buffers(cap, as_lines) if reuse else None
         for block in self.log.blocks():
             self._check_block(block)
             step_starts = np.arange(0, len(block.step), self.log.layers * self.log.requests, dtype=np.int64)
             pos = np.zeros(2, dtype=np.int64)  # resume point: step index in block, geometry layer
             while pos[0] < len(step_starts):
-                out = _Buffers(cap, as_lines)
+                out = shared or _Buffers(cap, as_lines)
                 n = _emit(block.request, block.step, block.ctx_len, block.offsets, block.positions,
                           step_starts, pos, self.layer_map, self.log.requests,
                           self.amap.phys, self.amap.page_tokens, self.amap.total_pages,
@@ -201,12 +206,12 @@ class StreamSource:
 class _Buffers:
     def __init__(self, cap: int, as_lines: bool):
         self.as_lines = as_lines
-        self.addr = np.empty(cap, dtype=np.int64)
-        self.size = np.empty(1 if as_lines else cap, dtype=np.int64)
-        self.cls = np.empty(cap, dtype=np.uint8)
-        self.write = np.empty(cap, dtype=np.uint8)
-        self.token = np.empty(cap, dtype=np.int64)
-        self.step = np.empty(cap, dtype=np.int64)
+        self.addr = np.zeros(cap, dtype=np.int64)
+        self.size = np.zeros(1 if as_lines else cap, dtype=np.int64)
+        self.cls = np.zeros(cap, dtype=np.uint8)
+        self.write = np.zeros(cap, dtype=np.uint8)
+        self.token = np.zeros(cap, dtype=np.int64)
+        self.step = np.zeros(cap, dtype=np.int64)
 
     def take(self, n: int):
         if self.as_lines:
