@@ -35,10 +35,13 @@ from harness.classes import KV, KV_WRITE, LINE_BYTES, TRAFFIC_CLASSES
 from harness.errors import UserError
 from harness.units import format_size, parse_size
 
-RESERVED_POLICIES = {
-    "lru": "line LRU inside the reserved ways",
-    "token-lru": "LRU by token recency inside the reserved ways, whole-token eviction optional",
-}
+# Policies of the reserved ways, by kernel code (harness.policies documents each one).
+# 0 is line LRU; the others keep one record per resident token with a victim key.
+POLICY_CODE = {"lru": 0, "token-lru": 1, "srrip": 2, "brrip": 3, "bip": 4, "lfu": 5}
+RESERVED_POLICIES = tuple(POLICY_CODE)
+P_TOKEN_LRU, P_SRRIP, P_BRRIP, P_BIP, P_LFU = 1, 2, 3, 4, 5
+BIMODAL_EVERY = 32  # BRRIP/BIP: every 32nd inserted token gets the 'long'/MRU prediction
+SEQ = 1 << 40       # keys that combine a small priority with an access time: prio * SEQ + time
 
 # counters kept across chunks (indices into LLCState.counters)
 C_NOW, C_EVICT, C_WB, C_TOKEN_INVAL, C_BYPASS = 0, 1, 2, 3, 4
@@ -48,9 +51,12 @@ N_COUNTERS = 13
 
 N_CLASSES = len(TRAFFIC_CLASSES)
 
-# token record fields: latest access, first resident line, resident lines, token id
-F_TIME, F_HEAD, F_COUNT, F_TOKEN = 0, 1, 2, 3
-N_FIELDS = 4
+# token record fields: latest access, first resident line, resident lines, token id, victim key
+# (the smallest key goes first), a policy's own counter
+F_TIME, F_HEAD, F_COUNT, F_TOKEN, F_KEY, F_AUX = 0, 1, 2, 3, 4, 5
+N_FIELDS = 6
+# global policy state: RRIP aging offset, inserted tokens, LFU-DA age, BIP's LRU-end counter
+G_AGING, G_INSERTS, G_AGE, G_LOW = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,11 @@ class LLCConfig:
             raise UserError(f"reserve_ways must be between 0 and ways ({self.ways}), "
                             f"got {self.reserve_ways}")
         if self.policy not in RESERVED_POLICIES:
+            from harness.policies import POLICIES
+
+            if self.policy in POLICIES:
+                raise UserError(f"policy {self.policy!r} runs on the fully associative token cache only "
+                                f"(`dsa-harness policies`); the reserved ways take: {', '.join(RESERVED_POLICIES)}")
             raise UserError(f"unknown policy {self.policy!r}; known: {', '.join(RESERVED_POLICIES)}")
 
     @property
@@ -114,7 +125,7 @@ class LLCState:
         # Token policies: a reserved line's token record, and the token's resident lines linked.
         # Records sit at stable indices (a free list recycles them); a hash table maps token
         # ids to records for fills, while victim scans read records through `owner` directly.
-        tracked = cfg.sets * cfg.reserve_ways if cfg.policy == "token-lru" else 0
+        tracked = cfg.sets * cfg.reserve_ways if cfg.policy != "lru" else 0
         self.owner = np.full(n if tracked else 1, -1, dtype=np.int64)
         self.next = np.full(n if tracked else 1, -1, dtype=np.int64)
         self.prev = np.full(n if tracked else 1, -1, dtype=np.int64)
@@ -122,6 +133,7 @@ class LLCState:
         self.free = np.arange(max(tracked, 1), dtype=np.int64)[::-1].copy()  # a stack of free records
         self.tkeys, self.tvals = hashtab.new_table(tracked, 1)
         self.counters[C_NFREE] = len(self.free)
+        self.policy_state = np.zeros(4, dtype=np.int64)
         self.read_lengths = np.zeros(256, dtype=np.int64)  # token reads by line count (capped)
         self.by_class = np.zeros((2, N_CLASSES), dtype=np.int64)  # accesses, hits
         self._out = self._reads = self._runs = np.zeros(0)
@@ -143,12 +155,13 @@ class LLCState:
             self._runs = np.zeros((n + 1, 4), dtype=np.int64)
         out, reads, runs = self._out[:n], self._reads[:n], self._runs[:n + 1]
         cfg = self.cfg
-        kernel = _simulate_tokens if cfg.policy == "token-lru" and cfg.reserve_ways else _simulate_lines
+        code = POLICY_CODE[cfg.policy] if cfg.reserve_ways else 0
+        kernel = _simulate_tokens if code else _simulate_lines
         nreads, nruns = kernel(lines, cls, tokens, writes, steps, out, reads, runs,
                                self.tag, self.stamp, self.dirty, self.owner, self.next, self.prev,
                                self.records, self.free, self.tkeys, self.tvals, self.counters,
                                self.read_lengths, self.by_class, cfg.sets, cfg.ways, cfg.reserve_ways,
-                               cfg.whole_token_eviction)
+                               cfg.whole_token_eviction, code, self.policy_state)
         return out, reads[:nreads], StepRuns(*runs[:nruns].T.copy())
 
     def finish(self) -> None:
@@ -205,6 +218,49 @@ def _unlink(slot, rec, nxt, prv, records):
 
 
 @nb.njit(inline="always")
+def _touch(policy, rec, records, g, now, new_read):
+    """A resident line of the token was read: refresh the token's victim key."""
+    if policy == P_TOKEN_LRU or policy == P_BIP:
+        records[rec, F_KEY] = now
+    elif policy == P_SRRIP or policy == P_BRRIP:
+        records[rec, F_KEY] = g[G_AGING] * SEQ + now  # RRPV 0
+    elif policy == P_LFU:
+        if new_read:
+            records[rec, F_AUX] += 1  # reads, not lines, count
+        records[rec, F_KEY] = (g[G_AGE] + records[rec, F_AUX]) * SEQ + now
+
+
+@nb.njit(inline="always")
+def _insert_key(policy, rec, records, g, now):
+    """Victim key of a token that just became resident."""
+    g[G_INSERTS] += 1
+    if policy == P_SRRIP or policy == P_BRRIP:
+        rrpv = 2 if policy == P_SRRIP or g[G_INSERTS] % BIMODAL_EVERY == 0 else 3
+        records[rec, F_KEY] = (g[G_AGING] - rrpv) * SEQ + now
+    elif policy == P_BIP:
+        if g[G_INSERTS] % BIMODAL_EVERY == 0:
+            records[rec, F_KEY] = now
+        else:  # the LRU end: below every key so far, the newest lowest
+            g[G_LOW] -= 1
+            records[rec, F_KEY] = g[G_LOW]
+    elif policy == P_LFU:
+        records[rec, F_AUX] = 1
+        records[rec, F_KEY] = (g[G_AGE] + 1) * SEQ + now
+    else:
+        records[rec, F_KEY] = now
+
+
+@nb.njit(inline="always")
+def _before_eviction(policy, victim_key, g):
+    if policy == P_SRRIP or policy == P_BRRIP:
+        rrpv = g[G_AGING] - victim_key // SEQ
+        if rrpv < 3:  # nobody is at RRPV 3: age everyone until the victim is
+            g[G_AGING] += 3 - rrpv
+    elif policy == P_LFU:
+        g[G_AGE] = victim_key // SEQ
+
+
+@nb.njit(inline="always")
 def _release(rec, records, free, nfree, tkeys, tvals):
     """Drop a token record: out of the hash table, back on the free stack."""
     hashtab.delete(tkeys, tvals, hashtab.find(tkeys, records[rec, F_TOKEN]))
@@ -215,7 +271,7 @@ def _release(rec, records, free, nfree, tkeys, tvals):
 @nb.njit(inline="always")
 def _run(lines, cls, tokens, writes, steps, out, reads, runs,
          tag, stamp, dirty, owner, nxt, prv, records, free, tkeys, tvals, ctr, read_lengths, by_class,
-         n_sets, n_ways, n_res, whole, track_tokens):
+         n_sets, n_ways, n_res, whole, policy, g):
     # Counters live in locals inside the loop (array elements would be reloaded on every use).
     now = ctr[C_NOW]
     evictions, writebacks, invalidations, bypasses = ctr[C_EVICT], ctr[C_WB], ctr[C_TOKEN_INVAL], ctr[C_BYPASS]
@@ -296,30 +352,35 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
             stamp[slot] = now
             if writes[i]:
                 dirty[slot] = 1
-            if track_tokens and is_kv:
+            if policy and is_kv:
+                rec = -1
                 if way < n_res:  # the line's own record
-                    records[owner[slot], F_TIME] = now
+                    rec = owner[slot]
                 else:  # a kv line in a shared way: refresh its token if it has reserved lines
                     e = hashtab.find(tkeys, tok)
                     if e >= 0:
-                        records[tvals[e, 0], F_TIME] = now
+                        rec = tvals[e, 0]
+                if rec >= 0:
+                    records[rec, F_TIME] = now
+                    _touch(policy, rec, records, g, now, c == KV and read_lines == 1)
             continue
 
         out[i] = 0
         if lo == hi:
             bypasses += 1
             continue
-        tracked = track_tokens and lo == 0
+        tracked = policy > 0 and lo == 0
         victim = lru
         if lru_t >= 0:  # no free way: evict
-            if tracked:  # least recent token; ties go to the lowest way
-                best = records[owner[base + lo], F_TIME]
+            if tracked:  # the smallest token key (token-lru: the least recent); ties: lowest way
+                best = records[owner[base + lo], F_KEY]
                 victim = lo
                 for w in range(lo + 1, hi):
-                    t = records[owner[base + w], F_TIME]
+                    t = records[owner[base + w], F_KEY]
                     if t < best:
                         best = t
                         victim = w
+                _before_eviction(policy, best, g)
             vslot = base + victim
             evictions += 1
             if tracked:
@@ -357,6 +418,9 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
                 records[rec, F_HEAD] = -1
                 records[rec, F_COUNT] = 0
                 records[rec, F_TOKEN] = tok
+                _insert_key(policy, rec, records, g, now)
+            else:
+                _touch(policy, tvals[e, 0], records, g, now, c == KV and read_lines == 1)
             rec = tvals[e, 0]
             head = records[rec, F_HEAD]
             nxt[vslot] = head
@@ -381,13 +445,16 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
 # Two compiled entry points: the token-tracking code is compiled out of the plain one.
 @nb.njit(nogil=True, cache=True)
 def _simulate_lines(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
-                    records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole):
+                    records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole,
+                    policy, g):
     return _run(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
-                records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole, False)
+                records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole, 0, g)
 
 
 @nb.njit(nogil=True, cache=True)
 def _simulate_tokens(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
-                     records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole):
+                     records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole,
+                     policy, g):
     return _run(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
-                records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole, True)
+                records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole,
+                policy, g)

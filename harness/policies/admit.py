@@ -1,0 +1,78 @@
+"""``admit``: LRU with frequency-based admission (TinyLFU-style) at token granularity.
+
+Every read, hit or miss, counts towards its token's frequency; all frequencies halve every
+``window`` reads (default 8 x the capacity) so the estimate follows the recent past. A missed
+token is inserted while the cache has room; when it is full it is inserted only if its
+frequency is higher than that of the LRU token, which is then evicted; otherwise the missed
+token is not cached (the reservation keeps the colder-looking token out)."""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from harness.policies.base import Policy, check_int
+
+
+class Admit(Policy):
+    name = "admit"
+    description = "LRU that admits a missed token only if it is read more often than the LRU token"
+    defaults = {"window": 0}  # 0: 8 x capacity
+
+    def check(self, reads, capacity):
+        super().check(reads, capacity)
+        check_int(self.name, "window", self.params["window"], 0)
+
+    def fa_hits(self, reads, capacity):
+        d = reads.id_space
+        window = int(self.params["window"]) or 8 * capacity
+        return _admit(reads.tid, capacity, window, np.full(d, -1, np.int64), np.full(d, -1, np.int64),
+                      np.zeros(d, np.uint8), np.zeros(d, np.int64), np.zeros(d, np.int64))
+
+
+@nb.njit(inline="always")
+def _freq(x, freq, epoch_of, epoch):
+    shift = epoch - epoch_of[x]
+    return freq[x] >> shift if shift < 63 else 0
+
+
+@nb.njit(cache=True)
+def _admit(tid, capacity, window, prev, nxt, inside, freq, epoch_of):
+    head, tail, size, hits = -1, -1, 0, 0
+    for i in range(tid.shape[0]):
+        t = tid[i]
+        epoch = i // window
+        freq[t] = _freq(t, freq, epoch_of, epoch) + 1
+        epoch_of[t] = epoch
+        if inside[t]:
+            hits += 1
+            if head == t:
+                continue
+            p, q = prev[t], nxt[t]
+            nxt[p] = q
+            if q >= 0:
+                prev[q] = p
+            else:
+                tail = p
+        else:
+            if size == capacity:
+                if freq[t] <= _freq(tail, freq, epoch_of, epoch):
+                    continue  # not admitted
+                victim = tail
+                tail = prev[victim]
+                if tail >= 0:
+                    nxt[tail] = -1
+                else:
+                    head = -1
+                inside[victim] = 0
+            else:
+                size += 1
+            inside[t] = 1
+        prev[t] = -1
+        nxt[t] = head
+        if head >= 0:
+            prev[head] = t
+        head = t
+        if tail < 0:
+            tail = t
+    return hits
