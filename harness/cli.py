@@ -312,92 +312,103 @@ def analyze(logs, out, geometry):
     click.echo(f"wrote {out}/summary.md")
 
 
+def _sweep_options(f):
+    options = [
+        click.option("--jobs", type=int, default=None, help="Local worker processes (default: the number of cores)."),
+        click.option("--scheduler", default=None, help="A Dask scheduler address (tcp://host:8786) instead of local processes."),
+        click.option("--rerun-failed", is_flag=True, help="Run again the runs that failed before."),
+        click.option("--force", is_flag=True, help="Use a sweep folder made by a different spec."),
+        click.option("--gem5", "gem5_binary", default=None, help="gem5 binary for gem5 runs (default: $GEM5)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False), default="report", show_default=True)
-def demo(out):
-    """The main job: simulate a generated DSA-like stream with and without a KV reservation."""
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Sweep folder.")
+@_sweep_options
+@click.option("--dry-run", is_flag=True, help="Validate the spec and list the runs, run nothing.")
+def sweep(spec, out, jobs, scheduler, rerun_failed, force, gem5_binary, dry_run):
+    """Run a TOML sweep spec; re-running skips the runs that are done."""
+    from harness.sweep import execute, load_spec, run_id, run_state
+
+    s = load_spec(spec)
+    if dry_run:
+        from pathlib import Path
+
+        done = sum(run_state(Path(out), run_id(r)) == "ok" for r in s.runs) if Path(out, "runs").is_dir() else 0
+        click.echo(f"{len(s.runs)} runs over {len(s.decodes)} index logs; {done} already done in {out}")
+        return
+    counts = execute(s, out, jobs, scheduler, rerun_failed, force, gem5_binary=gem5_binary)
+    click.echo(f"{counts['ok']} runs done, {counts['failed']} failed, {counts['skipped']} skipped (done before) in {out}")
+    if counts["failed"]:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Parquet file to write (default: SWEEP_DIR/results.parquet).")
+def collect(sweep_dir, out):
+    """Collect a sweep's runs into one tidy Parquet table."""
     from pathlib import Path
 
-    from harness.llc import LLCConfig
-    from harness.simulate import simulate as run
-    from harness.synthetic import write_synthetic_log
-    from harness.units import write_text_atomic
-    from trace_gen.geometry import PRESETS
-    from trace_gen.indexlog import IndexLog
-    from trace_gen.stream import Layout, StreamSource
+    from harness.collect import collect as run
 
-    log = IndexLog(write_synthetic_log(Path(out) / "synthetic_log", steps=8, layers=8, topk=256,
-                                       prompt=2048, overwrite=True))
-    src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout("paged"))
-    results = []
-    for reserve, policy in [(0, "lru"), (4, "lru"), (4, "token-lru"), (8, "token-lru")]:
-        cfg = LLCConfig.make("32MiB", 16, reserve, policy)
-        r = run(src.chunks(reuse=True), cfg)
-        results.append(r)
-        click.echo(format_result(r) + "\n")
-    write_text_atomic(Path(out) / "demo.json", json.dumps(results, indent=1) + "\n")
-    click.echo(f"wrote {out}/demo.json")
+    out = out or str(Path(sweep_dir) / "results.parquet")
+    df, bad = run(sweep_dir, out)
+    for b in bad:
+        click.echo(f"unreadable run {b}", err=True)
+    ok = int((df._status == "ok").sum()) if len(df) else 0
+    click.echo(f"collected {len(df)} runs ({ok} ok, {len(df) - ok} failed, {len(bad)} unreadable) into {out}")
 
 
 @cli.command()
-@click.argument("logs", nargs=-1, type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), help="With LOGS: folder for the sweep's tables and plots.")
-@click.option("--policy", "names", multiple=True, help="Only these policies (repeatable; default all).")
-@click.option("--param", "params", multiple=True, metavar="POLICY.KEY=VALUE",
-              help="A policy parameter, e.g. pin-recent.window=64.")
-def policies(logs, out, names, params):
-    """List the reservation policies; with index LOGS, sweep them over capacities.
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Report folder.")
+@click.option("--policies/--no-policies", default=True, help="Include the policy sweep on the index logs.")
+def report(sweep_dir, out, policies):
+    """Write the study report (Markdown and HTML with plots) for a sweep folder."""
+    from harness.report import build_report
 
-    The sweep runs every policy on the fully associative token cache at 1/8, 1/4, 1/2, 1 and 2
-    times one decode step's footprint (k x layers x requests tokens), beside MIN."""
-    from harness.policies import POLICIES, get_policy
+    r = build_report(sweep_dir, out, policies=policies)
+    from harness.report import verdict
 
-    if not logs:
-        click.echo(f"{'policy':<12} {'LLC ways':<9} description")
-        for name, cls in POLICIES.items():
-            where = "yes" if name in _reserved_policies() else "-"
-            click.echo(f"{name:<12} {where:<9} {cls.description}")
-        return
-    if not out:
-        raise click.UsageError("give --out for a sweep over LOGS")
-    import pandas as pd
-
-    from harness.policy_study import policy_markdown, policy_plots, policy_sweep
-    from harness.units import atomic_path
-
-    by_policy: dict = {}
-    for item in params:
-        key, sep, value = item.partition("=")
-        name, dot, param = key.partition(".")
-        if not sep or not dot:
-            raise click.BadParameter(f"expected POLICY.KEY=VALUE, got {item!r}", param_hint="--param")
-        by_policy.setdefault(name, {})[param] = int(value) if value.lstrip("-").isdigit() else value
-    for name in list(names) + list(by_policy):
-        get_policy(name, **by_policy.get(name, {}))  # unknown names and parameters fail here
-    chosen = list(names) or None
-    if chosen and "min" not in chosen:
-        chosen.append("min")
-    df = pd.concat([policy_sweep(p, chosen, params=by_policy) for p in logs], ignore_index=True)
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        df.to_parquet(tmp / "policies.parquet", index=False)
-        df.to_csv(tmp / "policies.csv", index=False)
-        plots = policy_plots(df, tmp)
-        (tmp / "policies.md").write_text(policy_markdown(df, plots))
-    for log, g in df.groupby("log", sort=False):
-        quarter = g[g.capacity_kxl == 0.25].set_index("policy")
-        best = quarter.drop(index=["min"], errors="ignore").hit_rate.idxmax()
-        line = f"{log}: at k x L / 4 the best policy is {best} ({quarter.hit_rate[best]:.3f}"
-        if "share_of_min" in quarter:
-            line += f", {quarter.share_of_min[best]:.0%} of MIN's hits"
-        click.echo(line + ")")
-    click.echo(f"wrote {out}/policies.md")
+    for line in verdict(r["headline"]):
+        click.echo(line.replace("**", ""))
+    click.echo(f"wrote {out}/report.md and {out}/report.html")
 
 
-def _reserved_policies():
-    from harness.llc import RESERVED_POLICIES
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False), default="report", show_default=True)
+@click.option("--jobs", type=int, default=None, help="Worker processes (default: the number of cores).")
+def demo(out, jobs):
+    """The main job: the whole study on embedded defaults, then its report in OUT."""
+    from pathlib import Path
 
-    return RESERVED_POLICIES
+    from harness.demo import DEMO_SPEC
+    from harness.report import build_report, verdict
+    from harness.sweep import execute, parse_spec
+
+    spec = parse_spec(_toml(DEMO_SPEC), "demo spec")
+    click.echo(f"demo: {len(spec.runs)} simulations over {len(spec.decodes)} decodes, into {out}/")
+    counts = execute(spec, Path(out) / "sweep", jobs, force=True)
+    r = build_report(Path(out) / "sweep", Path(out) / "report")
+    for line in verdict(r["headline"]):
+        click.echo(line.replace("**", ""))
+    click.echo(f"{counts['ok']} runs done, {counts['failed']} failed; report: {out}/report/report.html")
+
+
+def _toml(text: str) -> dict:
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib.loads(text)
 
 
 def format_result(r: dict) -> str:

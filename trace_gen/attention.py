@@ -46,17 +46,13 @@ class active:
         _active = self.previous
 
 
-def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
-    if n_rep == 1:
-        return x
-    b, h, t, d = x.shape
-    return x[:, :, None].expand(b, h, n_rep, t, d).reshape(b, h * n_rep, t, d)
-
-
 def logits_of(query, key, mask, scaling, softcap=None):
-    """Attention logits [B, H, Q, T] with GQA, softcapping and the additive mask applied."""
-    k = repeat_kv(key, query.shape[1] // key.shape[1])
-    logits = torch.matmul(query, k.transpose(-1, -2)) * scaling
+    """Attention logits [B, H, Q, T] with GQA, softcapping and the additive mask applied.
+    Query heads are grouped by key head, so the keys are never copied per query head."""
+    b, h, q, d = query.shape
+    kh = key.shape[1]
+    grouped = query.reshape(b, kh, (h // kh) * q, d)
+    logits = torch.matmul(grouped, key.transpose(-1, -2)).reshape(b, h, q, key.shape[2]) * scaling
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     if mask is not None:
@@ -68,12 +64,18 @@ def dense(query, key, value, mask, scaling, softcap=None):
     """Dense attention output in transformers' layout [B, Q, H, Dv]."""
     if softcap:
         probs = torch.softmax(logits_of(query, key, mask, scaling, softcap), dim=-1)
-        out = torch.matmul(probs, repeat_kv(value, query.shape[1] // value.shape[1]))
-    else:
-        rep = query.shape[1] // key.shape[1]
-        out = F.scaled_dot_product_attention(
-            query, repeat_kv(key, rep), repeat_kv(value, rep),
-            attn_mask=None if mask is None else mask[..., : key.shape[2]], scale=scaling)
+        return weighted_values(probs, value)
+    out = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=None if mask is None else mask[..., : key.shape[2]], scale=scaling,
+        enable_gqa=query.shape[1] != key.shape[1])
+    return out.transpose(1, 2).contiguous()
+
+
+def weighted_values(probs, value):
+    """probs [B, H, Q, T] @ value [B, KH, T, Dv] by key-head groups -> [B, Q, H, Dv]."""
+    b, h, q, t = probs.shape
+    kh = value.shape[1]
+    out = torch.matmul(probs.reshape(b, kh, (h // kh) * q, t), value).reshape(b, h, q, value.shape[3])
     return out.transpose(1, 2).contiguous()
 
 

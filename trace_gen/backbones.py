@@ -76,7 +76,9 @@ class Backbone:
 def load_backbone(name: str, seed: int = 0, topk: int | None = None) -> Backbone:
     """Load a backbone by registry name, local folder, GGUF file or hub id."""
     import torch
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # per-tensor loading bars would flood sweep output
     if name == "smollm2-135m":
         bb = _load_smollm2()
     elif name == "gemma3-270m":

@@ -100,8 +100,7 @@ class DecodeSession:
         if logits is not None:  # attend over the selection by masking the dense logits
             keep = torch.zeros(batch, visible, dtype=torch.bool).scatter_(1, sel, True)
             p = torch.softmax(logits.masked_fill(~keep[:, None, None, :], float("-inf")), dim=-1)
-            out = torch.matmul(p, attn.repeat_kv(value, heads // value.shape[1]))
-            return out.transpose(1, 2).contiguous()
+            return attn.weighted_values(p, value)
         idx = sel[:, None, :, None]  # gather the selected keys and values, attend over them
         k_sel = key.gather(2, idx.expand(batch, key.shape[1], k, key.shape[3]))
         v_sel = value.gather(2, idx.expand(batch, value.shape[1], k, value.shape[3]))

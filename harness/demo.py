@@ -1,0 +1,34 @@
+"""The main job: the whole study on embedded defaults, small enough for a laptop.
+
+Both real backbones decode Python source with the fitted ``dsa`` indexer (k = 128, a
+2048-token prompt, 24 steps); each index log is streamed under DeepSeek-V3.2's geometry and a
+GQA model's (Llama-3.1-8B), paged; the built-in simulator runs LLCs of 16 and 32 MiB (16 ways)
+with 0, 2, 4, 8 and 12 ways reserved under line LRU, token-LRU and token BIP (the scan-resistant
+policy that works best in the reserved ways below one step's footprint). Then the report.
+`examples/full_sweep.toml` is the lab-sized version of the same study.
+"""
+
+DEMO_SPEC = """
+[sweep]
+name = "demo"
+backend = "builtin"
+
+[decode]
+backbone = ["smollm2-135m", "gemma3-270m"]
+indexer = "dsa"
+topk = 128
+prompt_tokens = 2048
+steps = 24
+text = "python-source"
+
+[stream]
+geometry = ["deepseek-v3.2", "llama-3.1-8b"]
+layout = "paged"
+page_tokens = 64
+
+[llc]
+size = ["16MiB", "32MiB"]
+ways = 16
+reserve_ways = [0, 2, 4, 8, 12]
+policy = ["lru", "token-lru", "bip"]
+"""
