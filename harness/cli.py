@@ -411,6 +411,67 @@ def _toml(text: str) -> dict:
     return tomllib.loads(text)
 
 
+@cli.command()
+@click.argument("logs", nargs=-1, type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), help="With LOGS: folder for the sweep's tables and plots.")
+@click.option("--policy", "names", multiple=True, help="Only these policies (repeatable; default all).")
+@click.option("--param", "params", multiple=True, metavar="POLICY.KEY=VALUE",
+              help="A policy parameter, e.g. pin-recent.window=64.")
+def policies(logs, out, names, params):
+    """List the reservation policies; with index LOGS, sweep them over capacities.
+
+    The sweep runs every policy on the fully associative token cache at 1/8, 1/4, 1/2, 1 and 2
+    times one decode step's footprint (k x layers x requests tokens), beside MIN."""
+    from harness.policies import POLICIES, get_policy
+
+    if not logs:
+        click.echo(f"{'policy':<12} {'LLC ways':<9} description")
+        for name, cls in POLICIES.items():
+            where = "yes" if name in _reserved_policies() else "-"
+            click.echo(f"{name:<12} {where:<9} {cls.description}")
+        return
+    if not out:
+        raise click.UsageError("give --out for a sweep over LOGS")
+    import pandas as pd
+
+    from harness.policy_study import policy_markdown, policy_plots, policy_sweep
+    from harness.units import atomic_path
+
+    by_policy: dict = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        name, dot, param = key.partition(".")
+        if not sep or not dot:
+            raise click.BadParameter(f"expected POLICY.KEY=VALUE, got {item!r}", param_hint="--param")
+        by_policy.setdefault(name, {})[param] = int(value) if value.lstrip("-").isdigit() else value
+    for name in list(names) + list(by_policy):
+        get_policy(name, **by_policy.get(name, {}))  # unknown names and parameters fail here
+    chosen = list(names) or None
+    if chosen and "min" not in chosen:
+        chosen.append("min")
+    df = pd.concat([policy_sweep(p, chosen, params=by_policy) for p in logs], ignore_index=True)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        df.to_parquet(tmp / "policies.parquet", index=False)
+        df.to_csv(tmp / "policies.csv", index=False)
+        plots = policy_plots(df, tmp)
+        (tmp / "policies.md").write_text(policy_markdown(df, plots))
+    for log, g in df.groupby("log", sort=False):
+        quarter = g[g.capacity_kxl == 0.25].set_index("policy")
+        best = quarter.drop(index=["min"], errors="ignore").hit_rate.idxmax()
+        line = f"{log}: at k x L / 4 the best policy is {best} ({quarter.hit_rate[best]:.3f}"
+        if "share_of_min" in quarter:
+            line += f", {quarter.share_of_min[best]:.0%} of MIN's hits"
+        click.echo(line + ")")
+    click.echo(f"wrote {out}/policies.md")
+
+
+def _reserved_policies():
+    from harness.llc import RESERVED_POLICIES
+
+    return RESERVED_POLICIES
+
+
 def format_result(r: dict) -> str:
     """A short human-readable summary of one simulation result."""
     llc = r["config"]["llc"]
