@@ -341,10 +341,14 @@ def execute(spec: Spec, folder: str | Path, jobs: int | None = None, scheduler: 
 
 class _LocalExecutor:
     def __init__(self, jobs: int):
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         self.workers = jobs
-        self.pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+        # spawn, not fork: a forked child of a process that already runs torch or numba threads
+        # can deadlock on a lock held by a thread that did not survive the fork
+        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) \
+            if jobs > 1 else None
 
     def map(self, fn, arglist):
         if self.pool is None:
@@ -380,7 +384,7 @@ class _DaskExecutor:
         except ImportError:  # pragma: no cover
             raise UserError("the Dask executor needs dask[distributed]") from None
         try:
-            self.client = Client(address, timeout="10s", set_as_default=False)
+            self.client = Client(address, timeout="10s")
         except Exception as e:
             raise UserError(f"cannot reach the Dask scheduler at {address}: {first_line(e)}") from None
         self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
