@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-OUT ?= report
+OUT ?= study
 
 .PHONY: demo test test-all lint bench clean
 

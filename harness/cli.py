@@ -382,10 +382,11 @@ def report(sweep_dir, out, policies):
 
 
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False), default="report", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="study", show_default=True,
+              help="Folder for the sweep (OUT/sweep) and the report (OUT/report).")
 @click.option("--jobs", type=int, default=None, help="Worker processes (default: the number of cores).")
 def demo(out, jobs):
-    """The main job: the whole study on embedded defaults, then its report in OUT."""
+    """The main job: the whole study on embedded defaults, then its report in OUT/report."""
     from pathlib import Path
 
     from harness.demo import DEMO_SPEC

@@ -18,7 +18,7 @@ import tempfile
 import numba as nb
 import numpy as np
 
-from harness import hashtab
+from harness import dlist, hashtab, heap
 
 NEVER = np.iinfo(np.int64).max  # next use of a token that is never read again
 _CHUNK = 1 << 22
@@ -159,131 +159,74 @@ def lru_hits(stream: TokenStream, capacity: int) -> int:
     prev = np.full(stream.distinct, -1, dtype=np.int64)
     nxt = np.full(stream.distinct, -1, dtype=np.int64)
     inside = np.zeros(stream.distinct, dtype=np.uint8)
-    state = np.array([-1, -1, 0, 0], dtype=np.int64)  # head (MRU), tail (LRU), size, hits
+    ends = np.full((1, 2), -1, dtype=np.int64)
+    state = np.zeros(2, dtype=np.int64)  # cached tokens, hits
     ids = stream.ids
     for start in range(0, stream.n, _CHUNK):
-        _lru_chunk(np.asarray(ids[start:start + _CHUNK]), capacity, prev, nxt, inside, state)
-    return int(state[3])
+        lru_chunk(np.asarray(ids[start:start + _CHUNK]), capacity, prev, nxt, inside, ends, state)
+    return int(state[1])
 
 
 @nb.njit(cache=True)
-def _lru_chunk(ids, capacity, prev, nxt, inside, state):
-    head, tail, size, hits = state[0], state[1], state[2], state[3]
+def lru_chunk(ids, capacity, prev, nxt, inside, ends, state):
+    size, hits = state[0], state[1]
     for i in range(ids.shape[0]):
         t = ids[i]
         if inside[t]:
             hits += 1
-            if head == t:
-                continue
-            p, q = prev[t], nxt[t]  # unlink (t is not the head, so p >= 0)
-            nxt[p] = q
-            if q >= 0:
-                prev[q] = p
-            else:
-                tail = p
+            dlist.unlink(t, prev, nxt, ends, 0)
         else:
             if size == capacity:
-                victim = tail
-                tail = prev[victim]
-                if tail >= 0:
-                    nxt[tail] = -1
-                else:
-                    head = -1
-                inside[victim] = 0
+                inside[dlist.pop_tail(prev, nxt, ends, 0)] = 0
             else:
                 size += 1
             inside[t] = 1
-        prev[t] = -1
-        nxt[t] = head
-        if head >= 0:
-            prev[head] = t
-        head = t
-        if tail < 0:
-            tail = t
-    state[0], state[1], state[2], state[3] = head, tail, size, hits
+        dlist.push_head(t, prev, nxt, ends, 0)
+    state[0], state[1] = size, hits
 
 
 def min_hits(stream: TokenStream, capacity: int) -> int:
     """Hits of Belady's MIN (with bypass) on a fully associative cache of ``capacity`` tokens."""
     if capacity <= 0 or stream.n == 0:
         return 0
-    heap_cap = 4 * capacity + 64
-    heap_key = np.empty(heap_cap, dtype=np.int64)
-    heap_id = np.empty(heap_cap, dtype=np.int32)
-    cur = np.full(stream.distinct, -1, dtype=np.int64)  # next use of a cached token, -1 if out
     state = np.zeros(3, dtype=np.int64)  # heap length, cached tokens, hits
+    heap_key, heap_id, cur = min_state(stream.distinct, capacity)
     ids, nxt = stream.ids, stream.next_use
     for start in range(0, stream.n, _CHUNK):
         stop = min(stream.n, start + _CHUNK)
-        _min_chunk(np.asarray(ids[start:stop]), np.asarray(nxt[start:stop]), capacity,
-                   heap_key, heap_id, cur, state)
+        min_chunk(np.asarray(ids[start:stop]), np.asarray(nxt[start:stop]), capacity,
+                  heap_key, heap_id, cur, state)
     return int(state[2])
 
 
-@nb.njit(inline="always")
-def _sift_up(key, ids, i):
-    k, t = key[i], ids[i]
-    while i > 0:
-        p = (i - 1) >> 1
-        if key[p] >= k:
-            break
-        key[i], ids[i] = key[p], ids[p]
-        i = p
-    key[i], ids[i] = k, t
-
-
-@nb.njit(inline="always")
-def _sift_down(key, ids, i, n):
-    k, t = key[i], ids[i]
-    while True:
-        c = 2 * i + 1
-        if c >= n:
-            break
-        if c + 1 < n and key[c + 1] > key[c]:
-            c += 1
-        if key[c] <= k:
-            break
-        key[i], ids[i] = key[c], ids[c]
-        i = c
-    key[i], ids[i] = k, t
+def min_state(distinct: int, capacity: int):
+    heap_cap = 4 * capacity + 64
+    return (np.empty(heap_cap, dtype=np.int64), np.empty(heap_cap, dtype=np.int32),
+            np.full(distinct, heap.NONE, dtype=np.int64))
 
 
 @nb.njit(cache=True)
-def _min_chunk(ids, nxt, capacity, hkey, hid, cur, state):
+def min_chunk(ids, nxt, capacity, hkey, hid, cur, state):
+    # a min-heap on -(next use): its top is the cached token read furthest in the future
     n, size, hits = state[0], state[1], state[2]
     for i in range(ids.shape[0]):
         t = ids[i]
-        nu = nxt[i]
-        if cur[t] >= 0:
+        key = -nxt[i]
+        if cur[t] != heap.NONE:
             hits += 1
         else:
             if size == capacity:
-                # drop stale heap entries to find the cached token used furthest in the future
-                while hkey[0] != cur[hid[0]]:
-                    n -= 1
-                    hkey[0], hid[0] = hkey[n], hid[n]
-                    _sift_down(hkey, hid, 0, n)
-                if nu >= hkey[0]:
+                n = heap.heap_top(hkey, hid, n, cur)
+                if key <= hkey[0]:
                     continue  # bypass: this token is needed later than everything cached
-                cur[hid[0]] = -1
-                n -= 1
-                hkey[0], hid[0] = hkey[n], hid[n]
-                _sift_down(hkey, hid, 0, n)
+                cur[hid[0]] = heap.NONE
+                n = heap.heap_pop(hkey, hid, n)
             else:
                 size += 1
-        cur[t] = nu
-        if n == hkey.shape[0]:  # compact: keep only live entries, then re-heapify
-            m = 0
-            for j in range(n):
-                if hkey[j] == cur[hid[j]]:
-                    hkey[m], hid[m] = hkey[j], hid[j]
-                    m += 1
-            n = m
-            for j in range(n // 2 - 1, -1, -1):
-                _sift_down(hkey, hid, j, n)
-        hkey[n], hid[n] = nu, t
-        _sift_up(hkey, hid, n)
-        n += 1
+        cur[t] = key
+        if n == hkey.shape[0]:
+            n = heap.heap_compact(hkey, hid, n, cur)
+        n = heap.heap_push(hkey, hid, n, key, t)
     state[0], state[1], state[2] = n, size, hits
 
 

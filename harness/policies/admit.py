@@ -11,6 +11,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from harness import dlist
 from harness.policies.base import Policy, check_int
 
 
@@ -38,7 +39,8 @@ def _freq(x, freq, epoch_of, epoch):
 
 @nb.njit(cache=True)
 def _admit(tid, capacity, window, prev, nxt, inside, freq, epoch_of):
-    head, tail, size, hits = -1, -1, 0, 0
+    ends = np.full((1, 2), -1, np.int64)  # head = most recent
+    size, hits = 0, 0
     for i in range(tid.shape[0]):
         t = tid[i]
         epoch = i // window
@@ -46,33 +48,14 @@ def _admit(tid, capacity, window, prev, nxt, inside, freq, epoch_of):
         epoch_of[t] = epoch
         if inside[t]:
             hits += 1
-            if head == t:
-                continue
-            p, q = prev[t], nxt[t]
-            nxt[p] = q
-            if q >= 0:
-                prev[q] = p
-            else:
-                tail = p
+            dlist.unlink(t, prev, nxt, ends, 0)
         else:
             if size == capacity:
-                if freq[t] <= _freq(tail, freq, epoch_of, epoch):
+                if freq[t] <= _freq(ends[0, 1], freq, epoch_of, epoch):
                     continue  # not admitted
-                victim = tail
-                tail = prev[victim]
-                if tail >= 0:
-                    nxt[tail] = -1
-                else:
-                    head = -1
-                inside[victim] = 0
+                inside[dlist.pop_tail(prev, nxt, ends, 0)] = 0
             else:
                 size += 1
             inside[t] = 1
-        prev[t] = -1
-        nxt[t] = head
-        if head >= 0:
-            prev[head] = t
-        head = t
-        if tail < 0:
-            tail = t
+        dlist.push_head(t, prev, nxt, ends, 0)
     return hits

@@ -1,5 +1,5 @@
 """What every reservation policy shares: the token-read stream it runs on, its interface, and
-numba helpers (a lazily invalidated min-heap and per-layer LRU lists).
+the numba helpers live in ``harness.heap`` and ``harness.dlist``.
 
 A policy decides which whole tokens a reservation of ``capacity`` tokens keeps. Each module
 implements it for the fully associative token cache (the study's capacity sweeps); ``lru`` and
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba as nb
 import numpy as np
 
 from harness.errors import UserError
@@ -97,68 +96,3 @@ def check_int(policy: str, name: str, value, low: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise UserError(f"policy {policy}: {name} must be an integer >= {low}, got {value!r}")
     return int(value)
-
-
-# --- a min-heap of (key, id) with lazy deletion: an entry is live iff cur[id] == key ---------
-
-@nb.njit(inline="always")
-def heap_push(hk, hi, n, key, ident):
-    i = n
-    while i > 0:
-        p = (i - 1) >> 1
-        if hk[p] <= key:
-            break
-        hk[i], hi[i] = hk[p], hi[p]
-        i = p
-    hk[i], hi[i] = key, ident
-    return n + 1
-
-
-@nb.njit(inline="always")
-def _sift_down(hk, hi, i, n):
-    k, t = hk[i], hi[i]
-    while True:
-        c = 2 * i + 1
-        if c >= n:
-            break
-        if c + 1 < n and hk[c + 1] < hk[c]:
-            c += 1
-        if hk[c] >= k:
-            break
-        hk[i], hi[i] = hk[c], hi[c]
-        i = c
-    hk[i], hi[i] = k, t
-
-
-@nb.njit(inline="always")
-def heap_top(hk, hi, n, cur):
-    """Drop stale entries; returns the new length (the live minimum is then at index 0)."""
-    while n > 0 and hk[0] != cur[hi[0]]:
-        n -= 1
-        hk[0], hi[0] = hk[n], hi[n]
-        _sift_down(hk, hi, 0, n)
-    return n
-
-
-@nb.njit(inline="always")
-def heap_pop(hk, hi, n):
-    n -= 1
-    hk[0], hi[0] = hk[n], hi[n]
-    _sift_down(hk, hi, 0, n)
-    return n
-
-
-@nb.njit(inline="always")
-def heap_compact(hk, hi, n, cur):
-    """Keep live entries only, re-heapified (when the arrays fill up with stale ones)."""
-    m = 0
-    for j in range(n):
-        if hk[j] == cur[hi[j]]:
-            hk[m], hi[m] = hk[j], hi[j]
-            m += 1
-    for j in range(m // 2 - 1, -1, -1):
-        _sift_down(hk, hi, j, m)
-    return m
-
-
-NONE = np.iinfo(np.int64).min  # cur[id] of a token that is not cached

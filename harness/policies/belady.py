@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.policies.base import Policy
-from harness.tokencache import NEVER, _min_chunk, _next_use_backward
+from harness.tokencache import NEVER, _next_use_backward, min_chunk, min_state
 
 
 class Belady(Policy):
@@ -21,8 +21,6 @@ class Belady(Policy):
         n = len(reads)
         nxt = np.empty(n, dtype=np.int64)
         _next_use_backward(reads.tid, 0, np.full(reads.id_space, NEVER, dtype=np.int64), nxt)
-        heap_cap = 4 * capacity + 64
         state = np.zeros(3, dtype=np.int64)
-        _min_chunk(reads.tid, nxt, capacity, np.empty(heap_cap, np.int64), np.empty(heap_cap, np.int32),
-                   np.full(reads.id_space, -1, np.int64), state)
+        min_chunk(reads.tid, nxt, capacity, *min_state(reads.id_space, capacity), state)
         return int(state[2])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from harness import dlist
 from harness.policies.base import Policy, check_int
 
 
@@ -30,45 +31,23 @@ class BIP(Policy):
 
 @nb.njit(cache=True)
 def _bip(tid, capacity, prev, nxt, inside, mru_every):
-    head, tail, size, hits, inserts = -1, -1, 0, 0, 0  # head = most recent
+    ends = np.full((1, 2), -1, np.int64)  # head = most recent
+    size, hits, inserts = 0, 0, 0
     for i in range(tid.shape[0]):
         t = tid[i]
         if inside[t]:
             hits += 1
-            if head == t:
-                continue
-            p, q = prev[t], nxt[t]  # unlink
-            nxt[p] = q
-            if q >= 0:
-                prev[q] = p
-            else:
-                tail = p
-            at_head = True
+            dlist.unlink(t, prev, nxt, ends, 0)
+            dlist.push_head(t, prev, nxt, ends, 0)
+            continue
+        if size == capacity:
+            inside[dlist.pop_tail(prev, nxt, ends, 0)] = 0
         else:
-            if size == capacity:
-                victim = tail
-                tail = prev[victim]
-                if tail >= 0:
-                    nxt[tail] = -1
-                else:
-                    head = -1
-                inside[victim] = 0
-            else:
-                size += 1
-            inside[t] = 1
-            inserts += 1
-            at_head = inserts % mru_every == 0
-        if at_head or head < 0:
-            prev[t] = -1
-            nxt[t] = head
-            if head >= 0:
-                prev[head] = t
-            head = t
-            if tail < 0:
-                tail = t
+            size += 1
+        inside[t] = 1
+        inserts += 1
+        if inserts % mru_every == 0:
+            dlist.push_head(t, prev, nxt, ends, 0)
         else:
-            nxt[t] = -1
-            prev[t] = tail
-            nxt[tail] = t
-            tail = t
+            dlist.push_tail(t, prev, nxt, ends, 0)
     return hits

@@ -14,15 +14,8 @@ import numba as nb
 import numpy as np
 
 from harness.errors import UserError
-from harness.policies.base import (
-    NONE,
-    Policy,
-    check_int,
-    heap_compact,
-    heap_pop,
-    heap_push,
-    heap_top,
-)
+from harness.heap import NONE, heap_compact, heap_pop, heap_push, heap_top
+from harness.policies.base import Policy, check_int
 
 PINNED = 1 << 62
 

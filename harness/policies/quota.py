@@ -15,6 +15,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from harness import dlist
+
 PROPORTIONAL, PREV_STEP = 0, 1
 
 
@@ -23,30 +25,6 @@ def quota_hits(reads, capacity: int, mode: int) -> int:
     return _quota(reads.tid, reads.layer, reads.step, capacity, layers, mode,
                   reads.topk * reads.requests, np.full(d, -1, np.int64), np.full(d, -1, np.int64),
                   np.zeros(d, np.uint8), np.full(d, -1, np.int64))
-
-
-@nb.njit(inline="always")
-def _unlink(x, l, prev, nxt, head, tail):
-    p, q = prev[x], nxt[x]
-    if p >= 0:
-        nxt[p] = q
-    else:
-        head[l] = q
-    if q >= 0:
-        prev[q] = p
-    else:
-        tail[l] = p
-
-
-@nb.njit(inline="always")
-def _push_front(x, l, prev, nxt, head, tail):
-    prev[x] = -1
-    nxt[x] = head[l]
-    if head[l] >= 0:
-        prev[head[l]] = x
-    head[l] = x
-    if tail[l] < 0:
-        tail[l] = x
 
 
 @nb.njit(cache=True)
@@ -77,8 +55,7 @@ def compute_quotas(capacity, reuse, mode, unit, quota):
 
 @nb.njit(cache=True)
 def _quota(tid, layer, step, capacity, layers, mode, unit, prev, nxt, inside, last_step):
-    head = np.full(layers, -1, np.int64)
-    tail = np.full(layers, -1, np.int64)
+    ends = np.full((layers, 2), -1, np.int64)  # each layer's LRU list
     count = np.zeros(layers, np.int64)
     quota = np.zeros(layers, np.int64)
     reads = np.zeros(layers, np.int64)
@@ -97,8 +74,8 @@ def _quota(tid, layer, step, capacity, layers, mode, unit, prev, nxt, inside, la
         last_step[x] = s
         if inside[x]:
             hits += 1
-            _unlink(x, l, prev, nxt, head, tail)
-            _push_front(x, l, prev, nxt, head, tail)
+            dlist.unlink(x, prev, nxt, ends, l)
+            dlist.push_head(x, prev, nxt, ends, l)
             continue
         if size < capacity:
             victim_layer = -1
@@ -113,13 +90,11 @@ def _quota(tid, layer, step, capacity, layers, mode, unit, prev, nxt, inside, la
         else:
             victim_layer = l
         if victim_layer >= 0:
-            v = tail[victim_layer]
-            _unlink(v, victim_layer, prev, nxt, head, tail)
-            inside[v] = 0
+            inside[dlist.pop_tail(prev, nxt, ends, victim_layer)] = 0
             count[victim_layer] -= 1
             size -= 1
         inside[x] = 1
-        _push_front(x, l, prev, nxt, head, tail)
+        dlist.push_head(x, prev, nxt, ends, l)
         count[l] += 1
         size += 1
     return hits

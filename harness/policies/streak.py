@@ -17,7 +17,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from harness.policies.base import NONE, Policy, heap_compact, heap_pop, heap_push, heap_top
+from harness.heap import NONE, heap_compact, heap_pop, heap_push, heap_top
+from harness.policies.base import Policy
 
 SEQ = 1 << 40
 

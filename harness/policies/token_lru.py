@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.policies.base import Policy
-from harness.tokencache import _lru_chunk
+from harness.tokencache import lru_chunk
 
 
 class TokenLRU(Policy):
@@ -20,7 +20,6 @@ class TokenLRU(Policy):
     def fa_hits(self, reads, capacity):
         d = reads.id_space
         prev, nxt = np.full(d, -1, np.int64), np.full(d, -1, np.int64)
-        inside = np.zeros(d, np.uint8)
-        state = np.array([-1, -1, 0, 0], dtype=np.int64)
-        _lru_chunk(reads.tid, capacity, prev, nxt, inside, state)
-        return int(state[3])
+        state = np.zeros(2, dtype=np.int64)
+        lru_chunk(reads.tid, capacity, prev, nxt, np.zeros(d, np.uint8), np.full((1, 2), -1, np.int64), state)
+        return int(state[1])
