@@ -65,9 +65,15 @@ def dense(query, key, value, mask, scaling, softcap=None):
     if softcap:
         probs = torch.softmax(logits_of(query, key, mask, scaling, softcap), dim=-1)
         return weighted_values(probs, value)
-    out = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=None if mask is None else mask[..., : key.shape[2]], scale=scaling,
-        enable_gqa=query.shape[1] != key.shape[1])
+    m = None if mask is None else mask[..., : key.shape[2]]
+    b, h, q, d = query.shape
+    kh = key.shape[1]
+    if q == 1 and h != kh:
+        # one query token: group the query heads of each key head instead of repeating keys
+        out = F.scaled_dot_product_attention(query.reshape(b, kh, h // kh, d), key, value, attn_mask=m,
+                                             scale=scaling)
+        return out.reshape(b, 1, h, value.shape[3])
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=m, scale=scaling, enable_gqa=h != kh)
     return out.transpose(1, 2).contiguous()
 
 
