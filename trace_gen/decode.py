@@ -71,7 +71,7 @@ class DecodeSession:
 
         from trace_gen.indexers import LayerInputs
 
-        batch, heads, _, _ = query.shape
+        batch = query.shape[0]
         visible = key.shape[2]
         start = self.ctx_len - visible  # > 0 only for sliding-window layers
         logits = probs = None
