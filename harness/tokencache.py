@@ -159,30 +159,30 @@ def lru_hits(stream: TokenStream, capacity: int) -> int:
     prev = np.full(stream.distinct, -1, dtype=np.int64)
     nxt = np.full(stream.distinct, -1, dtype=np.int64)
     inside = np.zeros(stream.distinct, dtype=np.uint8)
-    ends = np.full((1, 2), -1, dtype=np.int64)
-    state = np.zeros(2, dtype=np.int64)  # cached tokens, hits
+    state = np.array([0, 0, -1, -1], dtype=np.int64)  # cached tokens, hits, head, tail
     ids = stream.ids
     for start in range(0, stream.n, _CHUNK):
-        lru_chunk(np.asarray(ids[start:start + _CHUNK]), capacity, prev, nxt, inside, ends, state)
+        lru_chunk(np.asarray(ids[start:start + _CHUNK]), capacity, prev, nxt, inside, state)
     return int(state[1])
 
 
 @nb.njit(cache=True)
-def lru_chunk(ids, capacity, prev, nxt, inside, ends, state):
-    size, hits = state[0], state[1]
+def lru_chunk(ids, capacity, prev, nxt, inside, state):
+    size, hits, head, tail = state[0], state[1], state[2], state[3]
     for i in range(ids.shape[0]):
         t = ids[i]
         if inside[t]:
             hits += 1
-            dlist.unlink(t, prev, nxt, ends, 0)
+            head, tail = dlist.unlink(t, prev, nxt, head, tail)
         else:
             if size == capacity:
-                inside[dlist.pop_tail(prev, nxt, ends, 0)] = 0
+                victim, head, tail = dlist.pop_tail(prev, nxt, head, tail)
+                inside[victim] = 0
             else:
                 size += 1
             inside[t] = 1
-        dlist.push_head(t, prev, nxt, ends, 0)
-    state[0], state[1] = size, hits
+        head, tail = dlist.push_head(t, prev, nxt, head, tail)
+    state[0], state[1], state[2], state[3] = size, hits, head, tail
 
 
 def min_hits(stream: TokenStream, capacity: int) -> int:

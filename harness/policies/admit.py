@@ -39,7 +39,7 @@ def _freq(x, freq, epoch_of, epoch):
 
 @nb.njit(cache=True)
 def _admit(tid, capacity, window, prev, nxt, inside, freq, epoch_of):
-    ends = np.full((1, 2), -1, np.int64)  # head = most recent
+    head, tail = -1, -1  # head = most recent
     size, hits = 0, 0
     for i in range(tid.shape[0]):
         t = tid[i]
@@ -48,14 +48,15 @@ def _admit(tid, capacity, window, prev, nxt, inside, freq, epoch_of):
         epoch_of[t] = epoch
         if inside[t]:
             hits += 1
-            dlist.unlink(t, prev, nxt, ends, 0)
+            head, tail = dlist.unlink(t, prev, nxt, head, tail)
         else:
             if size == capacity:
-                if freq[t] <= _freq(ends[0, 1], freq, epoch_of, epoch):
+                if freq[t] <= _freq(tail, freq, epoch_of, epoch):
                     continue  # not admitted
-                inside[dlist.pop_tail(prev, nxt, ends, 0)] = 0
+                victim, head, tail = dlist.pop_tail(prev, nxt, head, tail)
+                inside[victim] = 0
             else:
                 size += 1
             inside[t] = 1
-        dlist.push_head(t, prev, nxt, ends, 0)
+        head, tail = dlist.push_head(t, prev, nxt, head, tail)
     return hits

@@ -31,23 +31,24 @@ class BIP(Policy):
 
 @nb.njit(cache=True)
 def _bip(tid, capacity, prev, nxt, inside, mru_every):
-    ends = np.full((1, 2), -1, np.int64)  # head = most recent
+    head, tail = -1, -1  # head = most recent
     size, hits, inserts = 0, 0, 0
     for i in range(tid.shape[0]):
         t = tid[i]
         if inside[t]:
             hits += 1
-            dlist.unlink(t, prev, nxt, ends, 0)
-            dlist.push_head(t, prev, nxt, ends, 0)
+            head, tail = dlist.unlink(t, prev, nxt, head, tail)
+            head, tail = dlist.push_head(t, prev, nxt, head, tail)
             continue
         if size == capacity:
-            inside[dlist.pop_tail(prev, nxt, ends, 0)] = 0
+            victim, head, tail = dlist.pop_tail(prev, nxt, head, tail)
+            inside[victim] = 0
         else:
             size += 1
         inside[t] = 1
         inserts += 1
         if inserts % mru_every == 0:
-            dlist.push_head(t, prev, nxt, ends, 0)
+            head, tail = dlist.push_head(t, prev, nxt, head, tail)
         else:
-            dlist.push_tail(t, prev, nxt, ends, 0)
+            head, tail = dlist.push_tail(t, prev, nxt, head, tail)
     return hits

@@ -74,8 +74,8 @@ def _quota(tid, layer, step, capacity, layers, mode, unit, prev, nxt, inside, la
         last_step[x] = s
         if inside[x]:
             hits += 1
-            dlist.unlink(x, prev, nxt, ends, l)
-            dlist.push_head(x, prev, nxt, ends, l)
+            h, t = dlist.unlink(x, prev, nxt, ends[l, 0], ends[l, 1])
+            ends[l, 0], ends[l, 1] = dlist.push_head(x, prev, nxt, h, t)
             continue
         if size < capacity:
             victim_layer = -1
@@ -90,11 +90,13 @@ def _quota(tid, layer, step, capacity, layers, mode, unit, prev, nxt, inside, la
         else:
             victim_layer = l
         if victim_layer >= 0:
-            inside[dlist.pop_tail(prev, nxt, ends, victim_layer)] = 0
+            v, ends[victim_layer, 0], ends[victim_layer, 1] = dlist.pop_tail(
+                prev, nxt, ends[victim_layer, 0], ends[victim_layer, 1])
+            inside[v] = 0
             count[victim_layer] -= 1
             size -= 1
         inside[x] = 1
-        dlist.push_head(x, prev, nxt, ends, l)
+        ends[l, 0], ends[l, 1] = dlist.push_head(x, prev, nxt, ends[l, 0], ends[l, 1])
         count[l] += 1
         size += 1
     return hits

@@ -20,6 +20,6 @@ class TokenLRU(Policy):
     def fa_hits(self, reads, capacity):
         d = reads.id_space
         prev, nxt = np.full(d, -1, np.int64), np.full(d, -1, np.int64)
-        state = np.zeros(2, dtype=np.int64)
-        lru_chunk(reads.tid, capacity, prev, nxt, np.zeros(d, np.uint8), np.full((1, 2), -1, np.int64), state)
+        state = np.array([0, 0, -1, -1], dtype=np.int64)
+        lru_chunk(reads.tid, capacity, prev, nxt, np.zeros(d, np.uint8), state)
         return int(state[1])
