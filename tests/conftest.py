@@ -5,7 +5,8 @@ import pytest
 
 
 def pytest_addoption(parser):
-    parser.addoption("--gem5", default=None, help="gem5 binary for tests marked gem5 (or GEM5=PATH)")
+    parser.addoption("--gem5", default=None,
+                     help="gem5 binary for tests marked gem5: --gem5=PATH (or GEM5=PATH in the environment)")
 
 
 @pytest.fixture(scope="session")
@@ -13,7 +14,7 @@ def gem5_binary(request):
     """Path of a gem5 binary, or skip (with the reason) when none is given."""
     path = request.config.getoption("--gem5") or os.environ.get("GEM5")
     if not path:
-        pytest.skip("no gem5 binary: pass --gem5 PATH or set GEM5=PATH")
+        pytest.skip("no gem5 binary: pass --gem5=PATH or set GEM5=PATH")
     resolved = shutil.which(path) or (path if os.path.isfile(path) else None)
     if not resolved:
         pytest.skip(f"gem5 binary {path!r} not found")
