@@ -327,9 +327,11 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
         hit = way >= 0
         by_class[0, c] += 1
 
-        tok = tokens[i]
-        if tok < 0:
-            tok = -2 - line
+        tok = np.int64(-1)
+        if is_kv:
+            tok = tokens[i]
+            if tok < 0:
+                tok = -2 - line
         if c == KV:
             if not (read_open and read_tok == tok):
                 if read_open:
