@@ -4,17 +4,16 @@ Each cached token has a key ``K = L + count``, where ``count`` is its reads sinc
 inserted and ``L`` the cache's age: a hit increments ``count`` and sets ``K = L + count``, an
 inserted token gets ``count = 1, K = L + 1``. The victim is the token with the smallest K (ties:
 the least recently read); on each eviction ``L`` becomes the victim's K. Aging lets tokens that
-were popular long ago fall out once newer tokens catch up."""
+were popular long ago fall out once newer tokens catch up. Tokens sit in one list per key, so
+every step is O(1) (amortised)."""
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
 
-from harness.heap import NONE, heap_compact, heap_pop, heap_push, heap_top
+from harness import dlist
 from harness.policies.base import Policy
-
-SEQ = 1 << 40
 
 
 class LFU(Policy):
@@ -22,32 +21,36 @@ class LFU(Policy):
     description = "LFU with dynamic aging: evict the smallest (age + reads since insertion)"
 
     def fa_hits(self, reads, capacity):
-        cap = 4 * capacity + 64
         d = reads.id_space
-        return _lfu(reads.tid, capacity, np.full(d, NONE, np.int64), np.zeros(d, np.int64),
-                    np.empty(cap, np.int64), np.empty(cap, np.int32))
+        return _lfu(reads.tid, capacity, np.full(d, -1, np.int64), np.full(d, -1, np.int64),
+                    np.zeros(d, np.int64), np.zeros(d, np.int64),
+                    np.full((len(reads) + 2, 2), -1, np.int64))
 
 
 @nb.njit(cache=True)
-def _lfu(tid, capacity, cur, count, hk, hi):
-    n, size, hits, age = 0, 0, 0, 0
+def _lfu(tid, capacity, prev, nxt, key, count, buckets):
+    # buckets[K] lists the cached tokens with key K, newest first. Keys never drop below the
+    # smallest live key (new keys are age + 1 >= it, hits raise keys), so the minimum is found by
+    # a pointer that only moves up.
+    size, hits, age, low = 0, 0, 0, 0
     for i in range(tid.shape[0]):
         x = tid[i]
-        if cur[x] != NONE:
+        if key[x] > 0:
             hits += 1
+            k = key[x]
+            buckets[k, 0], buckets[k, 1] = dlist.unlink(x, prev, nxt, buckets[k, 0], buckets[k, 1])
             count[x] += 1
         else:
             if size == capacity:
-                n = heap_top(hk, hi, n, cur)
-                age = hk[0] // SEQ
-                cur[hi[0]] = NONE
-                n = heap_pop(hk, hi, n)
+                while buckets[low, 1] < 0:
+                    low += 1
+                age = low
+                v, buckets[low, 0], buckets[low, 1] = dlist.pop_tail(prev, nxt, buckets[low, 0], buckets[low, 1])
+                key[v] = 0
             else:
                 size += 1
             count[x] = 1
-        key = (age + count[x]) * SEQ + i
-        cur[x] = key
-        if n == hk.shape[0]:
-            n = heap_compact(hk, hi, n, cur)
-        n = heap_push(hk, hi, n, key, x)
+        k = age + count[x]
+        key[x] = k
+        buckets[k, 0], buckets[k, 1] = dlist.push_head(x, prev, nxt, buckets[k, 0], buckets[k, 1])
     return hits

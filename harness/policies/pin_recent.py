@@ -3,8 +3,8 @@
 A token of position p in a layer whose current context is c is pinned while p < ``sinks`` or
 p >= c - ``window`` (DSA picks recent tokens and sinks often). The victim is the least recently
 read unpinned token; only when every cached token is pinned does the least recently read
-pinned token go. A token that slides out of the window becomes an ordinary LRU token with the
-recency of its last read. The pinned set of every layer and request must fit in the capacity.
+pinned token go. A token that slides out of the window joins the unpinned tokens as the most
+recent one (two LRU lists, pinned and unpinned, keep every step O(1)). The pinned set of every layer and request must fit in the capacity.
 By default the pinned sets fill up to half of it: ``sinks`` = min(4, that budget per layer and
 request) and ``window`` the rest of the budget."""
 
@@ -13,11 +13,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from harness import dlist
 from harness.errors import UserError
-from harness.heap import NONE, heap_compact, heap_pop, heap_push, heap_top
 from harness.policies.base import Policy, check_int
-
-PINNED = 1 << 62
 
 
 class PinRecent(Policy):
@@ -44,17 +42,17 @@ class PinRecent(Policy):
 
     def fa_hits(self, reads, capacity):
         d = reads.id_space
-        cap = 4 * capacity + 64
         return _pin(reads.tid, reads.layer, reads.request, reads.pos, reads.ctx, capacity, reads.layers,
-                    reads.width, *self._pins(reads, capacity),
-                    np.full(d, NONE, np.int64), np.zeros(d, np.int64),
-                    np.zeros(reads.requests * reads.layers, np.int64),
-                    np.empty(cap, np.int64), np.empty(cap, np.int32))
+                    reads.width, *self._pins(reads, capacity), np.full(d, -1, np.int64),
+                    np.full(d, -1, np.int64), np.zeros(d, np.int8),
+                    np.zeros(reads.requests * reads.layers, np.int64))
 
 
 @nb.njit(cache=True)
-def _pin(tid, layer, request, pos, ctx, capacity, layers, width, sinks, window, cur, last, cur_ctx, hk, hi):
-    n, size, hits = 0, 0, 0
+def _pin(tid, layer, request, pos, ctx, capacity, layers, width, sinks, window, prev, nxt, where, cur_ctx):
+    # where[x]: 0 not cached, 1 in the unpinned LRU list, 2 in the pinned one
+    uh, ut, ph, pt = -1, -1, -1, -1
+    size, hits = 0, 0
     for i in range(tid.shape[0]):
         x = tid[i]
         rl = request[i] * layers + layer[i]
@@ -62,25 +60,31 @@ def _pin(tid, layer, request, pos, ctx, capacity, layers, width, sinks, window, 
         if c > cur_ctx[rl]:  # the window slid: its oldest positions are ordinary tokens now
             for p in range(max(sinks, cur_ctx[rl] - window), c - window):
                 y = rl * width + p
-                if p >= 0 and cur[y] != NONE and cur[y] >= PINNED:
-                    cur[y] = last[y]
-                    if n == hk.shape[0]:
-                        n = heap_compact(hk, hi, n, cur)
-                    n = heap_push(hk, hi, n, cur[y], y)
+                if p >= 0 and where[y] == 2:
+                    ph, pt = dlist.unlink(y, prev, nxt, ph, pt)
+                    uh, ut = dlist.push_head(y, prev, nxt, uh, ut)
+                    where[y] = 1
             cur_ctx[rl] = c
         p = pos[i]
-        key = i + (PINNED if (p < sinks or p >= c - window) else 0)
-        last[x] = i
-        if cur[x] != NONE:
+        pinned = p < sinks or p >= c - window
+        if where[x] == 1:
             hits += 1
+            uh, ut = dlist.unlink(x, prev, nxt, uh, ut)
+        elif where[x] == 2:
+            hits += 1
+            ph, pt = dlist.unlink(x, prev, nxt, ph, pt)
         elif size == capacity:
-            n = heap_top(hk, hi, n, cur)
-            cur[hi[0]] = NONE
-            n = heap_pop(hk, hi, n)
+            if ut >= 0:
+                v, uh, ut = dlist.pop_tail(prev, nxt, uh, ut)
+            else:
+                v, ph, pt = dlist.pop_tail(prev, nxt, ph, pt)
+            where[v] = 0
         else:
             size += 1
-        cur[x] = key
-        if n == hk.shape[0]:
-            n = heap_compact(hk, hi, n, cur)
-        n = heap_push(hk, hi, n, key, x)
+        if pinned:
+            ph, pt = dlist.push_head(x, prev, nxt, ph, pt)
+            where[x] = 2
+        else:
+            uh, ut = dlist.push_head(x, prev, nxt, uh, ut)
+            where[x] = 1
     return hits

@@ -6,17 +6,16 @@ a scan of single-use tokens cannot flush tokens that were reused). When the cach
 victim is a token with RRPV 3; if there is none, every RRPV is incremented until one reaches 3
 (aging), then that token is evicted. Among several tokens at the largest RRPV the one whose RRPV
 was set longest ago goes first. Aging is global to the (fully associative) cache and kept as an
-offset, so it costs nothing per token."""
+offset, so it costs nothing per token; four lists, one per RRPV, make every step O(1)."""
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
 
-from harness.heap import NONE, heap_compact, heap_pop, heap_push, heap_top
+from harness import dlist
+from harness.heap import NONE
 from harness.policies.base import Policy
-
-SEQ = 1 << 40  # key = (aging offset - RRPV) * SEQ + sequence number
 
 
 class SRRIP(Policy):
@@ -29,40 +28,40 @@ class SRRIP(Policy):
 
 
 def rrip_hits(tid, capacity, id_space, long_every):
-    cap = 4 * capacity + 64
-    return _rrip(tid, capacity, np.full(id_space, NONE, np.int64), np.empty(cap, np.int64),
-                 np.empty(cap, np.int32), long_every)
+    return _rrip(tid, capacity, np.full(id_space, -1, np.int64), np.full(id_space, -1, np.int64),
+                 np.full(id_space, NONE, np.int64), long_every)
 
 
 @nb.njit(cache=True)
-def _rrip(tid, capacity, cur, hk, hi, long_every):
-    # cur[x] = heap key of cached token x: (A - rrpv) * SEQ + seq, so the largest effective
-    # RRPV (A - key // SEQ) is the heap minimum and ties go to the oldest update
-    n = 0
-    size = 0
-    hits = 0
-    aging = 0  # A: how far every RRPV has been raised so far
-    inserts = 0
+def _rrip(tid, capacity, prev, nxt, level, long_every):
+    # A token's level s = (aging offset when its RRPV was set) - RRPV; its RRPV now is
+    # aging - s. Live levels span aging-3 .. aging, so four lists (s mod 4), each newest first,
+    # hold the cache: the victim is the oldest token of the lowest non-empty level.
+    ends = np.full((4, 2), -1, np.int64)
+    size, hits, aging, inserts = 0, 0, 0, 0
     for i in range(tid.shape[0]):
         x = tid[i]
-        if cur[x] != NONE:
+        if level[x] != NONE:
             hits += 1
-            key = aging * SEQ + i  # RRPV 0
+            b = level[x] % 4
+            ends[b, 0], ends[b, 1] = dlist.unlink(x, prev, nxt, ends[b, 0], ends[b, 1])
+            s = aging  # RRPV 0
         else:
             inserts += 1
             rrpv = 2 if inserts % long_every == 0 else 3
             if size == capacity:
-                n = heap_top(hk, hi, n, cur)
-                victim_rrpv = aging - (hk[0] // SEQ)
-                if victim_rrpv < 3:
-                    aging += 3 - victim_rrpv
-                cur[hi[0]] = NONE
-                n = heap_pop(hk, hi, n)
+                low = aging - 3
+                while ends[low % 4, 1] < 0:
+                    low += 1
+                if aging - low < 3:  # nobody at RRPV 3: age everyone until the victim is
+                    aging += 3 - (aging - low)
+                b = low % 4
+                v, ends[b, 0], ends[b, 1] = dlist.pop_tail(prev, nxt, ends[b, 0], ends[b, 1])
+                level[v] = NONE
             else:
                 size += 1
-            key = (aging - rrpv) * SEQ + i
-        cur[x] = key
-        if n == hk.shape[0]:
-            n = heap_compact(hk, hi, n, cur)
-        n = heap_push(hk, hi, n, key, x)
+            s = aging - rrpv
+        level[x] = s
+        b = s % 4
+        ends[b, 0], ends[b, 1] = dlist.push_head(x, prev, nxt, ends[b, 0], ends[b, 1])
     return hits
