@@ -50,8 +50,10 @@ class PinRecent(Policy):
 
 @nb.njit(cache=True)
 def _pin(tid, layer, request, pos, ctx, capacity, layers, width, sinks, window, prev, nxt, where, cur_ctx):
-    # where[x]: 0 not cached, 1 in the unpinned LRU list, 2 in the pinned one
-    uh, ut, ph, pt = -1, -1, -1, -1
+    # where[x]: 0 not cached, 1 in the unpinned LRU list, 2 in the pinned one. The unpinned
+    # list's ends stay in locals (the hot path); the pinned list's in a small array.
+    uh, ut = -1, -1
+    pinned_ends = np.full(2, -1, np.int64)
     size, hits = 0, 0
     for i in range(tid.shape[0]):
         x = tid[i]
@@ -61,28 +63,28 @@ def _pin(tid, layer, request, pos, ctx, capacity, layers, width, sinks, window, 
             for p in range(max(sinks, cur_ctx[rl] - window), c - window):
                 y = rl * width + p
                 if p >= 0 and where[y] == 2:
-                    ph, pt = dlist.unlink(y, prev, nxt, ph, pt)
+                    pinned_ends[0], pinned_ends[1] = dlist.unlink(y, prev, nxt, pinned_ends[0], pinned_ends[1])
                     uh, ut = dlist.push_head(y, prev, nxt, uh, ut)
                     where[y] = 1
             cur_ctx[rl] = c
         p = pos[i]
-        pinned = p < sinks or p >= c - window
-        if where[x] == 1:
+        state = where[x]
+        if state == 1:
             hits += 1
             uh, ut = dlist.unlink(x, prev, nxt, uh, ut)
-        elif where[x] == 2:
+        elif state == 2:
             hits += 1
-            ph, pt = dlist.unlink(x, prev, nxt, ph, pt)
+            pinned_ends[0], pinned_ends[1] = dlist.unlink(x, prev, nxt, pinned_ends[0], pinned_ends[1])
         elif size == capacity:
             if ut >= 0:
                 v, uh, ut = dlist.pop_tail(prev, nxt, uh, ut)
             else:
-                v, ph, pt = dlist.pop_tail(prev, nxt, ph, pt)
+                v, pinned_ends[0], pinned_ends[1] = dlist.pop_tail(prev, nxt, pinned_ends[0], pinned_ends[1])
             where[v] = 0
         else:
             size += 1
-        if pinned:
-            ph, pt = dlist.push_head(x, prev, nxt, ph, pt)
+        if p < sinks or p >= c - window:
+            pinned_ends[0], pinned_ends[1] = dlist.push_head(x, prev, nxt, pinned_ends[0], pinned_ends[1])
             where[x] = 2
         else:
             uh, ut = dlist.push_head(x, prev, nxt, uh, ut)
