@@ -361,8 +361,9 @@ def collect(sweep_dir, out):
     df, bad = run(sweep_dir, out)
     for b in bad:
         click.echo(f"unreadable run {b}", err=True)
-    ok = int((df._status == "ok").sum()) if len(df) else 0
-    click.echo(f"collected {len(df)} runs ({ok} ok, {len(df) - ok} failed, {len(bad)} unreadable) into {out}")
+    n = df._status.value_counts() if len(df) else {}
+    click.echo(f"collected {len(df)} runs ({n.get('ok', 0)} ok, {n.get('failed', 0)} failed, "
+               f"{n.get('stale', 0)} stale, {len(bad)} unreadable) into {out}")
 
 
 @cli.command()

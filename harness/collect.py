@@ -1,7 +1,8 @@
 """Collect a sweep's run folders into one tidy table: one row per run.
 
-Columns: bookkeeping (``_run_id``, ``_status``, ``_error``, ``_host``, ``_version``,
-``_started``, ``_seconds``), parameters under their plain names (backbone, geometry,
+Columns: bookkeeping (``_run_id``, ``_status``: ok, failed or stale (made by an older simulator,
+see ``harness.sweep.RESULTS_VERSION``; the report leaves it out, the next sweep redoes it),
+``_error``, ``_host``, ``_version``, ``_results_version``, ``_started``, ``_seconds``), parameters under their plain names (backbone, geometry,
 reserve_ways, ...), and results with units in their names (``llc_bytes``, ``stall_cycles``,
 ``kv_hit_rate``, ``misses_lines``, ...). gem5 and built-in runs share the table; a result a
 backend does not produce is empty.
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import RESULTS_VERSION
 from harness.errors import UserError
 from harness.units import atomic_path
 
@@ -71,12 +73,14 @@ def collect(folder: str | Path, out: str | Path | None = None) -> tuple[pd.DataF
             cfg = json.loads((d / "config.json").read_text())
             prov = json.loads((d / "provenance.json").read_text())
             if (d / "result.json").exists():
-                status, result, error = "ok", json.loads((d / "result.json").read_text()), None
+                result, error = json.loads((d / "result.json").read_text()), None
+                status = "ok" if prov.get("results_version") == RESULTS_VERSION else "stale"
             else:
                 status, result = "failed", {}
                 error = json.loads((d / "error.json").read_text())["error"]
             row = {"_run_id": d.name, "_status": status, "_error": error, "_host": prov.get("host"),
-                   "_version": prov.get("version"), "_started": prov.get("started"), "_seconds": prov.get("seconds"),
+                   "_version": prov.get("version"), "_results_version": prov.get("results_version"),
+                   "_started": prov.get("started"), "_seconds": prov.get("seconds"),
                    **_params(cfg), **_results(result)}
         except (OSError, ValueError, KeyError, TypeError) as e:
             bad.append(f"{d.name}: {type(e).__name__}: {e}")

@@ -3,8 +3,9 @@
 Both real backbones decode Python source with the fitted ``dsa`` indexer (k = 128, a
 2048-token prompt, 24 steps); each index log is streamed under DeepSeek-V3.2's geometry and a
 GQA model's (Llama-3.1-8B), paged; the built-in simulator runs LLCs of 16 and 32 MiB (16 ways)
-with 0, 2, 4, 8 and 12 ways reserved under line LRU, token-LRU and token BIP (the scan-resistant
-policy that works best in the reserved ways below one step's footprint). Then the report.
+with 0, 2, 4, 8 and 12 ways reserved under line LRU, token-LRU, token BIP (LRU with insertion at
+the LRU end, scan-resistant) and streak (keeps tokens re-selected step after step, admits only
+stronger ones: the policy closest to MIN below one step's footprint). Then the report.
 `examples/full_sweep.toml` is the lab-sized version of the same study.
 """
 
@@ -30,5 +31,5 @@ page_tokens = 64
 size = ["16MiB", "32MiB"]
 ways = 16
 reserve_ways = [0, 2, 4, 8, 12]
-policy = ["lru", "token-lru", "bip"]
+policy = ["lru", "token-lru", "bip", "streak"]
 """

@@ -14,6 +14,12 @@ recently used line; the reserved ways use ``policy``:
 - ``token-lru``: recency per token (a token's time is its latest access to any of its lines);
   the victim is the reserved line whose token is least recent, ties to the lowest way. With
   whole-token eviction (default) every other resident line of that token is invalidated too.
+- ``srrip``, ``brrip``, ``bip``, ``lfu``, ``streak``: the token policies of ``harness.policies``;
+  each resident token has one record whose key ranks it, and the victim is the line whose token
+  has the smallest key. ``streak`` keeps the (last read step, streak) of every token read so far
+  and refuses a miss whose token's streak is not above the victim's: the line is not cached
+  (a miss, counted in ``bypasses``). A one-set cache of one-line tokens is exactly the fully
+  associative policy (tests/test_policies.py).
 
 On a miss the victim is chosen from the state before the access, then the new line is filled
 and its token's time set (as gem5 does: the policy sees the block when it is inserted).
@@ -37,9 +43,9 @@ from harness.units import format_size, parse_size
 
 # Policies of the reserved ways, by kernel code (harness.policies documents each one).
 # 0 is line LRU; the others keep one record per resident token with a victim key.
-POLICY_CODE = {"lru": 0, "token-lru": 1, "srrip": 2, "brrip": 3, "bip": 4, "lfu": 5}
+POLICY_CODE = {"lru": 0, "token-lru": 1, "srrip": 2, "brrip": 3, "bip": 4, "lfu": 5, "streak": 6}
 RESERVED_POLICIES = tuple(POLICY_CODE)
-P_TOKEN_LRU, P_SRRIP, P_BRRIP, P_BIP, P_LFU = 1, 2, 3, 4, 5
+P_TOKEN_LRU, P_SRRIP, P_BRRIP, P_BIP, P_LFU, P_STREAK = 1, 2, 3, 4, 5, 6
 BIMODAL_EVERY = 32  # BRRIP/BIP: every 32nd inserted token gets the 'long'/MRU prediction
 SEQ = 1 << 40       # keys that combine a small priority with an access time: prio * SEQ + time
 
@@ -52,11 +58,14 @@ N_COUNTERS = 13
 N_CLASSES = len(TRAFFIC_CLASSES)
 
 # token record fields: latest access, first resident line, resident lines, token id, victim key
-# (the smallest key goes first), a policy's own counter
-F_TIME, F_HEAD, F_COUNT, F_TOKEN, F_KEY, F_AUX = 0, 1, 2, 3, 4, 5
-N_FIELDS = 6
-# global policy state: RRIP aging offset, inserted tokens, LFU-DA age, BIP's LRU-end counter
-G_AGING, G_INSERTS, G_AGE, G_LOW = 0, 1, 2, 3
+# (the smallest key goes first), a policy's own counter (LFU reads, streak), and for streak the
+# token's layer, its last read step and its neighbours in the list of its layer's records
+F_TIME, F_HEAD, F_COUNT, F_TOKEN, F_KEY, F_AUX, F_LAYER, F_LASTSTEP, F_LPREV, F_LNEXT = range(10)
+N_FIELDS = 10
+# global policy state: RRIP aging offset, inserted tokens, LFU-DA age, BIP's LRU-end counter,
+# streak's current (step, layer) group of token reads
+G_AGING, G_INSERTS, G_AGE, G_LOW, G_GROUP_STEP, G_GROUP_LAYER = range(6)
+N_LAYERS = 1 << 16  # layer ids in token ids are 16 bits
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,13 @@ class LLCState:
         self.free = np.arange(max(tracked, 1), dtype=np.int64)[::-1].copy()  # a stack of free records
         self.tkeys, self.tvals = hashtab.new_table(tracked, 1)
         self.counters[C_NFREE] = len(self.free)
-        self.policy_state = np.zeros(4, dtype=np.int64)
+        self.policy_state = np.zeros(6, dtype=np.int64)
+        self.policy_state[G_GROUP_STEP] = self.policy_state[G_GROUP_LAYER] = -1
+        # streak: (last read step, streak) of every token read so far, and each layer's records
+        streak = cfg.policy == "streak" and cfg.reserve_ways > 0
+        self.hkeys, self.hvals = hashtab.new_table(1 << 12 if streak else 1, 2)
+        self.history = 0
+        self.layer_ends = np.full(N_LAYERS if streak else 1, -1, dtype=np.int64)  # list heads
         self.read_lengths = np.zeros(256, dtype=np.int64)  # token reads by line count (capped)
         self.by_class = np.zeros((2, N_CLASSES), dtype=np.int64)  # accesses, hits
         self._out = self._reads = self._runs = np.zeros(0)
@@ -156,12 +171,24 @@ class LLCState:
         out, reads, runs = self._out[:n], self._reads[:n], self._runs[:n + 1]
         cfg = self.cfg
         code = POLICY_CODE[cfg.policy] if cfg.reserve_ways else 0
+        if code == P_STREAK:  # room in the history for every token read this chunk may add
+            kv = cls == KV
+            starts = int(np.count_nonzero(kv[1:] & ~(kv[:-1] & (tokens[1:] == tokens[:-1])))) + 1
+            if 2 * (self.history + starts) > len(self.hkeys):
+                from harness.tokencache import _rehash
+
+                keys, vals = hashtab.new_table(self.history + starts, 2)
+                _rehash(self.hkeys, self.hvals, keys, vals)
+                self.hkeys, self.hvals = keys, vals
         kernel = _simulate_tokens if code else _simulate_lines
         nreads, nruns = kernel(lines, cls, tokens, writes, steps, out, reads, runs,
                                self.tag, self.stamp, self.dirty, self.owner, self.next, self.prev,
                                self.records, self.free, self.tkeys, self.tvals, self.counters,
                                self.read_lengths, self.by_class, cfg.sets, cfg.ways, cfg.reserve_ways,
-                               cfg.whole_token_eviction, code, self.policy_state)
+                               cfg.whole_token_eviction, code, self.policy_state, self.hkeys, self.hvals,
+                               self.layer_ends)
+        if code == P_STREAK:
+            self.history = int((self.hkeys != hashtab.EMPTY).sum())
         return out, reads[:nreads], StepRuns(*runs[:nruns].T.copy())
 
     def finish(self) -> None:
@@ -219,11 +246,18 @@ def _unlink(slot, rec, nxt, prv, records):
 
 @nb.njit(inline="always")
 def _touch(policy, rec, records, g, now, new_read):
-    """A resident line of the token was read: refresh the token's victim key."""
-    if policy == P_TOKEN_LRU or policy == P_BIP:
+    """A line of a resident token was accessed: refresh the token's victim key. token-lru counts
+    every line access (DESIGN.md); the other policies see one reference per token read, on its
+    first line (``new_read``), as their fully associative versions do: the later lines of a read
+    that inserted the token must not promote it."""
+    if policy == P_TOKEN_LRU:
         records[rec, F_KEY] = now
+    elif policy == P_BIP:
+        if new_read:
+            records[rec, F_KEY] = now
     elif policy == P_SRRIP or policy == P_BRRIP:
-        records[rec, F_KEY] = g[G_AGING] * SEQ + now  # RRPV 0
+        if new_read:
+            records[rec, F_KEY] = g[G_AGING] * SEQ + now  # RRPV 0
     elif policy == P_LFU:
         if new_read:
             records[rec, F_AUX] += 1  # reads, not lines, count
@@ -246,7 +280,7 @@ def _insert_key(policy, rec, records, g, now):
     elif policy == P_LFU:
         records[rec, F_AUX] = 1
         records[rec, F_KEY] = (g[G_AGE] + 1) * SEQ + now
-    else:
+    elif policy != P_STREAK:
         records[rec, F_KEY] = now
 
 
@@ -261,9 +295,60 @@ def _before_eviction(policy, victim_key, g):
 
 
 @nb.njit(inline="always")
-def _release(rec, records, free, nfree, tkeys, tvals):
-    """Drop a token record: out of the hash table, back on the free stack."""
+def _layer_of(tok):
+    return (tok >> 32) & 0xFFFF if tok >= 0 else 0
+
+
+@nb.njit(inline="always")
+def _streak_read(tok, s, records, tkeys, tvals, hkeys, hvals, layer_ends, g, now):
+    """streak: a read of token ``tok`` at step ``s`` starts. When the reads move on to another
+    (step, layer), the finished layer's cached tokens that step did not select drop to streak 0
+    (key = their latest access); then the token's streak is updated and, if it is cached, its
+    key becomes streak * SEQ + now."""
+    layer = _layer_of(tok)
+    if s != g[G_GROUP_STEP] or layer != g[G_GROUP_LAYER]:
+        done_step, done_layer = g[G_GROUP_STEP], g[G_GROUP_LAYER]
+        if done_layer >= 0:
+            r = layer_ends[done_layer]
+            while r >= 0:
+                if records[r, F_LASTSTEP] < done_step and records[r, F_AUX] > 0:
+                    records[r, F_AUX] = 0
+                    records[r, F_KEY] = records[r, F_TIME]
+                r = records[r, F_LNEXT]
+        g[G_GROUP_STEP], g[G_GROUP_LAYER] = s, layer
+    e = hashtab.find(hkeys, tok)
+    if e < 0:
+        e = hashtab.insert(hkeys, hvals, tok)
+        hvals[e, 0] = -1
+    hvals[e, 1] = hvals[e, 1] + 1 if hvals[e, 0] == s - 1 else 1
+    hvals[e, 0] = s
+    c = hashtab.find(tkeys, tok)
+    if c >= 0:
+        rec = tvals[c, 0]
+        records[rec, F_AUX] = hvals[e, 1]
+        records[rec, F_LASTSTEP] = s
+        records[rec, F_KEY] = hvals[e, 1] * SEQ + now
+
+
+@nb.njit(inline="always")
+def _streak_of(tok, hkeys, hvals):
+    e = hashtab.find(hkeys, tok)
+    return hvals[e, 1] if e >= 0 else 0
+
+
+@nb.njit(inline="always")
+def _release(rec, records, free, nfree, tkeys, tvals, policy, layer_ends):
+    """Drop a token record: out of the hash table (and its layer's list), back on the free stack."""
     hashtab.delete(tkeys, tvals, hashtab.find(tkeys, records[rec, F_TOKEN]))
+    if policy == P_STREAK:
+        layer = records[rec, F_LAYER]
+        p, q = records[rec, F_LPREV], records[rec, F_LNEXT]
+        if p >= 0:
+            records[p, F_LNEXT] = q
+        else:
+            layer_ends[layer] = q
+        if q >= 0:
+            records[q, F_LPREV] = p
     free[nfree] = rec
     return nfree + 1
 
@@ -271,7 +356,7 @@ def _release(rec, records, free, nfree, tkeys, tvals):
 @nb.njit(inline="always")
 def _run(lines, cls, tokens, writes, steps, out, reads, runs,
          tag, stamp, dirty, owner, nxt, prv, records, free, tkeys, tvals, ctr, read_lengths, by_class,
-         n_sets, n_ways, n_res, whole, policy, g):
+         n_sets, n_ways, n_res, whole, policy, g, hkeys, hvals, layer_ends):
     # Counters live in locals inside the loop (array elements would be reloaded on every use).
     now = ctr[C_NOW]
     evictions, writebacks, invalidations, bypasses = ctr[C_EVICT], ctr[C_WB], ctr[C_TOKEN_INVAL], ctr[C_BYPASS]
@@ -342,6 +427,8 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
             read_lines += 1
             if hit:
                 read_hits += 1
+            if policy == P_STREAK and read_lines == 1:
+                _streak_read(tok, steps[i], records, tkeys, tvals, hkeys, hvals, layer_ends, g, now)
         elif read_open:
             _close_read(read_lines, read_hits, read_lengths, ctr)
             read_open = 0
@@ -383,6 +470,9 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
                         best = t
                         victim = w
                 _before_eviction(policy, best, g)
+                if policy == P_STREAK and _streak_of(tok, hkeys, hvals) <= best // SEQ:
+                    bypasses += 1  # not admitted: weaker than every token of this set
+                    continue
             vslot = base + victim
             evictions += 1
             if tracked:
@@ -398,12 +488,12 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
                             stamp[other] = -(n_ways - other % n_ways)
                             invalidations += 1
                         other = nxt[other]
-                    nfree = _release(rec, records, free, nfree, tkeys, tvals)
+                    nfree = _release(rec, records, free, nfree, tkeys, tvals, policy, layer_ends)
                 else:
                     _unlink(vslot, rec, nxt, prv, records)
                     records[rec, F_COUNT] -= 1
                     if records[rec, F_COUNT] == 0:
-                        nfree = _release(rec, records, free, nfree, tkeys, tvals)
+                        nfree = _release(rec, records, free, nfree, tkeys, tvals, policy, layer_ends)
             if dirty[vslot]:
                 writebacks += 1
         vslot = base + victim
@@ -421,6 +511,18 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
                 records[rec, F_COUNT] = 0
                 records[rec, F_TOKEN] = tok
                 _insert_key(policy, rec, records, g, now)
+                if policy == P_STREAK:  # key from the token's streak; join its layer's list
+                    layer = _layer_of(tok)
+                    h = hashtab.find(hkeys, tok)
+                    records[rec, F_AUX] = hvals[h, 1] if h >= 0 else 0
+                    records[rec, F_LASTSTEP] = hvals[h, 0] if h >= 0 else -1
+                    records[rec, F_KEY] = records[rec, F_AUX] * SEQ + now
+                    records[rec, F_LAYER] = layer
+                    records[rec, F_LPREV] = -1
+                    records[rec, F_LNEXT] = layer_ends[layer]
+                    if layer_ends[layer] >= 0:
+                        records[layer_ends[layer], F_LPREV] = rec
+                    layer_ends[layer] = rec
             else:
                 _touch(policy, tvals[e, 0], records, g, now, c == KV and read_lines == 1)
             rec = tvals[e, 0]
@@ -448,15 +550,16 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
 @nb.njit(nogil=True, cache=True)
 def _simulate_lines(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
                     records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole,
-                    policy, g):
+                    policy, g, hkeys, hvals, layer_ends):
     return _run(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
-                records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole, 0, g)
+                records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole, 0, g,
+                hkeys, hvals, layer_ends)
 
 
 @nb.njit(nogil=True, cache=True)
 def _simulate_tokens(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
                      records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole,
-                     policy, g):
+                     policy, g, hkeys, hvals, layer_ends):
     return _run(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
                 records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole,
-                policy, g)
+                policy, g, hkeys, hvals, layer_ends)

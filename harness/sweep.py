@@ -26,7 +26,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import __version__
+from harness import RESULTS_VERSION, __version__
 from harness.canon import config_hash
 from harness.errors import UserError, first_line
 
@@ -208,10 +208,14 @@ def prepare(folder: Path, spec: Spec, force: bool) -> None:
 
 
 def run_state(folder: Path, rid: str) -> str:
-    """'ok', 'failed' or 'missing'."""
+    """'ok', 'failed', 'stale' (a result of an older simulator) or 'missing'."""
     d = folder / "runs" / rid
     if (d / "result.json").exists():
-        return "ok"
+        try:
+            made_by = json.loads((d / "provenance.json").read_text()).get("results_version")
+        except (OSError, ValueError, AttributeError):
+            made_by = None
+        return "ok" if made_by == RESULTS_VERSION else "stale"
     if (d / "error.json").exists():
         return "failed"
     return "missing"
@@ -222,7 +226,7 @@ def log_ready(folder: Path, did: str) -> bool:
 
 
 def _provenance(started: float) -> dict:
-    return {"version": __version__, "host": platform.node(), "python": sys.version.split()[0],
+    return {"version": __version__, "results_version": RESULTS_VERSION, "host": platform.node(), "python": sys.version.split()[0],
             "pid": os.getpid(), "started": started, "ended": time.time(),
             "seconds": time.time() - started}
 
@@ -317,7 +321,7 @@ def execute(spec: Spec, folder: str | Path, jobs: int | None = None, scheduler: 
         os.environ["DSA_LLC_GEM5_BINARY"] = gem5_binary or spec.raw["gem5"]["binary"]
     os.environ["DSA_LLC_GEM5_TIMEOUT"] = str(gem5_timeout or spec.raw.get("gem5", {}).get("timeout", 3600))
     todo = [r for r in spec.runs
-            if (state := run_state(folder, run_id(r))) == "missing" or (state == "failed" and rerun_failed)]
+            if (state := run_state(folder, run_id(r))) in ("missing", "stale") or (state == "failed" and rerun_failed)]
     decodes = [d for did, d in spec.decodes.items() if not log_ready(folder, did)
                and any(decode_id(r["decode"]) == did for r in todo)]
     counts = {"skipped": len(spec.runs) - len(todo), "ok": 0, "failed": 0}

@@ -136,6 +136,37 @@ def test_reserved_ways_of_one_set_equal_the_token_cache(tokens, capacity, name):
     assert int(out.sum()) == get_policy(name).run(reads(tokens), capacity)
 
 
+@pytest.mark.parametrize("name", [p for p in RESERVED_POLICIES if p != "lru"])
+@settings(max_examples=150, deadline=None)
+@given(streams(), st.integers(1, 24))
+def test_one_set_llc_equals_the_token_cache_across_layers_and_steps(name, stream, capacity):
+    # the same, on multi-layer, multi-step streams (streak's per-layer demotion and history)
+    layer = stream.layer.astype(np.int64)
+    tok = (layer << 32) | stream.pos.astype(np.int64)  # trace_gen token ids: layer << 32 | position
+    n = len(tok)
+    state = LLCState(LLCConfig.make(capacity * 64, capacity, capacity, name))
+    out, _, _ = state.access(tok + 1000, np.zeros(n, np.uint8), tok, np.zeros(n, np.uint8),
+                             stream.step.astype(np.int64))
+    assert int(out.sum()) == get_policy(name).run(stream, capacity)
+
+
+@pytest.mark.parametrize("name", [p for p in RESERVED_POLICIES if p != "lru"])
+@settings(max_examples=60, deadline=None)
+@given(streams(), st.integers(1, 12), st.integers(2, 4))
+def test_multi_line_tokens_are_one_reference_per_read(name, stream, capacity, lines_per_token):
+    # a token read of m lines is one reference: in a one-set LLC of capacity x m ways with
+    # whole-token eviction, a token's lines come and go together, so the LLC hits exactly the
+    # fully associative policy's token hits, m lines each
+    m = lines_per_token
+    tok = np.repeat((stream.layer.astype(np.int64) << 32) | stream.pos.astype(np.int64), m)
+    lines = tok * 8 + np.tile(np.arange(m), len(stream.tid))
+    n = len(tok)
+    state = LLCState(LLCConfig.make(capacity * m * 64, capacity * m, capacity * m, name))
+    out, _, _ = state.access(lines, np.zeros(n, np.uint8), tok, np.zeros(n, np.uint8),
+                             np.repeat(stream.step.astype(np.int64), m))
+    assert int(out.sum()) == m * get_policy(name).run(stream, capacity)
+
+
 def test_unknown_policy_and_bad_parameters():
     with pytest.raises(UserError, match="unknown policy 'mru'; known: lru, token-lru"):
         get_policy("mru")
@@ -146,7 +177,7 @@ def test_unknown_policy_and_bad_parameters():
     with pytest.raises(UserError, match="unknown parameter"):
         get_policy("bip", window=3)
     with pytest.raises(UserError, match="fully associative token cache only"):
-        LLCConfig.make("64KiB", 16, 4, "streak")
+        LLCConfig.make("64KiB", 16, 4, "pin-recent")
 
 
 def test_policies_cli_lists_and_sweeps(tmp_path):

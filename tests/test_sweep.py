@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from harness import RESULTS_VERSION
 from harness.cli import cli
 from harness.collect import collect
 from harness.errors import UserError
@@ -144,6 +145,23 @@ def test_collect_reports_a_corrupt_run_and_keeps_the_rest(tmp_path):
     assert res.exit_code == 0 and f"unreadable run {victim.name}" in res.output
     df = pd.read_parquet(folder / "results.parquet")
     assert len(df) == 19 and victim.name not in set(df._run_id)
+
+
+def test_runs_of_an_older_simulator_are_stale_and_redone(tmp_path):
+    spec = load_spec(write(tmp_path, TINY))
+    folder = tmp_path / "sweep"
+    execute(spec, folder, jobs=1, progress=False)
+    old = folder / "runs" / run_id(spec.runs[5])
+    prov = json.loads((old / "provenance.json").read_text())
+    prov["results_version"] = RESULTS_VERSION - 1
+    (old / "provenance.json").write_text(json.dumps(prov))
+    res = CliRunner().invoke(cli, ["collect", str(folder)])
+    assert res.exit_code == 0 and "19 ok, 0 failed, 1 stale" in res.output
+    df = pd.read_parquet(folder / "results.parquet")
+    assert df.set_index("_run_id").loc[old.name, "_status"] == "stale"
+    assert execute(spec, folder, jobs=1, progress=False) == {"skipped": 19, "ok": 1, "failed": 0}
+    df, _ = collect(folder)
+    assert (df._status == "ok").all() and (df._results_version == RESULTS_VERSION).all()
 
 
 def test_failed_runs_are_recorded_and_rerun_on_request(tmp_path):
