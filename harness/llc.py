@@ -14,12 +14,15 @@ recently used line; the reserved ways use ``policy``:
 - ``token-lru``: recency per token (a token's time is its latest access to any of its lines);
   the victim is the reserved line whose token is least recent, ties to the lowest way. With
   whole-token eviction (default) every other resident line of that token is invalidated too.
-- ``srrip``, ``brrip``, ``bip``, ``lfu``, ``streak``: the token policies of ``harness.policies``;
-  each resident token has one record whose key ranks it, and the victim is the line whose token
-  has the smallest key. ``streak`` keeps the (last read step, streak) of every token read so far
-  and refuses a miss whose token's streak is not above the victim's: the line is not cached
-  (a miss, counted in ``bypasses``). A one-set cache of one-line tokens is exactly the fully
-  associative policy (tests/test_policies.py).
+- ``srrip``, ``brrip``, ``bip``, ``lfu``, ``streak``, ``admit``: the token policies of
+  ``harness.policies``; each resident token has one record whose key ranks it, and the victim is
+  the line whose token has the smallest key. ``streak`` and ``admit`` also keep a history of
+  every token read so far ((last read step, streak); (read count, epoch), counts halving every
+  8 x reserved lines of kv reads) and refuse a miss whose token is not stronger than the
+  victim's: the line is not cached (a miss, counted in ``bypasses``). The policies see one
+  reference per token read, on its first line. A one-set cache of one-line tokens is exactly the
+  fully associative policy, and with m-line tokens and whole-token eviction it hits m lines per
+  token hit of the fully associative policy (tests/test_policies.py).
 
 On a miss the victim is chosen from the state before the access, then the new line is filled
 and its token's time set (as gem5 does: the policy sees the block when it is inserted).
@@ -43,9 +46,10 @@ from harness.units import format_size, parse_size
 
 # Policies of the reserved ways, by kernel code (harness.policies documents each one).
 # 0 is line LRU; the others keep one record per resident token with a victim key.
-POLICY_CODE = {"lru": 0, "token-lru": 1, "srrip": 2, "brrip": 3, "bip": 4, "lfu": 5, "streak": 6}
+POLICY_CODE = {"lru": 0, "token-lru": 1, "srrip": 2, "brrip": 3, "bip": 4, "lfu": 5, "streak": 6, "admit": 7}
 RESERVED_POLICIES = tuple(POLICY_CODE)
-P_TOKEN_LRU, P_SRRIP, P_BRRIP, P_BIP, P_LFU, P_STREAK = 1, 2, 3, 4, 5, 6
+P_TOKEN_LRU, P_SRRIP, P_BRRIP, P_BIP, P_LFU, P_STREAK, P_ADMIT = 1, 2, 3, 4, 5, 6, 7
+ADMIT_WINDOW = 8  # admit: frequencies halve every 8 x (reserved lines) kv read lines
 BIMODAL_EVERY = 32  # BRRIP/BIP: every 32nd inserted token gets the 'long'/MRU prediction
 SEQ = 1 << 40       # keys that combine a small priority with an access time: prio * SEQ + time
 
@@ -144,9 +148,11 @@ class LLCState:
         self.counters[C_NFREE] = len(self.free)
         self.policy_state = np.zeros(6, dtype=np.int64)
         self.policy_state[G_GROUP_STEP] = self.policy_state[G_GROUP_LAYER] = -1
-        # streak: (last read step, streak) of every token read so far, and each layer's records
+        # history of every token read so far: streak's (last read step, streak), admit's
+        # (frequency, epoch); streak also keeps each layer's records in a list
         streak = cfg.policy == "streak" and cfg.reserve_ways > 0
-        self.hkeys, self.hvals = hashtab.new_table(1 << 12 if streak else 1, 2)
+        history = cfg.policy in ("streak", "admit") and cfg.reserve_ways > 0
+        self.hkeys, self.hvals = hashtab.new_table(1 << 12 if history else 1, 2)
         self.history = 0
         self.layer_ends = np.full(N_LAYERS if streak else 1, -1, dtype=np.int64)  # list heads
         self.read_lengths = np.zeros(256, dtype=np.int64)  # token reads by line count (capped)
@@ -171,7 +177,7 @@ class LLCState:
         out, reads, runs = self._out[:n], self._reads[:n], self._runs[:n + 1]
         cfg = self.cfg
         code = POLICY_CODE[cfg.policy] if cfg.reserve_ways else 0
-        if code == P_STREAK:  # room in the history for every token read this chunk may add
+        if code == P_STREAK or code == P_ADMIT:  # room in the history for every token read this chunk may add
             kv = cls == KV
             starts = int(np.count_nonzero(kv[1:] & ~(kv[:-1] & (tokens[1:] == tokens[:-1])))) + 1
             if 2 * (self.history + starts) > len(self.hkeys):
@@ -187,7 +193,7 @@ class LLCState:
                                self.read_lengths, self.by_class, cfg.sets, cfg.ways, cfg.reserve_ways,
                                cfg.whole_token_eviction, code, self.policy_state, self.hkeys, self.hvals,
                                self.layer_ends)
-        if code == P_STREAK:
+        if code == P_STREAK or code == P_ADMIT:
             self.history = int((self.hkeys != hashtab.EMPTY).sum())
         return out, reads[:nreads], StepRuns(*runs[:nruns].T.copy())
 
@@ -250,7 +256,7 @@ def _touch(policy, rec, records, g, now, new_read):
     every line access (DESIGN.md); the other policies see one reference per token read, on its
     first line (``new_read``), as their fully associative versions do: the later lines of a read
     that inserted the token must not promote it."""
-    if policy == P_TOKEN_LRU:
+    if policy == P_TOKEN_LRU or policy == P_ADMIT:
         records[rec, F_KEY] = now
     elif policy == P_BIP:
         if new_read:
@@ -331,6 +337,26 @@ def _streak_read(tok, s, records, tkeys, tvals, hkeys, hvals, layer_ends, g, now
 
 
 @nb.njit(inline="always")
+def _admit_freq(tok, epoch, hkeys, hvals):
+    """admit: the token's read count, halved once per epoch since its last read."""
+    e = hashtab.find(hkeys, tok)
+    if e < 0:
+        return 0
+    shift = epoch - hvals[e, 1]
+    return hvals[e, 0] >> shift if shift < 63 else 0
+
+
+@nb.njit(inline="always")
+def _admit_read(tok, epoch, hkeys, hvals):
+    f = _admit_freq(tok, epoch, hkeys, hvals) + 1
+    e = hashtab.find(hkeys, tok)
+    if e < 0:
+        e = hashtab.insert(hkeys, hvals, tok)
+    hvals[e, 0] = f
+    hvals[e, 1] = epoch
+
+
+@nb.njit(inline="always")
 def _streak_of(tok, hkeys, hvals):
     e = hashtab.find(hkeys, tok)
     return hvals[e, 1] if e >= 0 else 0
@@ -367,6 +393,7 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
     run_step = steps[0] if steps.shape[0] else 0
     run_start, run_hits, run_wb = 0, 0, writebacks
     pow2 = (n_sets & (n_sets - 1)) == 0
+    admit_window = max(ADMIT_WINDOW * n_sets * n_res, 1)
     set_mask = n_sets - 1
     for i in range(lines.shape[0]):
         line = lines[i]
@@ -429,6 +456,8 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
                 read_hits += 1
             if policy == P_STREAK and read_lines == 1:
                 _streak_read(tok, steps[i], records, tkeys, tvals, hkeys, hvals, layer_ends, g, now)
+            elif policy == P_ADMIT and read_lines == 1:
+                _admit_read(tok, (by_class[0, KV] - 1) // admit_window, hkeys, hvals)
         elif read_open:
             _close_read(read_lines, read_hits, read_lengths, ctr)
             read_open = 0
@@ -473,6 +502,12 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
                 if policy == P_STREAK and _streak_of(tok, hkeys, hvals) <= best // SEQ:
                     bypasses += 1  # not admitted: weaker than every token of this set
                     continue
+                if policy == P_ADMIT:
+                    epoch = (by_class[0, KV] - 1) // admit_window
+                    if _admit_freq(tok, epoch, hkeys, hvals) <= _admit_freq(
+                            records[owner[base + victim], F_TOKEN], epoch, hkeys, hvals):
+                        bypasses += 1  # not admitted: not read more often than the LRU token
+                        continue
             vslot = base + victim
             evictions += 1
             if tracked:
