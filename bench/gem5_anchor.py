@@ -37,9 +37,12 @@ def main():
         log = IndexLog(write_synthetic_log(f"{tmp}/log", steps=steps, layers=4, topk=64, prompt=512))
         src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout("paged", 64))
         for cfg in (LLCConfig.make("2MiB", 16, 0, "lru"), LLCConfig.make("2MiB", 16, 4, "token-lru", True)):
-            t = time.perf_counter()
-            b = simulate(src.chunks(reuse=True), cfg, bounds=False)
-            builtin_s = time.perf_counter() - t
+            b = simulate(src.chunks(reuse=True), cfg, bounds=False)  # loads the compiled kernels
+            builtin_s = float("inf")
+            for _ in range(3):  # best of three (this machine's speed varies run to run)
+                t = time.perf_counter()
+                simulate(src.chunks(reuse=True), cfg, bounds=False)
+                builtin_s = min(builtin_s, time.perf_counter() - t)
             g = simulate_gem5(src.chunks(reuse=True), cfg, src.amap.describe(), binary, outdir=f"{tmp}/g5")
             n = g["gem5"]["packets"]
             same = (b["hits"], b["misses"]) == (g["hits"], g["misses"])
