@@ -1,7 +1,7 @@
 """Collect a sweep's run folders into one tidy table: one row per run.
 
-Columns: bookkeeping (``_run_id``, ``_status``: ok, failed or stale (made by an older simulator,
-see ``harness.sweep.RESULTS_VERSION``; the report leaves it out, the next sweep redoes it),
+Columns: bookkeeping (``_run_id``, ``_status``: ok, failed or stale (made by an older built-in
+simulator, see ``harness.RESULTS_VERSION``; the report leaves it out, the next sweep redoes it),
 ``_error``, ``_host``, ``_version``, ``_results_version``, ``_started``, ``_seconds``), parameters under their plain names (backbone, geometry,
 reserve_ways, ...), and results with units in their names (``llc_bytes``, ``stall_cycles``,
 ``kv_hit_rate``, ``misses_lines``, ...). gem5 and built-in runs share the table; a result a
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import RESULTS_VERSION
+from harness import is_stale
 from harness.errors import UserError
 from harness.units import atomic_path
 
@@ -74,7 +74,7 @@ def collect(folder: str | Path, out: str | Path | None = None) -> tuple[pd.DataF
             prov = json.loads((d / "provenance.json").read_text())
             if (d / "result.json").exists():
                 result, error = json.loads((d / "result.json").read_text()), None
-                status = "ok" if prov.get("results_version") == RESULTS_VERSION else "stale"
+                status = "stale" if is_stale(cfg, prov) else "ok"
             else:
                 status, result = "failed", {}
                 error = json.loads((d / "error.json").read_text())["error"]

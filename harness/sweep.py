@@ -26,7 +26,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import RESULTS_VERSION, __version__
+from harness import RESULTS_VERSION, __version__, is_stale
 from harness.canon import config_hash
 from harness.errors import UserError, first_line
 
@@ -212,10 +212,11 @@ def run_state(folder: Path, rid: str) -> str:
     d = folder / "runs" / rid
     if (d / "result.json").exists():
         try:
-            made_by = json.loads((d / "provenance.json").read_text()).get("results_version")
+            stale = is_stale(json.loads((d / "config.json").read_text()),
+                             json.loads((d / "provenance.json").read_text()))
         except (OSError, ValueError, AttributeError):
-            made_by = None
-        return "ok" if made_by == RESULTS_VERSION else "stale"
+            stale = True
+        return "stale" if stale else "ok"
     if (d / "error.json").exists():
         return "failed"
     return "missing"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from harness import RESULTS_VERSION
+from harness import RESULTS_VERSION, is_stale
 from harness.cli import cli
 from harness.collect import collect
 from harness.errors import UserError
@@ -162,6 +162,9 @@ def test_runs_of_an_older_simulator_are_stale_and_redone(tmp_path):
     assert execute(spec, folder, jobs=1, progress=False) == {"skipped": 19, "ok": 1, "failed": 0}
     df, _ = collect(folder)
     assert (df._status == "ok").all() and (df._results_version == RESULTS_VERSION).all()
+    # gem5 runs do not depend on the built-in simulator: never stale on its account
+    assert not is_stale({"backend": "gem5"}, {"results_version": RESULTS_VERSION - 1})
+    assert is_stale({"backend": "builtin"}, {})
 
 
 def test_failed_runs_are_recorded_and_rerun_on_request(tmp_path):
