@@ -179,7 +179,8 @@ class LLCState:
         code = POLICY_CODE[cfg.policy] if cfg.reserve_ways else 0
         if code == P_STREAK or code == P_ADMIT:  # room in the history for every token read this chunk may add
             kv = cls == KV
-            starts = int(np.count_nonzero(kv[1:] & ~(kv[:-1] & (tokens[1:] == tokens[:-1])))) + 1
+            tok = np.where(tokens < 0, -2 - lines, tokens)  # as the kernel sees them: -1 is a token per line
+            starts = int(np.count_nonzero(kv[1:] & ~(kv[:-1] & (tok[1:] == tok[:-1])))) + 1
             if 2 * (self.history + starts) > len(self.hkeys):
                 from harness.tokencache import _rehash
 

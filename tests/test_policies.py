@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness import hashtab
 from harness.cli import cli
 from harness.errors import UserError
 from harness.llc import RESERVED_POLICIES, LLCConfig, LLCState
@@ -199,3 +200,14 @@ def test_policies_cli_lists_and_sweeps(tmp_path):
     assert bad.exit_code != 0 and "window must be an integer >= 0" in bad.output and bad.output.count("\n") == 1
     bad = CliRunner().invoke(cli, ["policies", str(log), "--out", str(tmp_path / "q"), "--policy", "nope"])
     assert bad.exit_code != 0 and "known: lru" in bad.output and not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("name", ["streak", "admit"])
+def test_history_has_room_for_lines_without_a_token_id(name):
+    # kv lines with token -1 are tokens of their own: each one adds a history entry, and the
+    # history table must grow for them (it used to fill up, and a full table never returns)
+    state = LLCState(LLCConfig.make("1MiB", 16, 8, name))
+    n = 6000  # more than the first table holds at half load, less than it holds in all
+    lines = np.arange(n, dtype=np.int64) * 7
+    state.access(lines, np.zeros(n, np.uint8), np.full(n, -1, np.int64), np.zeros(n, np.uint8))
+    assert 2 * int((state.hkeys != hashtab.EMPTY).sum()) <= len(state.hkeys)
