@@ -68,3 +68,18 @@ def delete(keys, vals, i):
             vals[i, :] = vals[j, :]
             i = j
     keys[i] = EMPTY
+
+
+def grow(keys: np.ndarray, vals: np.ndarray, min_entries: int) -> tuple[np.ndarray, np.ndarray]:
+    """A larger table holding the entries of ``keys``/``vals``, with room for ``min_entries``."""
+    new_keys, new_vals = new_table(min_entries, vals.shape[1])
+    _rehash(keys, vals, new_keys, new_vals)
+    return new_keys, new_vals
+
+
+@nb.njit(cache=True)
+def _rehash(keys, vals, new_keys, new_vals):
+    for i in range(keys.shape[0]):
+        if keys[i] != EMPTY:
+            e = insert(new_keys, new_vals, keys[i])
+            new_vals[e, :] = vals[i, :]

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 import numba as nb
 import numpy as np
 
-from harness import hashtab
+from harness import dlist, hashtab
 from harness.classes import KV, KV_WRITE, LINE_BYTES, TRAFFIC_CLASSES
 from harness.errors import UserError
 from harness.units import format_size, parse_size
@@ -48,7 +48,8 @@ from harness.units import format_size, parse_size
 # 0 is line LRU; the others keep one record per resident token with a victim key.
 POLICY_CODE = {"lru": 0, "token-lru": 1, "srrip": 2, "brrip": 3, "bip": 4, "lfu": 5, "streak": 6, "admit": 7}
 RESERVED_POLICIES = tuple(POLICY_CODE)
-P_TOKEN_LRU, P_SRRIP, P_BRRIP, P_BIP, P_LFU, P_STREAK, P_ADMIT = 1, 2, 3, 4, 5, 6, 7
+P_TOKEN_LRU, P_SRRIP, P_BRRIP, P_BIP, P_LFU, P_STREAK, P_ADMIT = (
+    POLICY_CODE[p] for p in ("token-lru", "srrip", "brrip", "bip", "lfu", "streak", "admit"))
 ADMIT_WINDOW = 8  # admit: frequencies halve every 8 x (reserved lines) kv read lines
 BIMODAL_EVERY = 32  # BRRIP/BIP: every 32nd inserted token gets the 'long'/MRU prediction
 SEQ = 1 << 40       # keys that combine a small priority with an access time: prio * SEQ + time
@@ -56,19 +57,20 @@ SEQ = 1 << 40       # keys that combine a small priority with an access time: pr
 # counters kept across chunks (indices into LLCState.counters)
 C_NOW, C_EVICT, C_WB, C_TOKEN_INVAL, C_BYPASS = 0, 1, 2, 3, 4
 C_TR_FULL, C_TR_PARTIAL, C_TR_MISS, C_TR_OPEN, C_TR_TOKEN, C_TR_LINES, C_TR_HITS = 5, 6, 7, 8, 9, 10, 11
-C_NFREE = 12
-N_COUNTERS = 13
+C_NFREE, C_HISTORY = 12, 13  # free token records; entries in streak/admit's history table
+N_COUNTERS = 14
 
 N_CLASSES = len(TRAFFIC_CLASSES)
 
 # token record fields: latest access, first resident line, resident lines, token id, victim key
 # (the smallest key goes first), a policy's own counter (LFU reads, streak), and for streak the
-# token's layer, its last read step and its neighbours in the list of its layer's records
-F_TIME, F_HEAD, F_COUNT, F_TOKEN, F_KEY, F_AUX, F_LAYER, F_LASTSTEP, F_LPREV, F_LNEXT = range(10)
-N_FIELDS = 10
+# token's last read step and its neighbours in the list of its layer's records
+F_TIME, F_HEAD, F_COUNT, F_TOKEN, F_KEY, F_AUX, F_LASTSTEP, F_LPREV, F_LNEXT = range(9)
+N_FIELDS = 9
 # global policy state: RRIP aging offset, inserted tokens, LFU-DA age, BIP's LRU-end counter,
 # streak's current (step, layer) group of token reads
 G_AGING, G_INSERTS, G_AGE, G_LOW, G_GROUP_STEP, G_GROUP_LAYER = range(6)
+N_GLOBALS = 6
 N_LAYERS = 1 << 16  # layer ids in token ids are 16 bits
 
 
@@ -146,14 +148,13 @@ class LLCState:
         self.free = np.arange(max(tracked, 1), dtype=np.int64)[::-1].copy()  # a stack of free records
         self.tkeys, self.tvals = hashtab.new_table(tracked, 1)
         self.counters[C_NFREE] = len(self.free)
-        self.policy_state = np.zeros(6, dtype=np.int64)
+        self.policy_state = np.zeros(N_GLOBALS, dtype=np.int64)
         self.policy_state[G_GROUP_STEP] = self.policy_state[G_GROUP_LAYER] = -1
         # history of every token read so far: streak's (last read step, streak), admit's
         # (frequency, epoch); streak also keeps each layer's records in a list
         streak = cfg.policy == "streak" and cfg.reserve_ways > 0
         history = cfg.policy in ("streak", "admit") and cfg.reserve_ways > 0
         self.hkeys, self.hvals = hashtab.new_table(1 << 12 if history else 1, 2)
-        self.history = 0
         self.layer_ends = np.full(N_LAYERS if streak else 1, -1, dtype=np.int64)  # list heads
         self.read_lengths = np.zeros(256, dtype=np.int64)  # token reads by line count (capped)
         self.by_class = np.zeros((2, N_CLASSES), dtype=np.int64)  # accesses, hits
@@ -181,20 +182,15 @@ class LLCState:
             kv = cls == KV
             tok = np.where(tokens < 0, -2 - lines, tokens)  # as the kernel sees them: -1 is a token per line
             starts = int(np.count_nonzero(kv[1:] & ~(kv[:-1] & (tok[1:] == tok[:-1])))) + 1
-            if 2 * (self.history + starts) > len(self.hkeys):
-                from harness.tokencache import _rehash
-
-                keys, vals = hashtab.new_table(self.history + starts, 2)
-                _rehash(self.hkeys, self.hvals, keys, vals)
-                self.hkeys, self.hvals = keys, vals
+            need = int(self.counters[C_HISTORY]) + starts
+            if 2 * need > len(self.hkeys):
+                self.hkeys, self.hvals = hashtab.grow(self.hkeys, self.hvals, need)
         nreads, nruns = _KERNELS[code](lines, cls, tokens, writes, steps, out, reads, runs,
                                        self.tag, self.stamp, self.dirty, self.owner, self.next, self.prev,
                                        self.records, self.free, self.tkeys, self.tvals, self.counters,
                                        self.read_lengths, self.by_class, cfg.sets, cfg.ways, cfg.reserve_ways,
                                        cfg.whole_token_eviction, self.policy_state, self.hkeys, self.hvals,
                                        self.layer_ends)
-        if code == P_STREAK or code == P_ADMIT:
-            self.history = int((self.hkeys != hashtab.EMPTY).sum())
         return out, reads[:nreads], StepRuns(*runs[:nruns].T.copy())
 
     def finish(self) -> None:
@@ -239,18 +235,6 @@ def _finish(ctr, read_lengths):
 
 
 @nb.njit(inline="always")
-def _unlink(slot, rec, nxt, prv, records):
-    p = prv[slot]
-    q = nxt[slot]
-    if p >= 0:
-        nxt[p] = q
-    else:
-        records[rec, F_HEAD] = q
-    if q >= 0:
-        prv[q] = p
-
-
-@nb.njit(inline="always")
 def _touch(policy, rec, records, g, now, new_read):
     """A line of a resident token was accessed: refresh the token's victim key. token-lru counts
     every line access (DESIGN.md); the other policies see one reference per token read, on its
@@ -286,7 +270,7 @@ def _insert_key(policy, rec, records, g, now):
     elif policy == P_LFU:
         records[rec, F_AUX] = 1
         records[rec, F_KEY] = (g[G_AGE] + 1) * SEQ + now
-    elif policy != P_STREAK:
+    elif policy != P_STREAK:  # token-lru, admit (streak: _streak_insert)
         records[rec, F_KEY] = now
 
 
@@ -306,11 +290,16 @@ def _layer_of(tok):
 
 
 @nb.njit(inline="always")
-def _streak_read(tok, s, records, tkeys, tvals, hkeys, hvals, layer_ends, g, now):
+def _streak_key(streak, now):
+    return streak * SEQ + now
+
+
+@nb.njit(inline="always")
+def _streak_read(tok, s, records, tkeys, tvals, hkeys, hvals, layer_ends, g, now, ctr):
     """streak: a read of token ``tok`` at step ``s`` starts. When the reads move on to another
     (step, layer), the finished layer's cached tokens that step did not select drop to streak 0
     (key = their latest access); then the token's streak is updated and, if it is cached, its
-    key becomes streak * SEQ + now."""
+    key becomes streak * SEQ + now. New tokens in the history are counted in ``ctr``."""
     layer = _layer_of(tok)
     if s != g[G_GROUP_STEP] or layer != g[G_GROUP_LAYER]:
         done_step, done_layer = g[G_GROUP_STEP], g[G_GROUP_LAYER]
@@ -326,6 +315,7 @@ def _streak_read(tok, s, records, tkeys, tvals, hkeys, hvals, layer_ends, g, now
     if e < 0:
         e = hashtab.insert(hkeys, hvals, tok)
         hvals[e, 0] = -1
+        ctr[C_HISTORY] += 1
     hvals[e, 1] = hvals[e, 1] + 1 if hvals[e, 0] == s - 1 else 1
     hvals[e, 0] = s
     c = hashtab.find(tkeys, tok)
@@ -333,26 +323,47 @@ def _streak_read(tok, s, records, tkeys, tvals, hkeys, hvals, layer_ends, g, now
         rec = tvals[c, 0]
         records[rec, F_AUX] = hvals[e, 1]
         records[rec, F_LASTSTEP] = s
-        records[rec, F_KEY] = hvals[e, 1] * SEQ + now
+        records[rec, F_KEY] = _streak_key(hvals[e, 1], now)
 
 
 @nb.njit(inline="always")
-def _admit_freq(tok, epoch, hkeys, hvals):
-    """admit: the token's read count, halved once per epoch since its last read."""
-    e = hashtab.find(hkeys, tok)
-    if e < 0:
-        return 0
+def _streak_insert(rec, tok, records, hkeys, hvals, layer_ends, now):
+    """streak: a token became resident: its key from its streak, and into its layer's list."""
+    h = hashtab.find(hkeys, tok)
+    records[rec, F_AUX] = hvals[h, 1] if h >= 0 else 0
+    records[rec, F_LASTSTEP] = hvals[h, 0] if h >= 0 else -1
+    records[rec, F_KEY] = _streak_key(records[rec, F_AUX], now)
+    layer = _layer_of(tok)
+    records[rec, F_LPREV] = -1
+    records[rec, F_LNEXT] = layer_ends[layer]
+    if layer_ends[layer] >= 0:
+        records[layer_ends[layer], F_LPREV] = rec
+    layer_ends[layer] = rec
+
+
+@nb.njit(inline="always")
+def _decayed(hvals, e, epoch):
+    """admit: the read count of history entry ``e``, halved once per epoch since its last read."""
     shift = epoch - hvals[e, 1]
     return hvals[e, 0] >> shift if shift < 63 else 0
 
 
 @nb.njit(inline="always")
-def _admit_read(tok, epoch, hkeys, hvals):
-    f = _admit_freq(tok, epoch, hkeys, hvals) + 1
+def _admit_freq(tok, epoch, hkeys, hvals):
+    e = hashtab.find(hkeys, tok)
+    return _decayed(hvals, e, epoch) if e >= 0 else 0
+
+
+@nb.njit(inline="always")
+def _admit_read(tok, epoch, hkeys, hvals, ctr):
+    """admit: a read of ``tok`` starts: count it (new tokens in the history are counted in ``ctr``)."""
     e = hashtab.find(hkeys, tok)
     if e < 0:
         e = hashtab.insert(hkeys, hvals, tok)
-    hvals[e, 0] = f
+        ctr[C_HISTORY] += 1
+        hvals[e, 0] = 1
+    else:
+        hvals[e, 0] = _decayed(hvals, e, epoch) + 1
     hvals[e, 1] = epoch
 
 
@@ -367,7 +378,7 @@ def _release(rec, records, free, nfree, tkeys, tvals, policy, layer_ends):
     """Drop a token record: out of the hash table (and its layer's list), back on the free stack."""
     hashtab.delete(tkeys, tvals, hashtab.find(tkeys, records[rec, F_TOKEN]))
     if policy == P_STREAK:
-        layer = records[rec, F_LAYER]
+        layer = _layer_of(records[rec, F_TOKEN])
         p, q = records[rec, F_LPREV], records[rec, F_LNEXT]
         if p >= 0:
             records[p, F_LNEXT] = q
@@ -455,9 +466,9 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
             if hit:
                 read_hits += 1
             if policy == P_STREAK and read_lines == 1:
-                _streak_read(tok, steps[i], records, tkeys, tvals, hkeys, hvals, layer_ends, g, now)
+                _streak_read(tok, steps[i], records, tkeys, tvals, hkeys, hvals, layer_ends, g, now, ctr)
             elif policy == P_ADMIT and read_lines == 1:
-                _admit_read(tok, (by_class[0, KV] - 1) // admit_window, hkeys, hvals)
+                _admit_read(tok, (by_class[0, KV] - 1) // admit_window, hkeys, hvals, ctr)
         elif read_open:
             _close_read(read_lines, read_hits, read_lengths, ctr)
             read_open = 0
@@ -525,7 +536,7 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
                         other = nxt[other]
                     nfree = _release(rec, records, free, nfree, tkeys, tvals, policy, layer_ends)
                 else:
-                    _unlink(vslot, rec, nxt, prv, records)
+                    records[rec, F_HEAD], _ = dlist.unlink(vslot, prv, nxt, records[rec, F_HEAD], -1)
                     records[rec, F_COUNT] -= 1
                     if records[rec, F_COUNT] == 0:
                         nfree = _release(rec, records, free, nfree, tkeys, tvals, policy, layer_ends)
@@ -546,22 +557,12 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
                 records[rec, F_COUNT] = 0
                 records[rec, F_TOKEN] = tok
                 _insert_key(policy, rec, records, g, now)
-                if policy == P_STREAK:  # key from the token's streak; join its layer's list
-                    layer = _layer_of(tok)
-                    h = hashtab.find(hkeys, tok)
-                    records[rec, F_AUX] = hvals[h, 1] if h >= 0 else 0
-                    records[rec, F_LASTSTEP] = hvals[h, 0] if h >= 0 else -1
-                    records[rec, F_KEY] = records[rec, F_AUX] * SEQ + now
-                    records[rec, F_LAYER] = layer
-                    records[rec, F_LPREV] = -1
-                    records[rec, F_LNEXT] = layer_ends[layer]
-                    if layer_ends[layer] >= 0:
-                        records[layer_ends[layer], F_LPREV] = rec
-                    layer_ends[layer] = rec
+                if policy == P_STREAK:
+                    _streak_insert(rec, tok, records, hkeys, hvals, layer_ends, now)
             else:
                 _touch(policy, tvals[e, 0], records, g, now, c == KV and read_lines == 1)
             rec = tvals[e, 0]
-            head = records[rec, F_HEAD]
+            head = records[rec, F_HEAD]  # push the line on its token's list (dlist.push_head cost 15%)
             nxt[vslot] = head
             prv[vslot] = -1
             if head >= 0:

@@ -63,15 +63,12 @@ class TokenStream:
             _remap(self._keys, self._vals, state, tokens, out)
             if state[0] == len(tokens):
                 break
-            self._grow(2 * int(state[1]))  # the table reached half full: double it
+            # the table reached half full: double it
+            self._keys, self._vals = hashtab.grow(self._keys, self._vals, 2 * int(state[1]))
         self.distinct = int(state[1])
         self._file.write(out.tobytes())
         self.n += len(tokens)
 
-    def _grow(self, need: int) -> None:
-        keys, vals = hashtab.new_table(need, 1)
-        _rehash(self._keys, self._vals, keys, vals)
-        self._keys, self._vals = keys, vals
 
     @property
     def ids(self) -> np.ndarray:
@@ -134,14 +131,6 @@ def _remap(keys, vals, state, tokens, out):
         out[i] = vals[e, 0]
         i += 1
     state[0], state[1] = i, distinct
-
-
-@nb.njit(cache=True)
-def _rehash(keys, vals, new_keys, new_vals):
-    for i in range(keys.shape[0]):
-        if keys[i] != hashtab.EMPTY:
-            e = hashtab.insert(new_keys, new_vals, keys[i])
-            new_vals[e, :] = vals[i, :]
 
 
 @nb.njit(cache=True)
