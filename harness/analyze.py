@@ -28,6 +28,7 @@ import pandas as pd
 
 from harness.errors import UserError
 from harness.mdtable import markdown_table
+from harness.policies.base import dense_token_ids
 from harness.tokencache import StackDistances, TokenStream, min_hits
 from trace_gen.indexlog import IndexLog
 
@@ -102,14 +103,6 @@ class LogAnalysis:
     reuse: pd.DataFrame
     mrc: pd.DataFrame
     summary: dict
-
-
-def dense_token_ids(block, layers: int, width: int) -> np.ndarray:
-    """Dense token ids ((request * layers + layer) * width + position) of a block's selections,
-    in decode order (no hashing needed: the log's structure numbers tokens directly)."""
-    counts = np.diff(block.offsets)
-    base = (block.request * layers + block.layer) * width
-    return np.repeat(base, counts) + block.positions.astype(np.int64)
 
 
 def _capacity_grid(distinct: int, kl: int) -> np.ndarray:

@@ -24,18 +24,18 @@ def policy_sweep(path: str | Path, policies: list[str] | None = None, fractions=
     backbone = log.meta["backbone"]["name"]
     label = f"{backbone}/{log.meta['indexer']['name']}/k{reads.topk}"
     rows = []
+    policies = {name: get_policy(name, **(params or {}).get(name, {})) for name in names}
     for f in fractions:
         capacity = max(1, int(round(f * reads.footprint)))
-        for name in names:
-            policy = get_policy(name, **(params or {}).get(name, {}))
+        for name, policy in policies.items():
             t = time.perf_counter()
             hits = policy.run(reads, capacity)
             rows.append({"backbone": backbone, "log": label, "policy": name, "capacity_kxl": f,
                          "capacity_tokens": capacity, "hits": hits, "accesses": len(reads),
                          "hit_rate": hits / max(len(reads), 1), "seconds": time.perf_counter() - t})
     df = pd.DataFrame(rows)
-    best = df[df.policy == "min"].set_index("capacity_kxl").hits if "min" in names else None
-    if best is not None:
+    if "min" in names:
+        best = df[df.policy == "min"].set_index("capacity_kxl").hits
         df["share_of_min"] = df.hits / df.capacity_kxl.map(best).where(lambda s: s > 0)
     return df
 

@@ -1,7 +1,7 @@
 """Reservation policies, one module each, registered by name here.
 
 ``dsa-harness policies`` lists them. Every policy runs on the fully associative token cache
-(``Policy.fa_hits``); those with ``set_associative`` also run in the LLC's reserved ways.
+(``Policy.fa_hits``); those in ``harness.llc.RESERVED_POLICIES`` also run in the LLC's reserved ways.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from harness.policies.token_lru import TokenLRU
 
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (
     LineLRU, TokenLRU, SRRIP, BRRIP, BIP, LFU, Admit, LayerQuota, PrevStep, PinRecent, Streak, Belady)}
-BOUNDS = ("min",)
 
 
 def get_policy(name: str, **params) -> Policy:
@@ -32,4 +31,4 @@ def get_policy(name: str, **params) -> Policy:
     return POLICIES[name](**params)
 
 
-__all__ = ["BOUNDS", "POLICIES", "Policy", "TokenReads", "get_policy"]
+__all__ = ["POLICIES", "Policy", "TokenReads", "get_policy"]

@@ -12,13 +12,14 @@ import numba as nb
 import numpy as np
 
 from harness import dlist
+from harness.llc import ADMIT_WINDOW
 from harness.policies.base import Policy, check_int
 
 
 class Admit(Policy):
     name = "admit"
     description = "LRU that admits a missed token only if it is read more often than the LRU token"
-    defaults = {"window": 0}  # 0: 8 x capacity
+    defaults = {"window": 0}  # 0: ADMIT_WINDOW (8) x capacity, as in the LLC's reserved ways
 
     def check(self, reads, capacity):
         super().check(reads, capacity)
@@ -26,7 +27,7 @@ class Admit(Policy):
 
     def fa_hits(self, reads, capacity):
         d = reads.id_space
-        window = int(self.params["window"]) or 8 * capacity
+        window = int(self.params["window"]) or ADMIT_WINDOW * capacity
         return _admit(reads.tid, capacity, window, np.full(d, -1, np.int64), np.full(d, -1, np.int64),
                       np.zeros(d, np.uint8), np.zeros(d, np.int64), np.zeros(d, np.int64))
 

@@ -1,9 +1,9 @@
-"""What every reservation policy shares: the token-read stream it runs on, its interface, and
-the numba helpers live in ``harness.heap`` and ``harness.dlist``.
+"""What every reservation policy shares: the token-read stream it runs on and its interface
+(the kernels' linked lists live in ``harness.dlist``).
 
 A policy decides which whole tokens a reservation of ``capacity`` tokens keeps. Each module
-implements it for the fully associative token cache (the study's capacity sweeps); ``lru`` and
-``token-lru`` also run in the set-associative LLC's reserved ways (``harness.llc``).
+implements it for the fully associative token cache (the study's capacity sweeps); those in
+``harness.llc.RESERVED_POLICIES`` also run in the set-associative LLC's reserved ways.
 """
 
 from __future__ import annotations
@@ -13,6 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.errors import UserError
+
+
+def dense_token_ids(block, layers: int, width: int) -> np.ndarray:
+    """Dense token ids ((request * layers + layer) * width + position) of a block's selections,
+    in decode order (no hashing needed: the log's structure numbers tokens directly)."""
+    counts = np.diff(block.offsets)
+    base = (block.request * layers + block.layer) * width
+    return np.repeat(base, counts) + block.positions.astype(np.int64)
 
 
 @dataclass
@@ -55,9 +63,9 @@ class TokenReads:
             parts["request"].append(np.repeat(b.request, n))
             parts["step"].append(np.repeat(b.step, n))
             parts["ctx"].append(np.repeat(b.ctx_len, n))
-            parts["pos"].append(b.positions.astype(np.int64))
-        cat = {k: np.concatenate(v).astype(np.int32) if v else np.zeros(0, np.int32) for k, v in parts.items() if v}
-        cat["tid"] = ((cat["request"].astype(np.int64) * log.layers + cat["layer"]) * width + cat["pos"]).astype(np.int32)
+            parts["pos"].append(b.positions)
+            parts["tid"].append(dense_token_ids(b, log.layers, width))
+        cat = {k: np.concatenate(v).astype(np.int32) for k, v in parts.items() if v}
         return cls(cat["tid"], cat["layer"], cat["request"], cat["pos"], cat["step"], cat["ctx"],
                    log.layers, log.requests, int(log.meta["indexer"]["topk"]), width)
 
@@ -69,7 +77,6 @@ class Policy:
     name = ""
     description = ""
     defaults: dict = {}
-    set_associative = False  # also runs in the LLC's reserved ways
 
     def __init__(self, **params):
         unknown = set(params) - set(self.defaults)

@@ -11,13 +11,14 @@ import numba as nb
 import numpy as np
 
 from harness import dlist
+from harness.llc import BIMODAL_EVERY
 from harness.policies.base import Policy, check_int
 
 
 class BIP(Policy):
     name = "bip"
     description = "LRU with bimodal insertion: new tokens at the LRU end, every 32nd at the MRU end"
-    defaults = {"mru_every": 32}
+    defaults = {"mru_every": BIMODAL_EVERY}  # the LLC's reserved ways use the same
 
     def check(self, reads, capacity):
         super().check(reads, capacity)

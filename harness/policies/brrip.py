@@ -7,6 +7,7 @@ displacing the tokens that stay."""
 
 from __future__ import annotations
 
+from harness.llc import BIMODAL_EVERY
 from harness.policies.base import Policy, check_int
 from harness.policies.rrip import rrip_hits
 
@@ -14,7 +15,7 @@ from harness.policies.rrip import rrip_hits
 class BRRIP(Policy):
     name = "brrip"
     description = "token BRRIP: new tokens inserted 'distant' (RRPV 3), every 32nd 'long' (RRPV 2)"
-    defaults = {"long_every": 32}
+    defaults = {"long_every": BIMODAL_EVERY}  # the LLC's reserved ways use the same
 
     def check(self, reads, capacity):
         super().check(reads, capacity)

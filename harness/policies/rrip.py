@@ -14,8 +14,9 @@ import numba as nb
 import numpy as np
 
 from harness import dlist
-from harness.heap import NONE
 from harness.policies.base import Policy
+
+NONE = np.iinfo(np.int64).min  # level[id] of a token that is not cached
 
 
 class SRRIP(Policy):

@@ -15,7 +15,6 @@ from harness.tokencache import lru_chunk
 class TokenLRU(Policy):
     name = "token-lru"
     description = "least recently read token is evicted (recency per token)"
-    set_associative = True
 
     def fa_hits(self, reads, capacity):
         d = reads.id_space
