@@ -392,25 +392,15 @@ def demo(out, jobs):
 
     from harness.demo import DEMO_SPEC
     from harness.report import build_report, verdict
-    from harness.sweep import execute, parse_spec
+    from harness.sweep import execute, loads_spec
 
-    spec = parse_spec(_toml(DEMO_SPEC), "demo spec")
+    spec = loads_spec(DEMO_SPEC, "demo spec")
     click.echo(f"demo: {len(spec.runs)} simulations over {len(spec.decodes)} decodes, into {out}/")
     counts = execute(spec, Path(out) / "sweep", jobs, force=True)
     r = build_report(Path(out) / "sweep", Path(out) / "report")
     for line in verdict(r["headline"]):
         click.echo(line.replace("**", ""))
     click.echo(f"{counts['ok']} runs done, {counts['failed']} failed; report: {out}/report/report.html")
-
-
-def _toml(text: str) -> dict:
-    import sys
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    return tomllib.loads(text)
 
 
 @cli.command()

@@ -33,7 +33,7 @@ EXTENSION_OBJECTS = ("KvPartitionManager", "TokenLRURP", "TokenTags")
 CONFIG_SCRIPT = Path(__file__).resolve().parent.parent / "gem5_configs" / "replay_llc.py"
 EXTENSION_DIR = CONFIG_SCRIPT.parent / "dsa_llc_ext"
 BEGIN = "---------- Begin Simulation Statistics ----------"
-END = "---------- End Simulation Statistics   ----------"
+END = "---------- End Simulation Statistics"  # gem5 pads the rest of this line
 _checked: dict[tuple, list[str]] = {}
 
 
@@ -112,7 +112,7 @@ def parse_stats(path: str | Path) -> pd.DataFrame:
         if line.startswith(BEGIN):
             dump, open_ = dump + 1, True
             continue
-        if line.startswith("---------- End Simulation Statistics"):
+        if line.startswith(END):
             open_ = False
             continue
         if not open_ or not line.strip():
@@ -197,6 +197,16 @@ def memory_size(nbytes: int) -> str:
     return f"{gib}GiB"
 
 
+def check_llc(cfg: LLCConfig) -> None:
+    """The LLC shapes gem5 can model (one-line UserError otherwise)."""
+    cfg.validate()
+    if cfg.reserve_ways >= cfg.ways:
+        raise UserError("the gem5 backend needs at least one shared way (reserve_ways < ways)")
+    if cfg.sets & (cfg.sets - 1):
+        raise UserError(f"gem5 needs a power-of-two number of sets; {cfg.size} B / {cfg.ways} ways / 64 B "
+                        f"gives {cfg.sets}")
+
+
 def simulate_gem5(chunks: Iterable[LineAccesses], cfg: LLCConfig, address_map: dict | None,
                   binary: str | None = None, outdir: str | Path | None = None, timeout: float = 3600,
                   tick_spacing: int = 1_000_000, dram: str = "DDR4_2400_8x8", clock: str = "2GHz",
@@ -204,12 +214,7 @@ def simulate_gem5(chunks: Iterable[LineAccesses], cfg: LLCConfig, address_map: d
     """Run one stream through gem5 and return the result dict (see ``results_from_stats``)."""
     binary = find_gem5(binary)
     check_extension(binary)
-    cfg.validate()
-    if cfg.reserve_ways >= cfg.ways:
-        raise UserError("the gem5 backend needs at least one shared way (reserve_ways < ways)")
-    if cfg.sets & (cfg.sets - 1):
-        raise UserError(f"gem5 needs a power-of-two number of sets; {cfg.size} B / {cfg.ways} ways / 64 B "
-                        f"gives {cfg.sets}")
+    check_llc(cfg)
     if cfg.reserve_ways and not address_map:
         raise UserError("a reservation in gem5 needs the KV address range: simulate from --index-log "
                         "(an access trace has no address map)")

@@ -58,9 +58,9 @@ def headline(df: pd.DataFrame) -> pd.DataFrame:
         row["baseline_stall_cycles_per_step"] = b.stall_cycles_per_step
         row["baseline_kv_hit_rate"] = b.kv_hit_rate
         row["baseline_index_hit_rate"] = b.index_hit_rate
-        for policy in sorted(set(g.policy) - {"lru"} | ({"lru"} if (g.reserve_ways > 0).any() else set())):
+        for policy in sorted(set(g.policy)):
             p = g[(g.reserve_ways > 0) & (g.policy == policy)]
-            if p.empty:
+            if p.empty:  # e.g. lru, present only as the baseline
                 continue
             best = p.loc[p.stall_cycles_per_step.idxmin()]
             row[f"{policy}_best_reserve_ways"] = int(best.reserve_ways)
@@ -70,7 +70,7 @@ def headline(df: pd.DataFrame) -> pd.DataFrame:
         tl = g[(g.reserve_ways > 0) & (g.policy == "token-lru")]
         if not tl.empty:
             best = tl.loc[tl.stall_cycles_per_step.idxmin()].to_dict()
-            base_est = _bound_stall({**best, "rate": best["kv_token_full_hit_rate"]}, "rate")
+            base_est = _bound_stall(best, "kv_token_full_hit_rate")
             for name, col in (("fa_token_lru_bound", "fa_lru_token_hit_rate"), ("min_bound", "min_token_hit_rate")):
                 est = _bound_stall(best, col)
                 # relative to the run's own estimate, so that the averaging cancels out

@@ -18,7 +18,6 @@ import itertools
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from harness import RESULTS_VERSION, __version__, is_stale
 from harness.canon import config_hash
 from harness.errors import UserError, first_line
+from harness.units import atomic_path, write_text_atomic
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,11 +66,16 @@ def load_spec(path: str | Path) -> Spec:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"sweep spec {path} does not exist")
+    return loads_spec(path.read_text(), str(path))
+
+
+def loads_spec(text: str, where: str = "spec") -> Spec:
+    """A spec from TOML text (``where`` names it in messages)."""
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise UserError(f"sweep spec {path} does not parse: {e}") from None
-    return parse_spec(raw, str(path))
+        raise UserError(f"sweep spec {where} does not parse: {e}") from None
+    return parse_spec(raw, where)
 
 
 def parse_spec(raw: dict, where: str = "spec") -> Spec:
@@ -128,10 +133,10 @@ def parse_spec(raw: dict, where: str = "spec") -> Spec:
             if msg not in problems:
                 problems.append(msg)
             continue
-        run_id = config_hash(run)
-        if run_id in seen:  # e.g. the baseline repeated under several policies
+        rid = run_id(run)
+        if rid in seen:  # e.g. the baseline repeated under several policies
             continue
-        seen.add(run_id)
+        seen.add(rid)
         spec.runs.append(run)
         spec.decodes[decode_id(run["decode"])] = run["decode"]
     if problems:
@@ -177,8 +182,9 @@ def canonical_run(point: dict, backend: str, gem5: dict) -> dict:
     run = {"decode": dict(d), "stream": dict(s), "llc": llc.to_dict(), "timing": timing.to_dict(),
            "backend": backend}
     if backend == "gem5":
-        if llc.reserve_ways >= llc.ways or llc.sets & (llc.sets - 1):
-            raise UserError("gem5 needs a power-of-two number of sets and at least one shared way")
+        from harness.gem5 import check_llc
+
+        check_llc(llc)
         run["gem5"] = {k: gem5[k] for k in ("tick_spacing_ps", "dram", "clock")}
     return run
 
@@ -202,9 +208,8 @@ def prepare(folder: Path, spec: Spec, force: bool) -> None:
             raise UserError(f"{folder} holds a sweep made by a different spec; pass --force to add to it anyway")
     (folder / "runs").mkdir(exist_ok=True)
     (folder / "logs").mkdir(exist_ok=True)
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"spec_digest": spec.digest, "spec": spec.raw, "version": __version__}, indent=1))
-    os.replace(tmp, marker)
+    write_text_atomic(marker, json.dumps({"spec_digest": spec.digest, "spec": spec.raw, "version": __version__},
+                                         indent=1))
 
 
 def run_state(folder: Path, rid: str) -> str:
@@ -234,18 +239,10 @@ def _provenance(started: float) -> dict:
 
 def _write_run(folder: Path, rid: str, files: dict) -> None:
     """Write a run folder under a temporary name, then rename it into place."""
-    runs = folder / "runs"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{rid}.", dir=runs))
-    try:
+    with atomic_path(folder / "runs" / rid) as tmp:  # a hidden name until complete: collect skips it
+        tmp.mkdir()
         for name, obj in files.items():
             (tmp / name).write_text(json.dumps(obj, indent=1, default=str) + "\n")
-        final = runs / rid
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def decode_task(folder: str, decode: dict, threads: int | None = None) -> str:
@@ -323,8 +320,8 @@ def execute(spec: Spec, folder: str | Path, jobs: int | None = None, scheduler: 
     os.environ["DSA_LLC_GEM5_TIMEOUT"] = str(gem5_timeout or spec.raw.get("gem5", {}).get("timeout", 3600))
     todo = [r for r in spec.runs
             if (state := run_state(folder, run_id(r))) in ("missing", "stale") or (state == "failed" and rerun_failed)]
-    decodes = [d for did, d in spec.decodes.items() if not log_ready(folder, did)
-               and any(decode_id(r["decode"]) == did for r in todo)]
+    needed = {decode_id(r["decode"]) for r in todo}
+    decodes = [d for did, d in spec.decodes.items() if did in needed and not log_ready(folder, did)]
     counts = {"skipped": len(spec.runs) - len(todo), "ok": 0, "failed": 0}
     if not todo:
         return counts
