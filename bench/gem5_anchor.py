@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
+
+from _timing import best_of
 
 from harness.gem5 import find_gem5, simulate_gem5
 from harness.llc import LLCConfig
@@ -38,11 +39,7 @@ def main():
         src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout("paged", 64))
         for cfg in (LLCConfig.make("2MiB", 16, 0, "lru"), LLCConfig.make("2MiB", 16, 4, "token-lru", True)):
             b = simulate(src.chunks(reuse=True), cfg, bounds=False)  # loads the compiled kernels
-            builtin_s = float("inf")
-            for _ in range(3):  # best of three (this machine's speed varies run to run)
-                t = time.perf_counter()
-                simulate(src.chunks(reuse=True), cfg, bounds=False)
-                builtin_s = min(builtin_s, time.perf_counter() - t)
+            _, builtin_s = best_of(lambda c=cfg: simulate(src.chunks(reuse=True), c, bounds=False))
             g = simulate_gem5(src.chunks(reuse=True), cfg, src.amap.describe(), binary, outdir=f"{tmp}/g5")
             n = g["gem5"]["packets"]
             same = (b["hits"], b["misses"]) == (g["hits"], g["misses"])

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
+
+from _timing import best_of
 
 from harness.llc import RESERVED_POLICIES, LLCConfig
 from harness.policies import POLICIES, TokenReads, get_policy
@@ -23,15 +24,6 @@ from harness.synthetic import write_synthetic_log
 from trace_gen.geometry import PRESETS
 from trace_gen.indexlog import IndexLog
 from trace_gen.stream import Layout, StreamSource
-
-
-def best_of(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - t)
-    return value, min(times)
 
 
 def main():

@@ -20,6 +20,7 @@ import tempfile
 import time
 
 import numpy as np
+from _timing import best_of
 
 from harness.accesstrace import LineAccesses
 from harness.llc import LLCConfig, LLCState
@@ -49,16 +50,16 @@ def run_builtin(acc: LineAccesses, cfg: LLCConfig, writes: bool = True, repeats:
     """Misses and the best time of ``repeats`` runs (this VM's speed varies by +-30% run to run)."""
     LLCState(cfg).access(acc.line[:1000], acc.cls[:1000], acc.token[:1000], acc.write[:1000])  # compile
     w = acc.write if writes else np.full(len(acc), 0, dtype=np.uint8)  # full: pages touched now
-    best = float("inf")
-    for _ in range(repeats):
-        state = LLCState(cfg)
-        hits = 0
-        t = time.perf_counter()
+
+    def run():
+        state, hits = LLCState(cfg), 0
         for s in range(0, len(acc), CHUNK):
             e = s + CHUNK
             out, _, _ = state.access(acc.line[s:e], acc.cls[s:e], acc.token[s:e], w[s:e], acc.step[s:e])
             hits += int(out.sum())
-        best = min(best, time.perf_counter() - t)
+        return hits
+
+    hits, best = best_of(run, repeats)
     return len(acc) - hits, best
 
 

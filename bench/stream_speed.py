@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from _timing import best_of
+
 from harness.synthetic import write_synthetic_log
 from trace_gen.geometry import PRESETS
 from trace_gen.indexlog import IndexLog
@@ -41,12 +43,7 @@ def main():
         src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout("paged", 64, "shuffled", seed=1))
         for _ in src.chunks(reuse=True):  # compile, touch the buffers
             pass
-        best = float("inf")
-        for _ in range(3):
-            n, t = 0, time.perf_counter()
-            for c in src.chunks(reuse=True):
-                n += len(c)
-            best = min(best, time.perf_counter() - t)
+        n, best = best_of(lambda: sum(len(c) for c in src.chunks(reuse=True)))
         print(f"stream generation: {n / best / 1e6:.0f} M line accesses/s ({n:,} lines, best of 3)")
 
         for steps in (max(8, a.steps // 16), a.steps):

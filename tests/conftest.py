@@ -9,6 +9,12 @@ def pytest_addoption(parser):
                      help="gem5 binary for tests marked gem5: --gem5=PATH (or GEM5=PATH in the environment)")
 
 
+@pytest.fixture
+def private_cache(tmp_path_factory, monkeypatch):
+    """Indexer fits of tiny models go to a per-session cache, not the user's."""
+    monkeypatch.setenv("DSA_LLC_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
 @pytest.fixture(scope="session")
 def gem5_binary(request):
     """Path of a gem5 binary, or skip (with the reason) when none is given."""

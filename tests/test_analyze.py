@@ -65,19 +65,19 @@ def test_curve_equals_the_simulators_token_lru_bound(tmp_path):
     path = write_synthetic_log(tmp_path / "s", steps=12, layers=4, topk=32, prompt=300, requests=2)
     a = analyze_log(path)
     curve = a.mrc[(a.mrc.scope == "all") & (a.mrc.policy == "lru")].set_index("capacity_tokens")
-    from harness.analyze import dense_token_ids
+    from harness.policies.base import dense_token_ids
     from trace_gen.indexlog import IndexLog
 
     log = IndexLog(path)
     with TokenStream() as s:  # hashed ids here, dense ids inside analyze_log
         for block in log.blocks():
             s.append(dense_token_ids(block, log.layers, 10_000) * 7 + 3)
+        sd = StackDistances(s.distinct)
+        sd.feed(np.asarray(s.ids))
         for cap in [1, 10, 64, 256, 300, 1000, s.distinct]:
             hits = lru_hits(s, cap)
             if cap in curve.index:
                 assert curve.loc[cap, "hits"] == hits
-            sd = StackDistances(s.distinct)
-            sd.feed(np.asarray(s.ids))
             assert sd.hits_at(cap) == hits
     # and the bound the simulator reports for a reservation, on the stream of the same log
     from harness.llc import LLCConfig
@@ -85,16 +85,15 @@ def test_curve_equals_the_simulators_token_lru_bound(tmp_path):
     from trace_gen.geometry import get_geometry
     from trace_gen.stream import Layout, StreamSource
 
+    with TokenStream() as s:
+        for block in log.blocks():
+            s.append(dense_token_ids(block, log.layers, 10_000))
+        sd = StackDistances(s.distinct)
+        sd.feed(np.asarray(s.ids))
     src = StreamSource(log, get_geometry("native", log.meta), Layout("paged", 16))
     for reserve in (2, 4, 8):
         r = simulate(src.chunks(), LLCConfig.make("256KiB", 16, reserve, "token-lru"))
-        cap = r["bounds"]["capacity_tokens"]
-        with TokenStream() as s:
-            for block in log.blocks():
-                s.append(dense_token_ids(block, log.layers, 10_000))
-            sd = StackDistances(s.distinct)
-            sd.feed(np.asarray(s.ids))
-        assert sd.hits_at(cap) == r["bounds"]["fa_lru_hits"]
+        assert sd.hits_at(r["bounds"]["capacity_tokens"]) == r["bounds"]["fa_lru_hits"]
 
 
 @settings(max_examples=200, deadline=None)

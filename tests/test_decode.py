@@ -13,11 +13,7 @@ from trace_gen.decode import DecodeConfig, DecodeSession, decode
 from trace_gen.indexers import get_indexer
 from trace_gen.indexlog import IndexLog
 
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    """Indexer fits of tiny models go to a per-session cache, not the user's."""
-    monkeypatch.setenv("DSA_LLC_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 FAST_FIT = {"iterations": 5, "calibration_tokens": 256, "queries": 64}
@@ -102,24 +98,24 @@ def test_oracle_picks_the_true_top_k_of_the_dense_scores():
     assert np.allclose(best, recall, atol=1e-6)
 
 
-def test_sinks_and_local_window_are_forced_in():
-    torch.manual_seed(1)
-    query, key, value = torch.randn(1, 2, 1, 4), torch.randn(1, 2, 40, 4), torch.randn(1, 2, 40, 4)
-    session = DecodeSession(get_indexer("oracle")(None, 6, 64, 1, {}), 6, 2, 3, False, True)
-    session.ctx_len = 40
+def oracle_positions(seed, slots, ctx_len, k, sinks=0, window=0):
+    """Positions the oracle selects for one query over ``slots`` cached keys of a ``ctx_len`` context."""
+    torch.manual_seed(seed)
+    query, key, value = torch.randn(1, 2, 1, 4), torch.randn(1, 2, slots, 4), torch.randn(1, 2, slots, 4)
+    session = DecodeSession(get_indexer("oracle")(None, k, 64, 1, {}), k, sinks, window, False, True)
+    session.ctx_len = ctx_len
     session.decode(0, query, key, value, None, 0.5, None, {})
-    pos = session.rows[0][1][0]
+    return session.rows[0][1][0]
+
+
+def test_sinks_and_local_window_are_forced_in():
+    pos = oracle_positions(1, slots=40, ctx_len=40, k=6, sinks=2, window=3)
     assert {0, 1, 37, 38, 39} <= set(pos.tolist()) and len(pos) == 6
 
 
 def test_sliding_layers_log_absolute_positions():
     # a sliding layer sees only its last 10 slots of a 40-token context: positions are 30..39
-    torch.manual_seed(2)
-    query, key, value = torch.randn(1, 2, 1, 4), torch.randn(1, 2, 10, 4), torch.randn(1, 2, 10, 4)
-    session = DecodeSession(get_indexer("oracle")(None, 4, 64, 1, {}), 4, 0, 0, False, True)
-    session.ctx_len = 40
-    session.decode(0, query, key, value, None, 0.5, None, {})
-    pos = session.rows[0][1][0]
+    pos = oracle_positions(2, slots=10, ctx_len=40, k=4)
     assert pos.min() >= 30 and pos.max() <= 39 and len(pos) == 4
 
 

@@ -3,6 +3,7 @@ needed); tests marked gem5 run the user's gem5 (--gem5 PATH or GEM5=PATH) and sk
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +33,24 @@ def case_classes(case: dict) -> list[str]:
     return [Path(args[i + 1]).name.split(".")[0] for i, a in enumerate(args) if a == "--trace"]
 
 
+def raw_stat(text: str, name: str) -> int:
+    """A stat's value read straight from stats.txt's text (independent of the parser)."""
+    return int(re.search(rf"^{re.escape(name)}\s+(\d+)", text, re.M).group(1))
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_committed_gem5_stats_parse_into_the_recorded_results(name):
     case = json.loads((RUNS / name / "case.json").read_text())
+    text = (RUNS / name / "stats.txt").read_text()
     stats = parse_stats(RUNS / name / "stats.txt")
     assert set(stats.columns) == {"dump", "stat", "subname", "value"} and stats.dump.max() == 0
     r = results_from_stats(stats, case_classes(case))
-    for key in ("hits", "misses", "evictions", "writebacks"):
-        assert r[key] == case["gem5"][key], key
+    assert r["hits"] == raw_stat(text, "system.llc.overallHits::total")
+    assert r["misses"] == raw_stat(text, "system.llc.overallMisses::total")
+    assert r["evictions"] == raw_stat(text, "system.llc.replacements")
+    assert r["writebacks"] == raw_stat(text, "system.llc.writebacks::total")
     assert r["by_class"] == case["gem5"]["by_class"]
+    assert sum(c["accesses"] for c in r["by_class"].values()) == r["hits"] + r["misses"]
     assert r["gem5"]["suppressed_packets"] == 0 and r["gem5"]["sim_ticks"] > 0
 
 
@@ -72,13 +82,6 @@ def test_builtin_reproduces_committed_gem5_runs_exactly(name):
     assert (b["hits"], b["misses"]) == (g["hits"], g["misses"])
     assert b["by_class"] == g["by_class"]
     assert (b["evictions"], b["writebacks"]) == (g["evictions"], g["writebacks"])
-
-
-def test_whole_token_eviction_case_really_differs():
-    # the committed cases exercise whole-token eviction: it changes gem5's miss count
-    whole = json.loads((RUNS / "token_lru_whole_r4" / "case.json").read_text())["gem5"]
-    plain = json.loads((RUNS / "token_lru_r4" / "case.json").read_text())["gem5"]
-    assert whole["misses"] != plain["misses"]
 
 
 @pytest.mark.parametrize("case", ["zipf_64x8", "mixed_256x16"])

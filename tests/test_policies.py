@@ -92,10 +92,10 @@ def streams(draw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(streams(), st.integers(1, 30))
+@given(streams(), st.integers(1, 24))  # 24: every distinct token of streams()
 def test_min_is_never_beaten(stream, capacity):
     best = get_policy("min").run(stream, capacity)
-    for name in POLICIES:
+    for name in set(POLICIES) - {"min"}:
         assert get_policy(name).run(stream, capacity) <= best, name
 
 

@@ -47,9 +47,7 @@ def write(tmp_path, text, name="spec.toml"):
     return p
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("DSA_LLC_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_good_spec_expands_and_dedupes_the_baseline(tmp_path):
@@ -186,8 +184,7 @@ def test_killed_sweep_loses_only_runs_in_flight_and_resumes(tmp_path):
     spec = load_spec(spec_path)
     folder = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "harness.cli", "sweep", str(spec_path), "--out", str(folder), "--jobs", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "DSA_LLC_CACHE": os.environ["DSA_LLC_CACHE"]})
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     done = []
     while time.time() < deadline:
