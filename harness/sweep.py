@@ -262,13 +262,14 @@ def decode_task(folder: str, decode: dict, threads: int | None = None) -> str:
     return did
 
 
-def sim_task(folder: str, run: dict) -> tuple[str, str]:
-    """Simulate one run and record its result or its error; never raises."""
+def sim_task(folder: str, run: dict, gem5_binary: str | None = None, gem5_timeout: float = 3600) -> tuple[str, str]:
+    """Simulate one run and record its result or its error; never raises. The gem5 settings travel
+    with the task, so that workers on other machines get them too."""
     folder = Path(folder)
     rid = run_id(run)
     started = time.time()
     try:
-        result = simulate_run(folder, run)
+        result = simulate_run(folder, run, gem5_binary, gem5_timeout)
         _write_run(folder, rid, {"config.json": run, "result.json": result, "provenance.json": _provenance(started)})
         return rid, "ok"
     except Exception as e:  # recorded, so one failing run does not stop the others
@@ -277,7 +278,7 @@ def sim_task(folder: str, run: dict) -> tuple[str, str]:
         return rid, "failed"
 
 
-def simulate_run(folder: Path, run: dict) -> dict:
+def simulate_run(folder: Path, run: dict, gem5_binary: str | None = None, gem5_timeout: float = 3600) -> dict:
     from harness.llc import LLCConfig
     from harness.simulate import simulate
     from harness.timing import TimingConfig
@@ -297,11 +298,9 @@ def simulate_run(folder: Path, run: dict) -> dict:
         from harness.gem5 import simulate_gem5
 
         g = run["gem5"]
-        binary = os.environ.get("DSA_LLC_GEM5_BINARY")
         with tempfile.TemporaryDirectory(prefix="gem5-") as out:
-            return simulate_gem5(src.chunks(reuse=True), cfg, src.amap.describe(), binary, out,
-                                 float(os.environ.get("DSA_LLC_GEM5_TIMEOUT", 3600)), g["tick_spacing_ps"],
-                                 g["dram"], g["clock"])
+            return simulate_gem5(src.chunks(reuse=True), cfg, src.amap.describe(), gem5_binary, out,
+                                 gem5_timeout, g["tick_spacing_ps"], g["dram"], g["clock"])
     return simulate(src.chunks(reuse=True), cfg, TimingConfig(**run["timing"]), bounds=True)
 
 
@@ -315,9 +314,9 @@ def execute(spec: Spec, folder: str | Path, jobs: int | None = None, scheduler: 
 
     folder = Path(folder).resolve()
     prepare(folder, spec, force)
-    if gem5_binary or spec.raw.get("gem5", {}).get("binary"):
-        os.environ["DSA_LLC_GEM5_BINARY"] = gem5_binary or spec.raw["gem5"]["binary"]
-    os.environ["DSA_LLC_GEM5_TIMEOUT"] = str(gem5_timeout or spec.raw.get("gem5", {}).get("timeout", 3600))
+    gem5 = spec.raw.get("gem5", {})
+    gem5_binary = gem5_binary or gem5.get("binary")  # None: each worker's $GEM5
+    gem5_timeout = float(gem5_timeout or gem5.get("timeout", 3600))
     todo = [r for r in spec.runs
             if (state := run_state(folder, run_id(r))) in ("missing", "stale") or (state == "failed" and rerun_failed)]
     needed = {decode_id(r["decode"]) for r in todo}
@@ -333,7 +332,7 @@ def execute(spec: Spec, folder: str | Path, jobs: int | None = None, scheduler: 
                 bar.update(1)
                 if error:
                     bar.write(f"decode failed: {error}")
-            for (_rid, status), error in executor.map(sim_task, [(str(folder), r) for r in todo]):
+            for (_rid, status), error in executor.map(sim_task, [(str(folder), r, gem5_binary, gem5_timeout) for r in todo]):
                 bar.update(1)
                 counts["failed" if error or status == "failed" else "ok"] += 1
     finally:

@@ -170,3 +170,51 @@ def test_binary_without_the_extension_is_refused():
         pytest.skip("set GEM5_PLAIN to a gem5 binary built without dsa-llc's extension")
     with pytest.raises(UserError, match="lacks dsa-llc's gem5 extension"):
         check_extension(find_gem5(plain))
+
+
+GEM5_SWEEP = """
+[sweep]
+name = "gem5"
+backend = ["builtin", "gem5"]
+
+[decode]
+backbone = "tiny-llama"
+indexer = "oracle"
+topk = 8
+prompt_tokens = 48
+steps = 2
+
+[stream]
+page_tokens = 16
+
+[llc]
+size = "64KiB"
+ways = 8
+reserve_ways = [0, 4]
+policy = "token-lru"
+"""
+
+
+@pytest.mark.gem5
+def test_gem5_sweep_matches_builtin_and_records_failures(gem5_binary, tmp_path, monkeypatch):
+    from harness.collect import collect
+    from harness.sweep import execute, loads_spec
+
+    monkeypatch.setenv("DSA_LLC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GEM5", raising=False)  # the binary comes from the sweep's argument only
+    spec = loads_spec(GEM5_SWEEP)
+    folder = tmp_path / "sweep"
+    assert execute(spec, folder, jobs=2, progress=False, gem5_binary=gem5_binary) == \
+        {"skipped": 0, "ok": 4, "failed": 0}
+    df, _ = collect(folder)
+    cols = ["hits_lines", "misses_lines", "kv_hit_rate"]
+    b = df[df.backend == "builtin"].sort_values("reserve_ways")[cols].reset_index(drop=True)
+    g = df[df.backend == "gem5"].sort_values("reserve_ways")[cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(b, g)
+    # a gem5 run that fails (here: times out) is recorded as failed; the others are unaffected
+    counts = execute(loads_spec(GEM5_SWEEP + "\n[gem5]\ntimeout = 0.01\n"),
+                     tmp_path / "fail", jobs=2, progress=False, gem5_binary=gem5_binary)
+    assert counts == {"skipped": 0, "ok": 2, "failed": 2}
+    df, _ = collect(tmp_path / "fail")
+    assert set(df[df._status == "failed"].backend) == {"gem5"}
+    assert df[df._status == "failed"]._error.str.contains("timed out").all()
