@@ -96,17 +96,6 @@ def stream_options(f):
     return f
 
 
-def _stream_source(index_log, kw):
-    from trace_gen.geometry import get_geometry
-    from trace_gen.indexlog import IndexLog
-    from trace_gen.stream import Layout, StreamSource
-
-    log = IndexLog(index_log)
-    geometry = get_geometry(kw["geometry"], log.meta)
-    layout = Layout(kw["layout"], kw["page_tokens"], kw["page_order"], kw["layout_seed"], kw["weights"])
-    return StreamSource(log, geometry, layout)
-
-
 def _stream_provenance(src) -> dict:
     return {"tool": f"dsa-llc {__version__}", "index_log": str(src.log.folder),
             "index_log_config_hash": src.log.meta.get("config_hash"),
@@ -144,6 +133,7 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
     from harness.accesstrace import read_access_trace
     from harness.simulate import simulate as run
     from harness.units import write_text_atomic
+    from trace_gen.stream import StreamSource
 
     if bool(access_trace) == bool(index_log):
         raise click.UsageError("give exactly one of --access-trace and --index-log")
@@ -152,7 +142,7 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
     if access_trace:
         chunks, source = read_access_trace(access_trace), {"access_trace": str(access_trace)}
     else:
-        src = _stream_source(index_log, kw)
+        src = StreamSource.from_options(index_log, kw)
         chunks, source = src.chunks(as_lines=True, reuse=True), _stream_provenance(src)
         address_map = src.amap.describe()
     if backend == "gem5":
@@ -179,9 +169,10 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
               help="gem5: picoseconds between packets (1 us keeps requests from overlapping).")
 def stream(index_log, fmt, out, tick_spacing_ps, **kw):
     """Write the access stream of an index log to a file."""
+    from trace_gen.stream import StreamSource
     from trace_gen.writers import write_gem5_trace, write_parquet_trace
 
-    src = _stream_source(index_log, kw)
+    src = StreamSource.from_options(index_log, kw)
     prov = _stream_provenance(src)
     if fmt == "parquet":
         n = write_parquet_trace(out, src.chunks(as_lines=False, reuse=True), prov)

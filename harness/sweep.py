@@ -282,17 +282,12 @@ def simulate_run(folder: Path, run: dict, gem5_binary: str | None = None, gem5_t
     from harness.llc import LLCConfig
     from harness.simulate import simulate
     from harness.timing import TimingConfig
-    from trace_gen.geometry import get_geometry
-    from trace_gen.indexlog import IndexLog
-    from trace_gen.stream import Layout, StreamSource
+    from trace_gen.stream import StreamSource
 
     did = decode_id(run["decode"])
     if not log_ready(folder, did):
         raise UserError(f"index log {did} is missing (its decode failed?)")
-    log = IndexLog(folder / "logs" / did)
-    s = run["stream"]
-    src = StreamSource(log, get_geometry(s["geometry"], log.meta),
-                       Layout(s["layout"], s["page_tokens"], s["page_order"], s["layout_seed"], s["weights"]))
+    src = StreamSource.from_options(folder / "logs" / did, run["stream"])
     cfg = LLCConfig(**run["llc"])
     if run["backend"] == "gem5":
         from harness.gem5 import simulate_gem5

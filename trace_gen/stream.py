@@ -155,6 +155,18 @@ class StreamSource:
         self.layer_map = geometry.layer_map(log.layers).astype(np.int64)
         self.max_k = int(log.meta["indexer"]["topk"])
 
+    @classmethod
+    def from_options(cls, index_log, options: dict) -> StreamSource:
+        """From an index log folder and the stream options by name, as ``dsa-harness simulate``
+        and a sweep's ``[stream]`` table give them (geometry, layout, page_tokens, page_order,
+        layout_seed, weights)."""
+        from trace_gen.geometry import get_geometry
+
+        log = IndexLog(index_log)
+        o = options
+        return cls(log, get_geometry(o["geometry"], log.meta),
+                   Layout(o["layout"], o["page_tokens"], o["page_order"], o["layout_seed"], o["weights"]))
+
     def _bound_per_layer_step(self) -> int:
         """Most line accesses one (step, geometry layer) can produce."""
         g, a = self.geometry, self.amap
