@@ -152,8 +152,10 @@ def analyze_log(path: str | Path, token_bytes: int | None = None, min_capacities
             ids = np.asarray(stream.ids[start:start + step])
             overall.feed(ids)
             lay = layer_of[start:start + step]
-            for layer, sd in per.items():
-                sd.feed(ids[lay == layer])
+            order = np.argsort(lay, kind="stable")  # each layer's reads together, in stream order
+            ends = np.searchsorted(lay[order], list(per), side="right")
+            for sd, end, begin in zip(per.values(), ends, np.r_[0, ends[:-1]]):
+                sd.feed(ids[order[begin:end]])
         for scope, sd, scale in [("all", overall, kl)] + [(f"layer {lay}", sd, topk * log.requests)
                                                           for lay, sd in per.items()]:
             distinct = int((sd.slot_of >= 0).sum())
@@ -208,19 +210,7 @@ def analyze(paths: list[str | Path], out: str | Path, geometry: str | None = Non
     for p, log in zip(paths, logs):
         token_bytes = get_geometry(geometry, log.meta).token_stride if geometry else None
         results.append(analyze_log(p, token_bytes))
-    labels = [r.label for r in results]
-    if len(set(labels)) < len(labels):  # two logs of the same backbone/indexer/k: tell them apart
-        for i, r in enumerate(results):
-            r.label = f"{r.label} ({Path(paths[i]).name})"
-            for t in (r.per_layer, r.reuse, r.mrc):
-                t["log"] = r.label
-            r.summary["log"] = r.label
-    tables = {
-        "summary": pd.DataFrame([r.summary for r in results]),
-        "per_layer": pd.concat([r.per_layer for r in results], ignore_index=True),
-        "reuse_distance": pd.concat([r.reuse for r in results], ignore_index=True),
-        "mrc": pd.concat([r.mrc for r in results], ignore_index=True),
-    }
+    tables = locality_tables(results, paths)
     with atomic_path(Path(out)) as tmp:
         tmp.mkdir()
         for name, table in tables.items():
@@ -229,6 +219,24 @@ def analyze(paths: list[str | Path], out: str | Path, geometry: str | None = Non
         plots = locality_plots(tables, tmp)
         (tmp / "summary.md").write_text(locality_markdown(tables, plots, [str(p) for p in paths]))
     return tables
+
+
+def locality_tables(results: list[LogAnalysis], paths) -> dict[str, pd.DataFrame]:
+    """The analyses of several logs as one table each (summary, per_layer, reuse_distance, mrc);
+    two logs of the same backbone/indexer/k are told apart by their folder names."""
+    labels = [r.label for r in results]
+    if len(set(labels)) < len(labels):
+        for i, r in enumerate(results):
+            r.label = f"{r.label} ({Path(paths[i]).name})"
+            for t in (r.per_layer, r.reuse, r.mrc):
+                t["log"] = r.label
+            r.summary["log"] = r.label
+    return {
+        "summary": pd.DataFrame([r.summary for r in results]),
+        "per_layer": pd.concat([r.per_layer for r in results], ignore_index=True),
+        "reuse_distance": pd.concat([r.reuse for r in results], ignore_index=True),
+        "mrc": pd.concat([r.mrc for r in results], ignore_index=True),
+    }
 
 
 def locality_markdown(tables: dict, plots: list[str], sources: list[str]) -> str:

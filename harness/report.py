@@ -213,7 +213,7 @@ class Doc:
 
 def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, locality: bool = True) -> dict:
     """Collect the sweep and write report.md, report.html, the plots and the tables into ``out``."""
-    from harness.analyze import analyze_log
+    from harness.analyze import analyze_log, locality_tables
     from harness.collect import collect
     from harness.policy_study import policy_plots, policy_sweep
     from harness.report_plots import locality_plots
@@ -243,14 +243,7 @@ def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, 
         for p in sweep_plots(df, tmp):
             doc.image(p)
         if locality and logs:
-            tables = {"per_layer": [], "reuse_distance": [], "mrc": [], "summary": []}
-            for log in logs:
-                a = analyze_log(log)
-                tables["per_layer"].append(a.per_layer)
-                tables["reuse_distance"].append(a.reuse)
-                tables["mrc"].append(a.mrc)
-                tables["summary"].append(pd.DataFrame([a.summary]))
-            tables = {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
+            tables = locality_tables([analyze_log(log) for log in logs], logs)
             doc.h(2, "Locality of the selections")
             cols = ["log", "overlap_mean", "jaccard_mean", "runs_mean", "page_utilisation_64",
                     "reuse_distance_mean", "working_set_16", "lru_hit_rate_kxl_0.25", "lru_hit_rate_kxl_1"]
