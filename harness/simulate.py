@@ -19,8 +19,6 @@ from harness.llc import LLCConfig, LLCState
 from harness.timing import TimingConfig, stall_cycles
 from harness.tokencache import TokenStream, lru_hits, min_hits
 
-N_CLS = len(TRAFFIC_CLASSES)
-
 
 def _per_step(runs: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Steps and their line hits, misses and writebacks, from the kernel's per-chunk runs."""
