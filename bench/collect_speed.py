@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.collect import collect
-from harness.sweep import execute, parse_spec
+from harness.study.collect import collect
+from harness.study.sweep import execute, parse_spec
 
 SPEC = {"decode": {"backbone": "tiny-llama", "indexer": "oracle", "topk": 8, "prompt_tokens": 64, "steps": 3},
         "llc": {"size": "64KiB", "ways": 8, "reserve_ways": 4}}

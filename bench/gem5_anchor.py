@@ -16,13 +16,13 @@ import tempfile
 
 from _timing import best_of
 
-from harness.gem5 import find_gem5, simulate_gem5
-from harness.llc import LLCConfig
-from harness.simulate import simulate
-from harness.synthetic import write_synthetic_log
+from harness.cache.llc import LLCConfig
+from harness.cache.simulate import simulate
+from harness.gem5.launcher import find_gem5, simulate_gem5
 from trace_gen.geometry import PRESETS
 from trace_gen.indexlog import IndexLog
 from trace_gen.stream import Layout, StreamSource
+from trace_gen.synthetic import write_synthetic_log
 
 
 def main():

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from harness.synthetic import dsa_selections
-from harness.tokencache import StackDistances, TokenStream
+from harness.cache.tokencache import StackDistances, TokenStream
+from trace_gen.synthetic import dsa_selections
 
 
 def main():

@@ -17,13 +17,13 @@ import tempfile
 
 from _timing import best_of
 
-from harness.llc import RESERVED_POLICIES, LLCConfig
-from harness.policies import POLICIES, TokenReads, get_policy
-from harness.simulate import simulate
-from harness.synthetic import write_synthetic_log
+from harness.cache.llc import RESERVED_POLICIES, LLCConfig
+from harness.cache.policies import POLICIES, TokenReads, get_policy
+from harness.cache.simulate import simulate
 from trace_gen.geometry import PRESETS
 from trace_gen.indexlog import IndexLog
 from trace_gen.stream import Layout, StreamSource
+from trace_gen.synthetic import write_synthetic_log
 
 
 def main():

@@ -22,12 +22,12 @@ import time
 import numpy as np
 from _timing import best_of
 
-from harness.accesstrace import LineAccesses
-from harness.llc import LLCConfig, LLCState
-from harness.synthetic import write_synthetic_log
+from harness.cache.llc import LLCConfig, LLCState
+from harness.core.accesstrace import LineAccesses
 from trace_gen.geometry import PRESETS
 from trace_gen.indexlog import IndexLog
 from trace_gen.stream import Layout, StreamSource
+from trace_gen.synthetic import write_synthetic_log
 
 
 def build_stream(target: int) -> LineAccesses:

@@ -20,10 +20,10 @@ import time
 
 from _timing import best_of
 
-from harness.synthetic import write_synthetic_log
 from trace_gen.geometry import PRESETS
 from trace_gen.indexlog import IndexLog
 from trace_gen.stream import Layout, StreamSource
+from trace_gen.synthetic import write_synthetic_log
 
 
 def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:

@@ -8,7 +8,7 @@ import sys
 import click
 
 from harness import __version__
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 
 class _Group(click.Group):
@@ -63,8 +63,8 @@ def llc_options(f):
 
 
 def _llc_and_timing(kw: dict):
-    from harness.llc import LLCConfig
-    from harness.timing import TimingConfig
+    from harness.cache.llc import LLCConfig
+    from harness.cache.timing import TimingConfig
 
     cfg = LLCConfig.make(kw["llc_size"], kw["ways"], kw["reserve_ways"], kw["policy"],
                          kw["whole_token_eviction"])
@@ -130,9 +130,9 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
 
     The stream is a generic access trace (--access-trace) or is generated on the fly from an
     index log under a KV geometry and layout (--index-log)."""
-    from harness.accesstrace import read_access_trace
-    from harness.simulate import simulate as run
-    from harness.units import write_text_atomic
+    from harness.cache.simulate import simulate as run
+    from harness.core.accesstrace import read_access_trace
+    from harness.core.units import write_text_atomic
     from trace_gen.stream import StreamSource
 
     if bool(access_trace) == bool(index_log):
@@ -146,7 +146,7 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
         chunks, source = src.chunks(as_lines=True, reuse=True), _stream_provenance(src)
         address_map = src.amap.describe()
     if backend == "gem5":
-        from harness.gem5 import simulate_gem5
+        from harness.gem5.launcher import simulate_gem5
         from trace_gen.writers import line_chunks_of
 
         result = simulate_gem5(line_chunks_of(chunks), cfg, address_map, gem5_binary, gem5_out, gem5_timeout,
@@ -293,7 +293,7 @@ def calibrate(backbone, indexer_option, threads, refit):
               help="Also give capacities in bytes under this KV geometry (native or a preset).")
 def analyze(logs, out, geometry):
     """Locality of one or more index logs: tables, plots and a Markdown summary."""
-    from harness.analyze import analyze as run
+    from harness.analysis.locality import analyze as run
 
     tables = run(list(logs), out, geometry)
     s = tables["summary"]
@@ -323,7 +323,7 @@ def _sweep_options(f):
 @click.option("--dry-run", is_flag=True, help="Validate the spec and list the runs, run nothing.")
 def sweep(spec, out, jobs, scheduler, rerun_failed, force, gem5_binary, dry_run):
     """Run a TOML sweep spec; re-running skips the runs that are done."""
-    from harness.sweep import execute, load_spec, run_id, run_state
+    from harness.study.sweep import execute, load_spec, run_id, run_state
 
     s = load_spec(spec)
     if dry_run:
@@ -346,7 +346,7 @@ def collect(sweep_dir, out):
     """Collect a sweep's runs into one tidy Parquet table."""
     from pathlib import Path
 
-    from harness.collect import collect as run
+    from harness.study.collect import collect as run
 
     out = out or str(Path(sweep_dir) / "results.parquet")
     df, bad = run(sweep_dir, out)
@@ -363,10 +363,10 @@ def collect(sweep_dir, out):
 @click.option("--policies/--no-policies", default=True, help="Include the policy sweep on the index logs.")
 def report(sweep_dir, out, policies):
     """Write the study report (Markdown and HTML with plots) for a sweep folder."""
-    from harness.report import build_report
+    from harness.study.report import build_report
 
     r = build_report(sweep_dir, out, policies=policies)
-    from harness.report import verdict
+    from harness.study.report import verdict
 
     for line in verdict(r["headline"]):
         click.echo(line.replace("**", ""))
@@ -381,9 +381,9 @@ def demo(out, jobs):
     """The main job: the whole study on embedded defaults, then its report in OUT/report."""
     from pathlib import Path
 
-    from harness.demo import DEMO_SPEC
-    from harness.report import build_report, verdict
-    from harness.sweep import execute, loads_spec
+    from harness.study.demo import DEMO_SPEC
+    from harness.study.report import build_report, verdict
+    from harness.study.sweep import execute, loads_spec
 
     spec = loads_spec(DEMO_SPEC, "demo spec")
     click.echo(f"demo: {len(spec.runs)} simulations over {len(spec.decodes)} decodes, into {out}/")
@@ -405,7 +405,7 @@ def policies(logs, out, names, params):
 
     The sweep runs every policy on the fully associative token cache at 1/8, 1/4, 1/2, 1 and 2
     times one decode step's footprint (k x layers x requests tokens), beside MIN."""
-    from harness.policies import POLICIES, get_policy
+    from harness.cache.policies import POLICIES, get_policy
 
     if not logs:
         click.echo(f"{'policy':<12} {'LLC ways':<9} description")
@@ -417,8 +417,8 @@ def policies(logs, out, names, params):
         raise click.UsageError("give --out for a sweep over LOGS")
     import pandas as pd
 
-    from harness.policy_study import policy_markdown, policy_plots, policy_sweep
-    from harness.units import atomic_path
+    from harness.core.units import atomic_path
+    from harness.study.policy_study import policy_markdown, policy_plots, policy_sweep
 
     by_policy: dict = {}
     for item in params:
@@ -450,7 +450,7 @@ def policies(logs, out, names, params):
 
 
 def _reserved_policies():
-    from harness.llc import RESERVED_POLICIES
+    from harness.cache.llc import RESERVED_POLICIES
 
     return RESERVED_POLICIES
 

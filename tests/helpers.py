@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from harness.accesstrace import LineAccesses
-from harness.classes import CLASS_CODE
-from harness.llc import LLCConfig, LLCState
+from harness.cache.llc import LLCConfig, LLCState
+from harness.core.accesstrace import LineAccesses
+from harness.core.classes import CLASS_CODE
 
 
 def line_accesses(seq):

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_properties import python_lru_hits
 
-from harness.analyze import analyze_log, layer_metrics
+from harness.analysis.locality import analyze_log, layer_metrics
+from harness.cache.tokencache import StackDistances, TokenStream, lru_hits
 from harness.cli import cli
-from harness.synthetic import write_synthetic_log
-from harness.tokencache import StackDistances, TokenStream, lru_hits
+from trace_gen.synthetic import write_synthetic_log
 
 # one request, one layer, k = 4:  S0 = {0,1,2,5}, S1 = {0,1,3,5}, S2 = {0,8,9,10}
 HAND = [[0, 1, 2, 5], [0, 1, 3, 5], [0, 8, 9, 10]]
@@ -65,7 +65,7 @@ def test_curve_equals_the_simulators_token_lru_bound(tmp_path):
     path = write_synthetic_log(tmp_path / "s", steps=12, layers=4, topk=32, prompt=300, requests=2)
     a = analyze_log(path)
     curve = a.mrc[(a.mrc.scope == "all") & (a.mrc.policy == "lru")].set_index("capacity_tokens")
-    from harness.policies.base import dense_token_ids
+    from harness.cache.policies.base import dense_token_ids
     from trace_gen.indexlog import IndexLog
 
     log = IndexLog(path)
@@ -80,8 +80,8 @@ def test_curve_equals_the_simulators_token_lru_bound(tmp_path):
                 assert curve.loc[cap, "hits"] == hits
             assert sd.hits_at(cap) == hits
     # and the bound the simulator reports for a reservation, on the stream of the same log
-    from harness.llc import LLCConfig
-    from harness.simulate import simulate
+    from harness.cache.llc import LLCConfig
+    from harness.cache.simulate import simulate
     from trace_gen.geometry import get_geometry
     from trace_gen.stream import Layout, StreamSource
 

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.accesstrace import Requests
-from harness.classes import OTHER
-from harness.llc import LLCConfig
-from harness.simulate import simulate
+from harness.cache.llc import LLCConfig
+from harness.cache.simulate import simulate
+from harness.core.accesstrace import Requests
+from harness.core.classes import OTHER
 
 GEM5_REF = Path(__file__).parent / "data" / "gem5_reference"
 

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from harness.cli import cli
-from harness.errors import UserError
+from harness.core.errors import UserError
 from trace_gen.decode import DecodeConfig, DecodeSession, decode
 from trace_gen.indexers import get_indexer
 from trace_gen.indexlog import IndexLog

@@ -10,17 +10,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.accesstrace import LineAccesses
-from harness.classes import CLASS_CODE, KV, KV_WRITE
-from harness.errors import UserError
-from harness.gem5 import check_extension, find_gem5, parse_stats, results_from_stats, simulate_gem5
-from harness.llc import LLCConfig
-from harness.simulate import simulate
-from harness.synthetic import write_synthetic_log
+from harness.cache.llc import LLCConfig
+from harness.cache.simulate import simulate
+from harness.core.accesstrace import LineAccesses
+from harness.core.classes import CLASS_CODE, KV, KV_WRITE
+from harness.core.errors import UserError
+from harness.gem5.launcher import (
+    check_extension,
+    find_gem5,
+    parse_stats,
+    results_from_stats,
+    simulate_gem5,
+)
 from trace_gen.gem5trace import read_packet_trace
 from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog
 from trace_gen.stream import Layout, StreamSource
+from trace_gen.synthetic import write_synthetic_log
 
 DATA = Path(__file__).parent / "data"
 RUNS = DATA / "gem5_runs"
@@ -197,8 +203,8 @@ policy = "token-lru"
 
 @pytest.mark.gem5
 def test_gem5_sweep_matches_builtin_and_records_failures(gem5_binary, tmp_path, monkeypatch):
-    from harness.collect import collect
-    from harness.sweep import execute, loads_spec
+    from harness.study.collect import collect
+    from harness.study.sweep import execute, loads_spec
 
     monkeypatch.setenv("DSA_LLC_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("GEM5", raising=False)  # the binary comes from the sweep's argument only

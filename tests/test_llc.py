@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from helpers import hit_string
 
-from harness.errors import UserError
-from harness.llc import (
+from harness.cache.llc import (
     C_BYPASS,
     C_EVICT,
     C_TOKEN_INVAL,
@@ -18,6 +17,7 @@ from harness.llc import (
     C_WB,
     LLCConfig,
 )
+from harness.core.errors import UserError
 
 SMALL = 2 * 4 * 64
 

@@ -7,12 +7,12 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import hashtab
+from harness.cache import hashtab
+from harness.cache.llc import RESERVED_POLICIES, LLCConfig, LLCState
+from harness.cache.policies import POLICIES, TokenReads, get_policy
 from harness.cli import cli
-from harness.errors import UserError
-from harness.llc import RESERVED_POLICIES, LLCConfig, LLCState
-from harness.policies import POLICIES, TokenReads, get_policy
-from harness.synthetic import write_synthetic_log
+from harness.core.errors import UserError
+from trace_gen.synthetic import write_synthetic_log
 
 A, B, C, D = 0, 1, 2, 3
 X, Y, Z, W = 4, 5, 6, 7

@@ -7,11 +7,11 @@ from helpers import line_accesses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.accesstrace import LineAccesses
-from harness.classes import KV, KV_WRITE, TRAFFIC_CLASSES
-from harness.llc import LLCConfig, LLCState
-from harness.simulate import simulate
-from harness.tokencache import TokenStream, lru_hits, min_hits
+from harness.cache.llc import LLCConfig, LLCState
+from harness.cache.simulate import simulate
+from harness.cache.tokencache import TokenStream, lru_hits, min_hits
+from harness.core.accesstrace import LineAccesses
+from harness.core.classes import KV, KV_WRITE, TRAFFIC_CLASSES
 
 SETS, WAYS = 4, 4
 KV_BASE = 1 << 20  # kv lines live above this line address, other classes below: class-consistent

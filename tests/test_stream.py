@@ -9,15 +9,15 @@ import pytest
 from click.testing import CliRunner
 from helpers import write_log
 
-from harness.accesstrace import read_access_trace
-from harness.classes import INDEX, KV, KV_WRITE, TRAFFIC_CLASSES, WEIGHTS
 from harness.cli import cli
-from harness.errors import UserError
-from harness.synthetic import write_synthetic_log
+from harness.core.accesstrace import read_access_trace
+from harness.core.classes import INDEX, KV, KV_WRITE, TRAFFIC_CLASSES, WEIGHTS
+from harness.core.errors import UserError
 from trace_gen import gem5trace
 from trace_gen.geometry import PRESETS, Geometry
 from trace_gen.indexlog import IndexLog
 from trace_gen.stream import Layout, StreamSource, split_token_id, token_id
+from trace_gen.synthetic import write_synthetic_log
 
 # A tiny log: 2 requests, 2 steps, 2 layers, k = 2. Request 0 has a 4-token prompt (ctx_len 5
 # then 6), request 1 a 2-token prompt (ctx_len 3 then 4).
@@ -151,7 +151,7 @@ def test_gem5_trace_round_trip(tmp_path, tiny_log):
 
 
 def test_bulk_encoder_equals_protobuf_serialisation():
-    from harness.accesstrace import LineAccesses
+    from harness.core.accesstrace import LineAccesses
 
     lines = np.array([0, 1, 1 << 34, 12345678901], dtype=np.int64)
     acc = LineAccesses(lines, np.array([0, 1, 0, 1], np.uint8), np.zeros(4, np.uint8),

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import UserError, first_line
+from harness.core.errors import UserError, first_line
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub at run time: weights come from packages
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from harness import __version__
-from harness.canon import config_hash
-from harness.errors import UserError
+from harness.core.canon import config_hash
+from harness.core.errors import UserError
 from trace_gen import attention as attn
 from trace_gen.backbones import load_backbone
 from trace_gen.indexers import get_indexer

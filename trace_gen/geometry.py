@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from harness.classes import LINE_BYTES
-from harness.errors import UserError
+from harness.core.classes import LINE_BYTES
+from harness.core.errors import UserError
 
 DSA_INDEX_KEY_BYTES = 132  # 128 FP8 values + FP32 scale (DeepSeek-V3.2 indexer cache)
 

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.errors import UserError, first_line
+from harness.core.errors import UserError, first_line
 
 SCHEMA_VERSION = 1
 LOG_FILE = "index_log.parquet"

@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass
 import numba as nb
 import numpy as np
 
-from harness.accesstrace import LineAccesses, Requests
-from harness.classes import INDEX, KV, KV_WRITE, LINE_BYTES, LINE_SHIFT, WEIGHTS
-from harness.errors import UserError
+from harness.core.accesstrace import LineAccesses, Requests
+from harness.core.classes import INDEX, KV, KV_WRITE, LINE_BYTES, LINE_SHIFT, WEIGHTS
+from harness.core.errors import UserError
 from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog, StepBlock
 

@@ -17,7 +17,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 TEXTS = ("python-source", "python-docs")
 _SOURCE_MODULES = ("argparse.py", "dataclasses.py", "functools.py", "inspect.py", "typing.py",

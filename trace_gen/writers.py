@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.accesstrace import LineAccesses, Requests
-from harness.classes import TRAFFIC_CLASSES
-from harness.units import atomic_path
+from harness.core.accesstrace import LineAccesses, Requests
+from harness.core.classes import TRAFFIC_CLASSES
+from harness.core.units import atomic_path
 from trace_gen import gem5trace
 
 _OPS = pa.array(["R", "W"])

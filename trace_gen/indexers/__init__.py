@@ -7,7 +7,7 @@ local-window tokens in) as the layer's selection, shared by all heads as in DSA.
 
 from __future__ import annotations
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from trace_gen.indexers.base import Indexer, LayerInputs
 from trace_gen.indexers.dsa import DsaIndexer
 from trace_gen.indexers.native import NativeIndexer

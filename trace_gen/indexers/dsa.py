@@ -26,8 +26,8 @@ import time
 
 import torch
 
-from harness.canon import config_hash
-from harness.errors import UserError
+from harness.core.canon import config_hash
+from harness.core.errors import UserError
 from trace_gen.indexers.base import Indexer, LayerInputs
 
 DEFAULTS = {"d_I": 64, "calibration_text": "python-docs", "calibration_tokens": 2048,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from trace_gen.indexers.base import Indexer, LayerInputs
 
 

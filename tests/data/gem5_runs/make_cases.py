@@ -16,10 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness.gem5 import simulate_gem5
-from harness.llc import LLCConfig
-from harness.simulate import simulate
-from harness.synthetic import write_synthetic_log
+from harness.gem5.launcher import simulate_gem5
+from harness.cache.llc import LLCConfig
+from harness.cache.simulate import simulate
+from trace_gen.synthetic import write_synthetic_log
 from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog
 from trace_gen.stream import Layout, StreamSource

@@ -1,0 +1,600 @@
+"""The built-in last-level cache: set-associative, write-allocate, with a way-partitioned KV
+reservation, exactly as DESIGN.md defines it.
+
+Geometry: ``sets = size / (ways * 64)``, a line's set is ``line_address mod sets``. Ways
+``[0, reserve_ways)`` form the KV partition: ``kv``/``kv_write`` lines allocate only there, every
+other class only in ways ``[reserve_ways, ways)``; a lookup hits wherever the line is. With
+``reserve_ways = 0`` all classes share one LRU cache (the baseline); with ``reserve_ways = ways``
+non-KV lines have nowhere to go and bypass the cache (counted as misses and ``bypasses``).
+
+A miss fills the lowest free way of its region. Otherwise the shared ways evict the least
+recently used line; the reserved ways use ``policy``:
+
+- ``lru``: the least recently used line.
+- ``token-lru``: recency per token (a token's time is its latest access to any of its lines);
+  the victim is the reserved line whose token is least recent, ties to the lowest way. With
+  whole-token eviction (default) every other resident line of that token is invalidated too.
+- ``srrip``, ``brrip``, ``bip``, ``lfu``, ``streak``, ``admit``: the token policies of
+  ``harness.cache.policies``; each resident token has one record whose key ranks it, and the victim is
+  the line whose token has the smallest key. ``streak`` and ``admit`` also keep a history of
+  every token read so far ((last read step, streak); (read count, epoch), counts halving every
+  8 x reserved lines of kv reads) and refuse a miss whose token is not stronger than the
+  victim's: the line is not cached (a miss, counted in ``bypasses``). The policies see one
+  reference per token read, on its first line. A one-set cache of one-line tokens is exactly the
+  fully associative policy, and with m-line tokens and whole-token eviction it hits m lines per
+  token hit of the fully associative policy (tests/test_policies.py).
+
+On a miss the victim is chosen from the state before the access, then the new line is filled
+and its token's time set (as gem5 does: the policy sees the block when it is inserted).
+A ``kv`` line without a token id (-1) counts as a token of its own.
+
+Token accounting: a token read is a run of consecutive ``kv`` lines of one token; it is a full
+hit when every line hits, a partial hit when some do, a miss when none do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numba as nb
+import numpy as np
+
+from harness.cache import dlist, hashtab
+from harness.core.classes import KV, KV_WRITE, LINE_BYTES, TRAFFIC_CLASSES
+from harness.core.errors import UserError
+from harness.core.units import format_size, parse_size
+
+# Policies of the reserved ways, by kernel code (harness.cache.policies documents each one).
+# 0 is line LRU; the others keep one record per resident token with a victim key.
+POLICY_CODE = {"lru": 0, "token-lru": 1, "srrip": 2, "brrip": 3, "bip": 4, "lfu": 5, "streak": 6, "admit": 7}
+RESERVED_POLICIES = tuple(POLICY_CODE)
+P_TOKEN_LRU, P_SRRIP, P_BRRIP, P_BIP, P_LFU, P_STREAK, P_ADMIT = (
+    POLICY_CODE[p] for p in ("token-lru", "srrip", "brrip", "bip", "lfu", "streak", "admit"))
+ADMIT_WINDOW = 8  # admit: frequencies halve every 8 x (reserved lines) kv read lines
+BIMODAL_EVERY = 32  # BRRIP/BIP: every 32nd inserted token gets the 'long'/MRU prediction
+SEQ = 1 << 40       # keys that combine a small priority with an access time: prio * SEQ + time
+
+# counters kept across chunks (indices into LLCState.counters)
+C_NOW, C_EVICT, C_WB, C_TOKEN_INVAL, C_BYPASS = 0, 1, 2, 3, 4
+C_TR_FULL, C_TR_PARTIAL, C_TR_MISS, C_TR_OPEN, C_TR_TOKEN, C_TR_LINES, C_TR_HITS = 5, 6, 7, 8, 9, 10, 11
+C_NFREE, C_HISTORY = 12, 13  # free token records; entries in streak/admit's history table
+N_COUNTERS = 14
+
+N_CLASSES = len(TRAFFIC_CLASSES)
+
+# token record fields: latest access, first resident line, resident lines, token id, victim key
+# (the smallest key goes first), a policy's own counter (LFU reads, streak), and for streak the
+# token's last read step and its neighbours in the list of its layer's records
+F_TIME, F_HEAD, F_COUNT, F_TOKEN, F_KEY, F_AUX, F_LASTSTEP, F_LPREV, F_LNEXT = range(9)
+N_FIELDS = 9
+# global policy state: RRIP aging offset, inserted tokens, LFU-DA age, BIP's LRU-end counter,
+# streak's current (step, layer) group of token reads
+G_AGING, G_INSERTS, G_AGE, G_LOW, G_GROUP_STEP, G_GROUP_LAYER = range(6)
+N_GLOBALS = 6
+N_LAYERS = 1 << 16  # layer ids in token ids are 16 bits
+
+
+@dataclass(frozen=True)
+class LLCConfig:
+    """LLC geometry and reservation. ``size`` in bytes (strings like ``"32MiB"`` accepted by
+    :meth:`make`)."""
+
+    size: int
+    ways: int = 16
+    reserve_ways: int = 0
+    policy: str = "token-lru"
+    whole_token_eviction: bool = True
+    line: int = LINE_BYTES
+
+    @classmethod
+    def make(cls, size, ways=16, reserve_ways=0, policy="token-lru", whole_token_eviction=True):
+        cfg = cls(parse_size(size, "LLC size"), int(ways), int(reserve_ways), str(policy),
+                  bool(whole_token_eviction))
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.line != LINE_BYTES:
+            raise UserError(f"line size must be {LINE_BYTES} bytes, got {self.line}")
+        if self.ways < 1:
+            raise UserError(f"ways must be at least 1, got {self.ways}")
+        if self.size % (self.ways * self.line):
+            raise UserError(f"LLC size {format_size(self.size)} is not a multiple of "
+                            f"ways * {self.line} B = {self.ways * self.line} B")
+        if not 0 <= self.reserve_ways <= self.ways:
+            raise UserError(f"reserve_ways must be between 0 and ways ({self.ways}), "
+                            f"got {self.reserve_ways}")
+        if self.policy not in RESERVED_POLICIES:
+            from harness.cache.policies import POLICIES
+
+            if self.policy in POLICIES:
+                raise UserError(f"policy {self.policy!r} runs on the fully associative token cache only "
+                                f"(`dsa-harness policies`); the reserved ways take: {', '.join(RESERVED_POLICIES)}")
+            raise UserError(f"unknown policy {self.policy!r}; known: {', '.join(RESERVED_POLICIES)}")
+
+    @property
+    def sets(self) -> int:
+        return self.size // (self.ways * self.line)
+
+    @property
+    def reserved_bytes(self) -> int:
+        return self.sets * self.reserve_ways * self.line
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LLCState:
+    """Tag store and policy state, carried from one chunk of accesses to the next."""
+
+    def __init__(self, cfg: LLCConfig):
+        cfg.validate()
+        self.cfg = cfg
+        n = cfg.sets * cfg.ways
+        self.tag = np.full(n, -1, dtype=np.int64)
+        # An invalid way's stamp is -(ways - way): below every real stamp and lowest for way 0,
+        # so the LRU scan picks the lowest free way first without a separate pass.
+        self.stamp = np.tile(-(cfg.ways - np.arange(cfg.ways, dtype=np.int64)), cfg.sets)
+        self.dirty = np.full(n, 0, dtype=np.uint8)  # np.full touches the pages now, not mid-run
+        self.counters = np.zeros(N_COUNTERS, dtype=np.int64)
+        # Token policies: a reserved line's token record, and the token's resident lines linked.
+        # Records sit at stable indices (a free list recycles them); a hash table maps token
+        # ids to records for fills, while victim scans read records through `owner` directly.
+        tracked = cfg.sets * cfg.reserve_ways if cfg.policy != "lru" else 0
+        self.owner = np.full(n if tracked else 1, -1, dtype=np.int64)
+        self.next = np.full(n if tracked else 1, -1, dtype=np.int64)
+        self.prev = np.full(n if tracked else 1, -1, dtype=np.int64)
+        self.records = np.zeros((max(tracked, 1), N_FIELDS), dtype=np.int64)
+        self.free = np.arange(max(tracked, 1), dtype=np.int64)[::-1].copy()  # a stack of free records
+        self.tkeys, self.tvals = hashtab.new_table(tracked, 1)
+        self.counters[C_NFREE] = len(self.free)
+        self.policy_state = np.zeros(N_GLOBALS, dtype=np.int64)
+        self.policy_state[G_GROUP_STEP] = self.policy_state[G_GROUP_LAYER] = -1
+        # history of every token read so far: streak's (last read step, streak), admit's
+        # (frequency, epoch); streak also keeps each layer's records in a list
+        streak = cfg.policy == "streak" and cfg.reserve_ways > 0
+        history = cfg.policy in ("streak", "admit") and cfg.reserve_ways > 0
+        self.hkeys, self.hvals = hashtab.new_table(1 << 12 if history else 1, 2)
+        self.layer_ends = np.full(N_LAYERS if streak else 1, -1, dtype=np.int64)  # list heads
+        self.read_lengths = np.zeros(256, dtype=np.int64)  # token reads by line count (capped)
+        self.by_class = np.zeros((2, N_CLASSES), dtype=np.int64)  # accesses, hits
+        self._out = self._reads = self._runs = np.zeros(0)
+
+    def access(self, lines, cls, tokens, writes, steps=None) -> tuple[np.ndarray, np.ndarray, StepRuns]:
+        """Simulate one chunk of line accesses.
+
+        Returns the hit flag of every access (uint8), the token ids of the token reads that
+        started in this chunk (for the bounds), and the chunk's per-step counts as runs of
+        consecutive accesses of one step. The arrays are views into buffers this state reuses:
+        they are valid until the next call (fresh pages cost a page fault each, which on a VM
+        took as long as the simulation itself)."""
+        n = len(lines)
+        if steps is None:
+            steps = np.zeros(n, dtype=np.int64)
+        if len(self._out) < n:
+            self._out = np.zeros(n, dtype=np.uint8)
+            self._reads = np.zeros(n, dtype=np.int64)
+            self._runs = np.zeros((n + 1, 4), dtype=np.int64)
+        out, reads, runs = self._out[:n], self._reads[:n], self._runs[:n + 1]
+        cfg = self.cfg
+        code = POLICY_CODE[cfg.policy] if cfg.reserve_ways else 0
+        if code == P_STREAK or code == P_ADMIT:  # room in the history for every token read this chunk may add
+            kv = cls == KV
+            tok = np.where(tokens < 0, -2 - lines, tokens)  # as the kernel sees them: -1 is a token per line
+            starts = int(np.count_nonzero(kv[1:] & ~(kv[:-1] & (tok[1:] == tok[:-1])))) + 1
+            need = int(self.counters[C_HISTORY]) + starts
+            if 2 * need > len(self.hkeys):
+                self.hkeys, self.hvals = hashtab.grow(self.hkeys, self.hvals, need)
+        nreads, nruns = _KERNELS[code](lines, cls, tokens, writes, steps, out, reads, runs,
+                                       self.tag, self.stamp, self.dirty, self.owner, self.next, self.prev,
+                                       self.records, self.free, self.tkeys, self.tvals, self.counters,
+                                       self.read_lengths, self.by_class, cfg.sets, cfg.ways, cfg.reserve_ways,
+                                       cfg.whole_token_eviction, self.policy_state, self.hkeys, self.hvals,
+                                       self.layer_ends)
+        return out, reads[:nreads], StepRuns(*runs[:nruns].T.copy())
+
+    def finish(self) -> None:
+        """Close the token read still open at the end of the stream."""
+        _finish(self.counters, self.read_lengths)
+
+    def lines_per_token(self) -> int:
+        """The most common number of lines in a token read (0 when there were none)."""
+        return int(np.argmax(self.read_lengths)) if self.read_lengths.any() else 0
+
+    def resident(self) -> np.ndarray:
+        """Tags as a (sets, ways) array, -1 for an invalid way (for tests and inspection)."""
+        return self.tag.reshape(self.cfg.sets, self.cfg.ways).copy()
+
+
+@dataclass
+class StepRuns:
+    """Per-step counts of a chunk, one row per run of consecutive accesses of one step."""
+
+    step: np.ndarray
+    accesses: np.ndarray
+    hits: np.ndarray
+    writebacks: np.ndarray
+
+
+@nb.njit(inline="always")
+def _close_read(lines, hits, read_lengths, ctr):
+    if hits == lines:
+        ctr[C_TR_FULL] += 1
+    elif hits > 0:
+        ctr[C_TR_PARTIAL] += 1
+    else:
+        ctr[C_TR_MISS] += 1
+    read_lengths[min(lines, read_lengths.shape[0] - 1)] += 1
+
+
+@nb.njit(inline="always")
+def _finish(ctr, read_lengths):
+    if ctr[C_TR_OPEN]:
+        _close_read(ctr[C_TR_LINES], ctr[C_TR_HITS], read_lengths, ctr)
+        ctr[C_TR_OPEN] = 0
+
+
+@nb.njit(inline="always")
+def _touch(policy, rec, records, g, now, new_read):
+    """A line of a resident token was accessed: refresh the token's victim key. token-lru counts
+    every line access (DESIGN.md); the other policies see one reference per token read, on its
+    first line (``new_read``), as their fully associative versions do: the later lines of a read
+    that inserted the token must not promote it."""
+    if policy == P_TOKEN_LRU or policy == P_ADMIT:
+        records[rec, F_KEY] = now
+    elif policy == P_BIP:
+        if new_read:
+            records[rec, F_KEY] = now
+    elif policy == P_SRRIP or policy == P_BRRIP:
+        if new_read:
+            records[rec, F_KEY] = g[G_AGING] * SEQ + now  # RRPV 0
+    elif policy == P_LFU:
+        if new_read:
+            records[rec, F_AUX] += 1  # reads, not lines, count
+        records[rec, F_KEY] = (g[G_AGE] + records[rec, F_AUX]) * SEQ + now
+
+
+@nb.njit(inline="always")
+def _insert_key(policy, rec, records, g, now):
+    """Victim key of a token that just became resident."""
+    g[G_INSERTS] += 1
+    if policy == P_SRRIP or policy == P_BRRIP:
+        rrpv = 2 if policy == P_SRRIP or g[G_INSERTS] % BIMODAL_EVERY == 0 else 3
+        records[rec, F_KEY] = (g[G_AGING] - rrpv) * SEQ + now
+    elif policy == P_BIP:
+        if g[G_INSERTS] % BIMODAL_EVERY == 0:
+            records[rec, F_KEY] = now
+        else:  # the LRU end: below every key so far, the newest lowest
+            g[G_LOW] -= 1
+            records[rec, F_KEY] = g[G_LOW]
+    elif policy == P_LFU:
+        records[rec, F_AUX] = 1
+        records[rec, F_KEY] = (g[G_AGE] + 1) * SEQ + now
+    elif policy != P_STREAK:  # token-lru, admit (streak: _streak_insert)
+        records[rec, F_KEY] = now
+
+
+@nb.njit(inline="always")
+def _before_eviction(policy, victim_key, g):
+    if policy == P_SRRIP or policy == P_BRRIP:
+        rrpv = g[G_AGING] - victim_key // SEQ
+        if rrpv < 3:  # nobody is at RRPV 3: age everyone until the victim is
+            g[G_AGING] += 3 - rrpv
+    elif policy == P_LFU:
+        g[G_AGE] = victim_key // SEQ
+
+
+@nb.njit(inline="always")
+def _layer_of(tok):
+    return (tok >> 32) & 0xFFFF if tok >= 0 else 0
+
+
+@nb.njit(inline="always")
+def _streak_key(streak, now):
+    return streak * SEQ + now
+
+
+@nb.njit(inline="always")
+def _streak_read(tok, s, records, tkeys, tvals, hkeys, hvals, layer_ends, g, now, ctr):
+    """streak: a read of token ``tok`` at step ``s`` starts. When the reads move on to another
+    (step, layer), the finished layer's cached tokens that step did not select drop to streak 0
+    (key = their latest access); then the token's streak is updated and, if it is cached, its
+    key becomes streak * SEQ + now. New tokens in the history are counted in ``ctr``."""
+    layer = _layer_of(tok)
+    if s != g[G_GROUP_STEP] or layer != g[G_GROUP_LAYER]:
+        done_step, done_layer = g[G_GROUP_STEP], g[G_GROUP_LAYER]
+        if done_layer >= 0:
+            r = layer_ends[done_layer]
+            while r >= 0:
+                if records[r, F_LASTSTEP] < done_step and records[r, F_AUX] > 0:
+                    records[r, F_AUX] = 0
+                    records[r, F_KEY] = records[r, F_TIME]
+                r = records[r, F_LNEXT]
+        g[G_GROUP_STEP], g[G_GROUP_LAYER] = s, layer
+    e = hashtab.find(hkeys, tok)
+    if e < 0:
+        e = hashtab.insert(hkeys, hvals, tok)
+        hvals[e, 0] = -1
+        ctr[C_HISTORY] += 1
+    hvals[e, 1] = hvals[e, 1] + 1 if hvals[e, 0] == s - 1 else 1
+    hvals[e, 0] = s
+    c = hashtab.find(tkeys, tok)
+    if c >= 0:
+        rec = tvals[c, 0]
+        records[rec, F_AUX] = hvals[e, 1]
+        records[rec, F_LASTSTEP] = s
+        records[rec, F_KEY] = _streak_key(hvals[e, 1], now)
+
+
+@nb.njit(inline="always")
+def _streak_insert(rec, tok, records, hkeys, hvals, layer_ends, now):
+    """streak: a token became resident: its key from its streak, and into its layer's list."""
+    h = hashtab.find(hkeys, tok)
+    records[rec, F_AUX] = hvals[h, 1] if h >= 0 else 0
+    records[rec, F_LASTSTEP] = hvals[h, 0] if h >= 0 else -1
+    records[rec, F_KEY] = _streak_key(records[rec, F_AUX], now)
+    layer = _layer_of(tok)
+    records[rec, F_LPREV] = -1
+    records[rec, F_LNEXT] = layer_ends[layer]
+    if layer_ends[layer] >= 0:
+        records[layer_ends[layer], F_LPREV] = rec
+    layer_ends[layer] = rec
+
+
+@nb.njit(inline="always")
+def _decayed(hvals, e, epoch):
+    """admit: the read count of history entry ``e``, halved once per epoch since its last read."""
+    shift = epoch - hvals[e, 1]
+    return hvals[e, 0] >> shift if shift < 63 else 0
+
+
+@nb.njit(inline="always")
+def _admit_freq(tok, epoch, hkeys, hvals):
+    e = hashtab.find(hkeys, tok)
+    return _decayed(hvals, e, epoch) if e >= 0 else 0
+
+
+@nb.njit(inline="always")
+def _admit_read(tok, epoch, hkeys, hvals, ctr):
+    """admit: a read of ``tok`` starts: count it (new tokens in the history are counted in ``ctr``)."""
+    e = hashtab.find(hkeys, tok)
+    if e < 0:
+        e = hashtab.insert(hkeys, hvals, tok)
+        ctr[C_HISTORY] += 1
+        hvals[e, 0] = 1
+    else:
+        hvals[e, 0] = _decayed(hvals, e, epoch) + 1
+    hvals[e, 1] = epoch
+
+
+@nb.njit(inline="always")
+def _streak_of(tok, hkeys, hvals):
+    e = hashtab.find(hkeys, tok)
+    return hvals[e, 1] if e >= 0 else 0
+
+
+@nb.njit(inline="always")
+def _release(rec, records, free, nfree, tkeys, tvals, policy, layer_ends):
+    """Drop a token record: out of the hash table (and its layer's list), back on the free stack."""
+    hashtab.delete(tkeys, tvals, hashtab.find(tkeys, records[rec, F_TOKEN]))
+    if policy == P_STREAK:
+        layer = _layer_of(records[rec, F_TOKEN])
+        p, q = records[rec, F_LPREV], records[rec, F_LNEXT]
+        if p >= 0:
+            records[p, F_LNEXT] = q
+        else:
+            layer_ends[layer] = q
+        if q >= 0:
+            records[q, F_LPREV] = p
+    free[nfree] = rec
+    return nfree + 1
+
+
+@nb.njit(inline="always")
+def _run(lines, cls, tokens, writes, steps, out, reads, runs,
+         tag, stamp, dirty, owner, nxt, prv, records, free, tkeys, tvals, ctr, read_lengths, by_class,
+         n_sets, n_ways, n_res, whole, policy, g, hkeys, hvals, layer_ends):
+    # Counters live in locals inside the loop (array elements would be reloaded on every use).
+    now = ctr[C_NOW]
+    evictions, writebacks, invalidations, bypasses = ctr[C_EVICT], ctr[C_WB], ctr[C_TOKEN_INVAL], ctr[C_BYPASS]
+    read_open, read_tok, read_lines, read_hits = ctr[C_TR_OPEN], ctr[C_TR_TOKEN], ctr[C_TR_LINES], ctr[C_TR_HITS]
+    nfree = ctr[C_NFREE]
+    nreads = 0
+    nruns = 0
+    run_step = steps[0] if steps.shape[0] else 0
+    run_start, run_hits, run_wb = 0, 0, writebacks
+    pow2 = (n_sets & (n_sets - 1)) == 0
+    admit_window = max(ADMIT_WINDOW * n_sets * n_res, 1)
+    set_mask = n_sets - 1
+    for i in range(lines.shape[0]):
+        line = lines[i]
+        c = cls[i]
+        if steps[i] != run_step:
+            runs[nruns, 0], runs[nruns, 1] = run_step, i - run_start
+            runs[nruns, 2], runs[nruns, 3] = run_hits, writebacks - run_wb
+            nruns += 1
+            run_step, run_start, run_hits, run_wb = steps[i], i, 0, writebacks
+        is_kv = c <= KV_WRITE
+        if pow2:
+            base = (line & set_mask) * n_ways
+        else:
+            base = (line % n_sets) * n_ways
+        if is_kv and n_res > 0:
+            lo, hi = 0, n_res
+        else:
+            lo, hi = n_res, n_ways
+        now += 1
+        # The region's ways first: look for the line and track the region's LRU way (free ways
+        # have negative stamps, lowest way lowest); then the other ways for the line only.
+        way = -1
+        lru = lo
+        lru_t = stamp[base + lo] if lo < hi else np.int64(0)
+        for w in range(lo, hi):
+            if tag[base + w] == line:
+                way = w
+                break
+            t = stamp[base + w]
+            if t < lru_t:
+                lru_t = t
+                lru = w
+        if way < 0:
+            for w in range(0, lo):
+                if tag[base + w] == line:
+                    way = w
+                    break
+        if way < 0:
+            for w in range(hi, n_ways):
+                if tag[base + w] == line:
+                    way = w
+                    break
+        hit = way >= 0
+        by_class[0, c] += 1
+
+        tok = np.int64(-1)
+        if is_kv:
+            tok = tokens[i]
+            if tok < 0:
+                tok = -2 - line
+        if c == KV:
+            if not (read_open and read_tok == tok):
+                if read_open:
+                    _close_read(read_lines, read_hits, read_lengths, ctr)
+                read_open, read_tok, read_lines, read_hits = 1, tok, 0, 0
+                reads[nreads] = tok
+                nreads += 1
+            read_lines += 1
+            if hit:
+                read_hits += 1
+            if policy == P_STREAK and read_lines == 1:
+                _streak_read(tok, steps[i], records, tkeys, tvals, hkeys, hvals, layer_ends, g, now, ctr)
+            elif policy == P_ADMIT and read_lines == 1:
+                _admit_read(tok, (by_class[0, KV] - 1) // admit_window, hkeys, hvals, ctr)
+        elif read_open:
+            _close_read(read_lines, read_hits, read_lengths, ctr)
+            read_open = 0
+
+        if hit:
+            out[i] = 1
+            by_class[1, c] += 1
+            run_hits += 1
+            slot = base + way
+            stamp[slot] = now
+            if writes[i]:
+                dirty[slot] = 1
+            if policy and is_kv:
+                rec = -1
+                if way < n_res:  # the line's own record
+                    rec = owner[slot]
+                else:  # a kv line in a shared way: refresh its token if it has reserved lines
+                    e = hashtab.find(tkeys, tok)
+                    if e >= 0:
+                        rec = tvals[e, 0]
+                if rec >= 0:
+                    records[rec, F_TIME] = now
+                    _touch(policy, rec, records, g, now, c == KV and read_lines == 1)
+            continue
+
+        out[i] = 0
+        if lo == hi:
+            bypasses += 1
+            continue
+        tracked = policy > 0 and lo == 0
+        victim = lru
+        if lru_t >= 0:  # no free way: evict
+            if tracked:  # the smallest token key (token-lru: the least recent); ties: lowest way
+                best = records[owner[base + lo], F_KEY]
+                victim = lo
+                for w in range(lo + 1, hi):
+                    t = records[owner[base + w], F_KEY]
+                    if t < best:
+                        best = t
+                        victim = w
+                _before_eviction(policy, best, g)
+                if policy == P_STREAK and _streak_of(tok, hkeys, hvals) <= best // SEQ:
+                    bypasses += 1  # not admitted: weaker than every token of this set
+                    continue
+                if policy == P_ADMIT:
+                    epoch = (by_class[0, KV] - 1) // admit_window
+                    if _admit_freq(tok, epoch, hkeys, hvals) <= _admit_freq(
+                            records[owner[base + victim], F_TOKEN], epoch, hkeys, hvals):
+                        bypasses += 1  # not admitted: not read more often than the LRU token
+                        continue
+            vslot = base + victim
+            evictions += 1
+            if tracked:
+                rec = owner[vslot]
+                if whole:
+                    other = records[rec, F_HEAD]
+                    while other >= 0:
+                        if other != vslot:
+                            if dirty[other]:
+                                writebacks += 1
+                                dirty[other] = 0
+                            tag[other] = -1
+                            stamp[other] = -(n_ways - other % n_ways)
+                            invalidations += 1
+                        other = nxt[other]
+                    nfree = _release(rec, records, free, nfree, tkeys, tvals, policy, layer_ends)
+                else:
+                    records[rec, F_HEAD], _ = dlist.unlink(vslot, prv, nxt, records[rec, F_HEAD], -1)
+                    records[rec, F_COUNT] -= 1
+                    if records[rec, F_COUNT] == 0:
+                        nfree = _release(rec, records, free, nfree, tkeys, tvals, policy, layer_ends)
+            if dirty[vslot]:
+                writebacks += 1
+        vslot = base + victim
+        tag[vslot] = line
+        stamp[vslot] = now
+        dirty[vslot] = writes[i]
+        if tracked:
+            e = hashtab.find(tkeys, tok)
+            if e < 0:
+                nfree -= 1
+                rec = free[nfree]
+                e = hashtab.insert(tkeys, tvals, tok)
+                tvals[e, 0] = rec
+                records[rec, F_HEAD] = -1
+                records[rec, F_COUNT] = 0
+                records[rec, F_TOKEN] = tok
+                _insert_key(policy, rec, records, g, now)
+                if policy == P_STREAK:
+                    _streak_insert(rec, tok, records, hkeys, hvals, layer_ends, now)
+            else:
+                _touch(policy, tvals[e, 0], records, g, now, c == KV and read_lines == 1)
+            rec = tvals[e, 0]
+            head = records[rec, F_HEAD]  # push the line on its token's list (dlist.push_head cost 15%)
+            nxt[vslot] = head
+            prv[vslot] = -1
+            if head >= 0:
+                prv[head] = vslot
+            records[rec, F_HEAD] = vslot
+            records[rec, F_COUNT] += 1
+            records[rec, F_TIME] = now
+            owner[vslot] = rec
+    if lines.shape[0]:
+        runs[nruns, 0], runs[nruns, 1] = run_step, lines.shape[0] - run_start
+        runs[nruns, 2], runs[nruns, 3] = run_hits, writebacks - run_wb
+        nruns += 1
+    ctr[C_NOW] = now
+    ctr[C_EVICT], ctr[C_WB], ctr[C_TOKEN_INVAL], ctr[C_BYPASS] = evictions, writebacks, invalidations, bypasses
+    ctr[C_TR_OPEN], ctr[C_TR_TOKEN], ctr[C_TR_LINES], ctr[C_TR_HITS] = read_open, read_tok, read_lines, read_hits
+    ctr[C_NFREE] = nfree
+    return nreads, nruns
+
+
+# One compiled kernel per policy: the policy code is a constant of each kernel, so a kernel holds
+# only its own policy's branches (with every policy's code in one kernel, token-lru ran 1.6x
+# slower). Each kernel is compiled on first use and cached on disk (the cache tells the kernels
+# apart by their closure's value).
+def _kernel(policy: int):
+    @nb.njit(nogil=True, cache=True)
+    def simulate(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
+                 records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole,
+                 g, hkeys, hvals, layer_ends):
+        return _run(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
+                    records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole,
+                    policy, g, hkeys, hvals, layer_ends)
+    return simulate
+
+
+_KERNELS = {code: _kernel(code) for code in POLICY_CODE.values()}

@@ -1,0 +1,34 @@
+"""Reservation policies, one module each, registered by name here.
+
+``dsa-harness policies`` lists them. Every policy runs on the fully associative token cache
+(``Policy.fa_hits``); those in ``harness.cache.llc.RESERVED_POLICIES`` also run in the LLC's reserved ways.
+"""
+
+from __future__ import annotations
+
+from harness.cache.policies.admit import Admit
+from harness.cache.policies.base import Policy, TokenReads
+from harness.cache.policies.belady import Belady
+from harness.cache.policies.bip import BIP
+from harness.cache.policies.brrip import BRRIP
+from harness.cache.policies.layer_quota import LayerQuota
+from harness.cache.policies.lfu import LFU
+from harness.cache.policies.line_lru import LineLRU
+from harness.cache.policies.pin_recent import PinRecent
+from harness.cache.policies.prev_step import PrevStep
+from harness.cache.policies.rrip import SRRIP
+from harness.cache.policies.streak import Streak
+from harness.cache.policies.token_lru import TokenLRU
+from harness.core.errors import UserError
+
+POLICIES: dict[str, type[Policy]] = {p.name: p for p in (
+    LineLRU, TokenLRU, SRRIP, BRRIP, BIP, LFU, Admit, LayerQuota, PrevStep, PinRecent, Streak, Belady)}
+
+
+def get_policy(name: str, **params) -> Policy:
+    if name not in POLICIES:
+        raise UserError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    return POLICIES[name](**params)
+
+
+__all__ = ["POLICIES", "Policy", "TokenReads", "get_policy"]

@@ -1,0 +1,63 @@
+"""``admit``: LRU with frequency-based admission (TinyLFU-style) at token granularity.
+
+Every read, hit or miss, counts towards its token's frequency; all frequencies halve every
+``window`` reads (default 8 x the capacity) so the estimate follows the recent past. A missed
+token is inserted while the cache has room; when it is full it is inserted only if its
+frequency is higher than that of the LRU token, which is then evicted; otherwise the missed
+token is not cached (the reservation keeps the colder-looking token out)."""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from harness.cache import dlist
+from harness.cache.llc import ADMIT_WINDOW
+from harness.cache.policies.base import Policy, check_int
+
+
+class Admit(Policy):
+    name = "admit"
+    description = "LRU that admits a missed token only if it is read more often than the LRU token"
+    defaults = {"window": 0}  # 0: ADMIT_WINDOW (8) x capacity, as in the LLC's reserved ways
+
+    def check(self, reads, capacity):
+        super().check(reads, capacity)
+        check_int(self.name, "window", self.params["window"], 0)
+
+    def fa_hits(self, reads, capacity):
+        d = reads.id_space
+        window = int(self.params["window"]) or ADMIT_WINDOW * capacity
+        return _admit(reads.tid, capacity, window, np.full(d, -1, np.int64), np.full(d, -1, np.int64),
+                      np.zeros(d, np.uint8), np.zeros(d, np.int64), np.zeros(d, np.int64))
+
+
+@nb.njit(inline="always")
+def _freq(x, freq, epoch_of, epoch):
+    shift = epoch - epoch_of[x]
+    return freq[x] >> shift if shift < 63 else 0
+
+
+@nb.njit(cache=True)
+def _admit(tid, capacity, window, prev, nxt, inside, freq, epoch_of):
+    head, tail = -1, -1  # head = most recent
+    size, hits = 0, 0
+    for i in range(tid.shape[0]):
+        t = tid[i]
+        epoch = i // window
+        freq[t] = _freq(t, freq, epoch_of, epoch) + 1
+        epoch_of[t] = epoch
+        if inside[t]:
+            hits += 1
+            head, tail = dlist.unlink(t, prev, nxt, head, tail)
+        else:
+            if size == capacity:
+                if freq[t] <= _freq(tail, freq, epoch_of, epoch):
+                    continue  # not admitted
+                victim, head, tail = dlist.pop_tail(prev, nxt, head, tail)
+                inside[victim] = 0
+            else:
+                size += 1
+            inside[t] = 1
+        head, tail = dlist.push_head(t, prev, nxt, head, tail)
+    return hits

@@ -1,0 +1,105 @@
+"""What every reservation policy shares: the token-read stream it runs on and its interface
+(the kernels' linked lists live in ``harness.cache.dlist``).
+
+A policy decides which whole tokens a reservation of ``capacity`` tokens keeps. Each module
+implements it for the fully associative token cache (the study's capacity sweeps); those in
+``harness.cache.llc.RESERVED_POLICIES`` also run in the set-associative LLC's reserved ways.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.core.errors import UserError
+
+
+def dense_token_ids(block, layers: int, width: int) -> np.ndarray:
+    """Dense token ids ((request * layers + layer) * width + position) of a block's selections,
+    in decode order (no hashing needed: the log's structure numbers tokens directly)."""
+    counts = np.diff(block.offsets)
+    base = (block.request * layers + block.layer) * width
+    return np.repeat(base, counts) + block.positions.astype(np.int64)
+
+
+@dataclass
+class TokenReads:
+    """Token reads of a decode in order (all layers interleaved as the model runs them).
+
+    ``tid`` is a dense token id ``(request * layers + layer) * width + position``; ``layer``,
+    ``request``, ``pos``, ``step`` and ``ctx`` (the row's ctx_len) describe each read."""
+
+    tid: np.ndarray      # int32
+    layer: np.ndarray    # int32
+    request: np.ndarray  # int32
+    pos: np.ndarray      # int32
+    step: np.ndarray     # int32
+    ctx: np.ndarray      # int32
+    layers: int
+    requests: int
+    topk: int
+    width: int
+
+    def __len__(self) -> int:
+        return len(self.tid)
+
+    @property
+    def id_space(self) -> int:
+        return self.requests * self.layers * self.width
+
+    @property
+    def footprint(self) -> int:
+        """One decode step's selections: k x layers x requests tokens."""
+        return self.topk * self.layers * self.requests
+
+    @classmethod
+    def from_log(cls, log) -> TokenReads:
+        parts = {k: [] for k in ("tid", "layer", "request", "pos", "step", "ctx")}
+        width = int(log.table(["ctx_len"]).column("ctx_len").to_numpy().max())
+        for b in log.blocks():
+            n = np.diff(b.offsets)
+            parts["layer"].append(np.repeat(b.layer, n))
+            parts["request"].append(np.repeat(b.request, n))
+            parts["step"].append(np.repeat(b.step, n))
+            parts["ctx"].append(np.repeat(b.ctx_len, n))
+            parts["pos"].append(b.positions)
+            parts["tid"].append(dense_token_ids(b, log.layers, width))
+        cat = {k: np.concatenate(v).astype(np.int32) for k, v in parts.items() if v}
+        return cls(cat["tid"], cat["layer"], cat["request"], cat["pos"], cat["step"], cat["ctx"],
+                   log.layers, log.requests, int(log.meta["indexer"]["topk"]), width)
+
+
+class Policy:
+    """A reservation policy. Subclasses set ``name``, ``description`` (one line), ``defaults``
+    (parameters) and implement :meth:`fa_hits`."""
+
+    name = ""
+    description = ""
+    defaults: dict = {}
+
+    def __init__(self, **params):
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise UserError(f"policy {self.name}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+                            f"known: {', '.join(self.defaults) or 'none'}")
+        self.params = {**self.defaults, **params}
+
+    def check(self, reads: TokenReads, capacity: int) -> None:
+        """Reject parameters out of range for this stream and capacity (one-line UserError)."""
+        if capacity < 1:
+            raise UserError(f"policy {self.name}: capacity must be at least 1 token, got {capacity}")
+
+    def fa_hits(self, reads: TokenReads, capacity: int) -> int:
+        """Hits of a fully associative cache of ``capacity`` whole tokens under this policy."""
+        raise NotImplementedError
+
+    def run(self, reads: TokenReads, capacity: int) -> int:
+        self.check(reads, capacity)
+        return int(self.fa_hits(reads, capacity)) if len(reads) else 0
+
+
+def check_int(policy: str, name: str, value, low: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise UserError(f"policy {policy}: {name} must be an integer >= {low}, got {value!r}")
+    return int(value)

@@ -1,0 +1,26 @@
+"""``min``: Belady's MIN at token granularity, the offline optimum (a bound, not a policy).
+
+On a miss with the cache full, the cached token whose next read lies furthest in the future is
+evicted, unless the missed token's own next read lies further still: then it is not inserted
+(bypass). With bypass allowed this maximises hits over every policy that caches whole tokens.
+It reads the future of the stream; the real policies may only use its past."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.cache.policies.base import Policy
+from harness.cache.tokencache import NEVER, _next_use_backward, min_chunk, min_state
+
+
+class Belady(Policy):
+    name = "min"
+    description = "Belady's MIN with bypass: the offline optimum (uses the future; a bound)"
+
+    def fa_hits(self, reads, capacity):
+        n = len(reads)
+        nxt = np.empty(n, dtype=np.int64)
+        _next_use_backward(reads.tid, 0, np.full(reads.id_space, NEVER, dtype=np.int64), nxt)
+        state = np.zeros(3, dtype=np.int64)
+        min_chunk(reads.tid, nxt, capacity, *min_state(reads.id_space, capacity), state)
+        return int(state[2])

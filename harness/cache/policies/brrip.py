@@ -1,0 +1,25 @@
+"""``brrip``: token BRRIP, bimodal re-reference interval prediction.
+
+As ``srrip``, except that a missed token is inserted with RRPV 3 ("distant": the next victim
+unless it is hit first), and only every 32nd insertion (``long_every``, counted, not random) with
+RRPV 2. This resists cyclic sweeps larger than the cache: most of a sweep passes through without
+displacing the tokens that stay."""
+
+from __future__ import annotations
+
+from harness.cache.llc import BIMODAL_EVERY
+from harness.cache.policies.base import Policy, check_int
+from harness.cache.policies.rrip import rrip_hits
+
+
+class BRRIP(Policy):
+    name = "brrip"
+    description = "token BRRIP: new tokens inserted 'distant' (RRPV 3), every 32nd 'long' (RRPV 2)"
+    defaults = {"long_every": BIMODAL_EVERY}  # the LLC's reserved ways use the same
+
+    def check(self, reads, capacity):
+        super().check(reads, capacity)
+        check_int(self.name, "long_every", self.params["long_every"], 1)
+
+    def fa_hits(self, reads, capacity):
+        return rrip_hits(reads.tid, capacity, reads.id_space, int(self.params["long_every"]))

@@ -1,0 +1,89 @@
+"""``streak``: keep the tokens most likely to be selected again, predicted from their past.
+
+A token's streak is the number of consecutive decode steps its layer has selected it, up to its
+latest read (it restarts at 1 after a gap). Cached tokens are ranked by streak (ties: the least
+recently read is the weakest); when a layer has been read at a step, its cached tokens that step
+did not select drop to streak 0 (they are the first to go). A missed token is cached while there
+is room; when the cache is full it replaces the weakest cached token only if its own streak is
+higher, and is otherwise not cached. Past only: the streak of a token is known when it is read.
+
+Cached tokens sit in one list per streak value and in one list per layer, both most recently
+read first, so every step is O(1) apart from the demotion pass over a finished layer's tokens.
+
+Why: between two reads of a token, (layers - 1) x k other tokens pass, a cyclic sweep that
+defeats LRU below one step's footprint. Keeping a stable set of tokens that have been re-selected
+step after step, and refusing newcomers that are less likely to be, turns that sweep into hits.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from harness.cache import dlist
+from harness.cache.policies.base import Policy
+
+
+class Streak(Policy):
+    name = "streak"
+    description = "predictive: keep tokens re-selected in the most consecutive steps, admit only stronger ones"
+
+    def fa_hits(self, reads, capacity):
+        d = reads.id_space
+        levels = int(reads.step.max()) + 3  # streaks run from 0 to the number of steps
+
+        def full(value):
+            return np.full(d, value, np.int64)
+
+        return _streak(reads.tid, reads.layer, reads.step, capacity, reads.layers, full(-1), full(0), full(-1),
+                       full(-1), full(-1), full(-1), full(-1), np.zeros(d, np.int32),
+                       np.full((levels, 2), -1, np.int64))
+
+
+@nb.njit(cache=True)
+def _streak(tid, layer, step, capacity, layers, last_step, streak, bucket_of, bprev, bnext, lprev, lnext, tok_layer, buckets):
+    lends = np.full((layers, 2), -1, np.int64)  # each layer's cached tokens, most recently read first
+    size, hits, low = 0, 0, 0
+    group_step, group_layer = -1, -1
+    top = buckets.shape[0] - 1
+    for i in range(tid.shape[0]):
+        x, l, s = tid[i], layer[i], step[i]
+        if s != group_step or l != group_layer:
+            if group_layer >= 0:  # the finished layer-step: cached tokens it did not select drop to 0
+                y = lends[group_layer, 1]
+                while y >= 0:
+                    if last_step[y] < group_step and bucket_of[y] > 0:
+                        b = bucket_of[y]
+                        buckets[b, 0], buckets[b, 1] = dlist.unlink(y, bprev, bnext, buckets[b, 0], buckets[b, 1])
+                        buckets[0, 0], buckets[0, 1] = dlist.push_head(y, bprev, bnext, buckets[0, 0], buckets[0, 1])
+                        bucket_of[y] = 0
+                        low = 0
+                    y = lprev[y]
+            group_step, group_layer = s, l
+        streak[x] = streak[x] + 1 if last_step[x] == s - 1 else 1
+        last_step[x] = s
+        if bucket_of[x] >= 0:
+            hits += 1
+            b = bucket_of[x]
+            buckets[b, 0], buckets[b, 1] = dlist.unlink(x, bprev, bnext, buckets[b, 0], buckets[b, 1])
+            lends[l, 0], lends[l, 1] = dlist.unlink(x, lprev, lnext, lends[l, 0], lends[l, 1])
+        else:
+            if size == capacity:
+                while buckets[low, 1] < 0:
+                    low += 1
+                if streak[x] <= low:
+                    continue  # weaker than everything cached: not admitted
+                v, buckets[low, 0], buckets[low, 1] = dlist.pop_tail(bprev, bnext, buckets[low, 0], buckets[low, 1])
+                bucket_of[v] = -1
+                vl = tok_layer[v]
+                lends[vl, 0], lends[vl, 1] = dlist.unlink(v, lprev, lnext, lends[vl, 0], lends[vl, 1])
+            else:
+                size += 1
+            tok_layer[x] = l
+        lends[l, 0], lends[l, 1] = dlist.push_head(x, lprev, lnext, lends[l, 0], lends[l, 1])
+        b = min(streak[x], top)
+        buckets[b, 0], buckets[b, 1] = dlist.push_head(x, bprev, bnext, buckets[b, 0], buckets[b, 1])
+        bucket_of[x] = b
+        if b < low:
+            low = b
+    return hits
