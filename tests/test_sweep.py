@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from harness import RESULTS_VERSION, is_stale
+from harness.cache import RESULTS_VERSION
 from harness.cli import cli
 from harness.core.errors import UserError
 from harness.study.collect import collect
 from harness.study.report import build_report
-from harness.study.sweep import execute, load_spec, parse_spec, run_id
+from harness.study.sweep import execute, is_stale, load_spec, parse_spec, run_id
 
 TINY = """
 [sweep]

@@ -40,6 +40,9 @@ import numba as nb
 import numpy as np
 
 from harness.cache import dlist, hashtab
+from harness.cache.policies import POLICIES
+from harness.cache.policies.admit import ADMIT_WINDOW
+from harness.cache.policies.bip import BIMODAL_EVERY
 from harness.core.classes import KV, KV_WRITE, LINE_BYTES, TRAFFIC_CLASSES
 from harness.core.errors import UserError
 from harness.core.units import format_size, parse_size
@@ -50,8 +53,6 @@ POLICY_CODE = {"lru": 0, "token-lru": 1, "srrip": 2, "brrip": 3, "bip": 4, "lfu"
 RESERVED_POLICIES = tuple(POLICY_CODE)
 P_TOKEN_LRU, P_SRRIP, P_BRRIP, P_BIP, P_LFU, P_STREAK, P_ADMIT = (
     POLICY_CODE[p] for p in ("token-lru", "srrip", "brrip", "bip", "lfu", "streak", "admit"))
-ADMIT_WINDOW = 8  # admit: frequencies halve every 8 x (reserved lines) kv read lines
-BIMODAL_EVERY = 32  # BRRIP/BIP: every 32nd inserted token gets the 'long'/MRU prediction
 SEQ = 1 << 40       # keys that combine a small priority with an access time: prio * SEQ + time
 
 # counters kept across chunks (indices into LLCState.counters)
@@ -105,8 +106,6 @@ class LLCConfig:
             raise UserError(f"reserve_ways must be between 0 and ways ({self.ways}), "
                             f"got {self.reserve_ways}")
         if self.policy not in RESERVED_POLICIES:
-            from harness.cache.policies import POLICIES
-
             if self.policy in POLICIES:
                 raise UserError(f"policy {self.policy!r} runs on the fully associative token cache only "
                                 f"(`dsa-harness policies`); the reserved ways take: {', '.join(RESERVED_POLICIES)}")

@@ -1,7 +1,7 @@
 """Collect a sweep's run folders into one tidy table: one row per run.
 
 Columns: bookkeeping (``_run_id``, ``_status``: ok, failed or stale (made by an older built-in
-simulator, see ``harness.RESULTS_VERSION``; the report leaves it out, the next sweep redoes it),
+simulator, see ``harness.cache.RESULTS_VERSION``; the report leaves it out, the next sweep redoes it),
 ``_error``, ``_host``, ``_version``, ``_results_version``, ``_started``, ``_seconds``), parameters under their plain names (backbone, geometry,
 reserve_ways, ...), and results with units in their names (``llc_bytes``, ``stall_cycles``,
 ``kv_hit_rate``, ``misses_lines``, ...). gem5 and built-in runs share the table; a result a
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import is_stale
 from harness.core.errors import UserError
 from harness.core.units import atomic_path
+from harness.study.sweep import is_stale
 
 
 def _params(cfg: dict) -> dict:

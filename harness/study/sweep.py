@@ -25,7 +25,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import RESULTS_VERSION, __version__, is_stale
+from harness import __version__
+from harness.cache import RESULTS_VERSION
 from harness.core.canon import config_hash
 from harness.core.errors import UserError, first_line
 from harness.core.units import atomic_path, write_text_atomic
@@ -187,6 +188,11 @@ def canonical_run(point: dict, backend: str, gem5: dict) -> dict:
         check_llc(llc)
         run["gem5"] = {k: gem5[k] for k in ("tick_spacing_ps", "dram", "clock")}
     return run
+
+
+def is_stale(config: dict, provenance: dict) -> bool:
+    """Was this finished run made by a built-in simulator whose results have changed since?"""
+    return config.get("backend", "builtin") == "builtin" and provenance.get("results_version") != RESULTS_VERSION
 
 
 def decode_id(decode: dict) -> str:

@@ -12,8 +12,11 @@ import numba as nb
 import numpy as np
 
 from harness.cache import dlist
-from harness.cache.llc import ADMIT_WINDOW
 from harness.cache.policies.base import Policy, check_int
+
+# Frequencies halve every ADMIT_WINDOW x capacity reads (in the LLC's reserved ways: x reserved
+# lines of kv reads).
+ADMIT_WINDOW = 8
 
 
 class Admit(Policy):

@@ -11,8 +11,11 @@ import numba as nb
 import numpy as np
 
 from harness.cache import dlist
-from harness.cache.llc import BIMODAL_EVERY
 from harness.cache.policies.base import Policy, check_int
+
+# Bimodal insertion (BIP, and BRRIP's 'long' prediction): every 32nd inserted token is treated as
+# likely to be reused; the FA policies and the LLC's reserved ways use the same.
+BIMODAL_EVERY = 32
 
 
 class BIP(Policy):

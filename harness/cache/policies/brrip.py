@@ -7,8 +7,8 @@ displacing the tokens that stay."""
 
 from __future__ import annotations
 
-from harness.cache.llc import BIMODAL_EVERY
 from harness.cache.policies.base import Policy, check_int
+from harness.cache.policies.bip import BIMODAL_EVERY
 from harness.cache.policies.rrip import rrip_hits
 
 
