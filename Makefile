@@ -30,8 +30,10 @@ test: $(VENV)/.installed-test
 test-all: $(VENV)/.installed-demo
 	$(BIN)/python -m pytest -m 'slow or not slow'
 
+# ruff, and the architecture's import contracts (pyproject.toml, [tool.importlinter])
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check harness trace_gen gem5_configs tests bench
+	$(BIN)/lint-imports
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/sim_throughput.py

@@ -18,28 +18,19 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 
 import numpy as np
 import torch
 
 from trace_gen.backbones import load_backbone
-from trace_gen.decode import DecodeConfig, decode
+from trace_gen.decode import DecodeConfig, decode, greedy_dense
 from trace_gen.indexlog import IndexLog
 
 
 def dense_tokens_per_s(backbone: str, prompt: int, steps: int) -> float:
-    from transformers import DynamicCache
-
-    bb = load_backbone(backbone)
-    bb.model.set_attn_implementation("sdpa")
-    ids = torch.randint(100, 1000, (1, prompt))
-    cache = DynamicCache(config=bb.config)
-    nxt = bb.model(input_ids=ids, cache=cache, logits_to_keep=1).logits[:, -1].argmax(-1)
-    t = time.perf_counter()
-    for _ in range(steps):
-        nxt = bb.model(input_ids=nxt[:, None], cache=cache).logits[:, -1].argmax(-1)
-    return steps / (time.perf_counter() - t)
+    ids = torch.randint(100, 1000, (1, prompt)).numpy()
+    _, seconds = greedy_dense(load_backbone(backbone), ids, steps)
+    return steps / seconds
 
 
 def harness_decode(out, **kw) -> IndexLog:

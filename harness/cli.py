@@ -37,29 +37,34 @@ def cli():
     """Study harness for dynamic sparse attention (DSA) decoding and LLC reservation."""
 
 
-def llc_options(f):
-    """LLC geometry, reservation and timing options shared by the simulating commands."""
-    options = [
-        click.option("--llc-size", default="32MiB", show_default=True,
-                     help="LLC capacity (KiB/MiB/GiB strings or bytes)."),
-        click.option("--ways", type=int, default=16, show_default=True, help="Associativity."),
-        click.option("--reserve-ways", type=int, default=0, show_default=True,
-                     help="Ways reserved for kv/kv_write lines (0 = unpartitioned baseline)."),
-        click.option("--policy", default="token-lru", show_default=True,
-                     help="Replacement policy of the reserved ways (see `dsa-harness policies`)."),
-        click.option("--whole-token-eviction/--no-whole-token-eviction", default=True,
-                     show_default=True, help="token-lru: evicting a line evicts its whole token."),
-        click.option("--bounds/--no-bounds", default=True, show_default=True,
-                     help="Also compute the fully associative LRU and MIN token bounds."),
-        click.option("--llc-hit-cycles", type=int, default=40, show_default=True),
-        click.option("--dram-latency-cycles", type=int, default=200, show_default=True),
-        click.option("--max-outstanding", type=int, default=32, show_default=True,
-                     help="Outstanding-miss limit of the timing model."),
-        click.option("--dram-bytes-per-cycle", type=float, default=64.0, show_default=True),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+def option_group(*options):
+    """One decorator that applies click options in the order given (and so lists them in --help)."""
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return apply
+
+
+# LLC geometry, reservation and timing options shared by the simulating commands.
+llc_options = option_group(
+    click.option("--llc-size", default="32MiB", show_default=True,
+                 help="LLC capacity (KiB/MiB/GiB strings or bytes)."),
+    click.option("--ways", type=int, default=16, show_default=True, help="Associativity."),
+    click.option("--reserve-ways", type=int, default=0, show_default=True,
+                 help="Ways reserved for kv/kv_write lines (0 = unpartitioned baseline)."),
+    click.option("--policy", default="token-lru", show_default=True,
+                 help="Replacement policy of the reserved ways (see `dsa-harness policies`)."),
+    click.option("--whole-token-eviction/--no-whole-token-eviction", default=True,
+                 show_default=True, help="token-lru: evicting a line evicts its whole token."),
+    click.option("--bounds/--no-bounds", default=True, show_default=True,
+                 help="Also compute the fully associative LRU and MIN token bounds."),
+    click.option("--llc-hit-cycles", type=int, default=40, show_default=True),
+    click.option("--dram-latency-cycles", type=int, default=200, show_default=True),
+    click.option("--max-outstanding", type=int, default=32, show_default=True,
+                 help="Outstanding-miss limit of the timing model."),
+    click.option("--dram-bytes-per-cycle", type=float, default=64.0, show_default=True),
+)
 
 
 def _llc_and_timing(kw: dict):
@@ -74,26 +79,22 @@ def _llc_and_timing(kw: dict):
     return cfg, timing
 
 
-def stream_options(f):
-    """How an index log becomes an access stream: KV geometry and layout."""
-    options = [
-        click.option("--geometry", default="native", show_default=True,
-                     help="KV geometry: native (the log's backbone) or a preset "
-                          "(deepseek-v3.2, glm-5, llama-3.1-8b, llama-3.1-70b)."),
-        click.option("--layout", type=click.Choice(["contiguous", "paged"]), default="paged",
-                     show_default=True),
-        click.option("--page-tokens", type=int, default=64, show_default=True,
-                     help="Tokens per page of the paged layout."),
-        click.option("--page-order", type=click.Choice(["in-order", "shuffled"]), default="in-order",
-                     show_default=True, help="Physical page allocation order."),
-        click.option("--layout-seed", type=int, default=0, show_default=True,
-                     help="Seed of the shuffled page order."),
-        click.option("--weights/--no-weights", default=False, show_default=True,
-                     help="Stream each layer's weights once per step (geometry's weight_bytes)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+# How an index log becomes an access stream: KV geometry and layout.
+stream_options = option_group(
+    click.option("--geometry", default="native", show_default=True,
+                 help="KV geometry: native (the log's backbone) or a preset "
+                      "(deepseek-v3.2, glm-5, llama-3.1-8b, llama-3.1-70b)."),
+    click.option("--layout", type=click.Choice(["contiguous", "paged"]), default="paged",
+                 show_default=True),
+    click.option("--page-tokens", type=int, default=64, show_default=True,
+                 help="Tokens per page of the paged layout."),
+    click.option("--page-order", type=click.Choice(["in-order", "shuffled"]), default="in-order",
+                 show_default=True, help="Physical page allocation order."),
+    click.option("--layout-seed", type=int, default=0, show_default=True,
+                 help="Seed of the shuffled page order."),
+    click.option("--weights/--no-weights", default=False, show_default=True,
+                 help="Stream each layer's weights once per step (geometry's weight_bytes)."),
+)
 
 
 def _stream_provenance(src) -> dict:
@@ -201,18 +202,15 @@ def _indexer_options(pairs: tuple[str, ...]) -> dict:
     return out
 
 
-def backbone_options(f):
-    options = [
-        click.option("--backbone", required=True,
-                     help="smollm2-135m, gemma3-270m, tiny-llama, tiny-dsa, or a folder, .gguf file or hub id."),
-        click.option("--indexer-option", "indexer_option", multiple=True, metavar="KEY=VALUE",
-                     help="dsa indexer fit settings, e.g. d_I=64 iterations=100 (see the README)."),
-        click.option("--threads", type=int, default=None,
-                     help="torch threads (default: torch's choice, all cores)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+# Which backbone, its indexer fit settings and torch's threads.
+backbone_options = option_group(
+    click.option("--backbone", required=True,
+                 help="smollm2-135m, gemma3-270m, tiny-llama, tiny-dsa, or a folder, .gguf file or hub id."),
+    click.option("--indexer-option", "indexer_option", multiple=True, metavar="KEY=VALUE",
+                 help="dsa indexer fit settings, e.g. d_I=64 iterations=100 (see the README)."),
+    click.option("--threads", type=int, default=None,
+                 help="torch threads (default: torch's choice, all cores)."),
+)
 
 
 def _set_threads(threads):
@@ -303,23 +301,20 @@ def analyze(logs, out, geometry):
     click.echo(f"wrote {out}/summary.md")
 
 
-def _sweep_options(f):
-    options = [
-        click.option("--jobs", type=int, default=None, help="Local worker processes (default: the number of cores)."),
-        click.option("--scheduler", default=None, help="A Dask scheduler address (tcp://host:8786) instead of local processes."),
-        click.option("--rerun-failed", is_flag=True, help="Run again the runs that failed before."),
-        click.option("--force", is_flag=True, help="Use a sweep folder made by a different spec."),
-        click.option("--gem5", "gem5_binary", default=None, help="gem5 binary for gem5 runs (default: $GEM5)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+# How a sweep runs: where, what to redo, which gem5.
+sweep_options = option_group(
+    click.option("--jobs", type=int, default=None, help="Local worker processes (default: the number of cores)."),
+    click.option("--scheduler", default=None, help="A Dask scheduler address (tcp://host:8786) instead of local processes."),
+    click.option("--rerun-failed", is_flag=True, help="Run again the runs that failed before."),
+    click.option("--force", is_flag=True, help="Use a sweep folder made by a different spec."),
+    click.option("--gem5", "gem5_binary", default=None, help="gem5 binary for gem5 runs (default: $GEM5)."),
+)
 
 
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Sweep folder.")
-@_sweep_options
+@sweep_options
 @click.option("--dry-run", is_flag=True, help="Validate the spec and list the runs, run nothing.")
 def sweep(spec, out, jobs, scheduler, rerun_failed, force, gem5_binary, dry_run):
     """Run a TOML sweep spec; re-running skips the runs that are done."""

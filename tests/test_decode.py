@@ -191,20 +191,13 @@ def test_real_backbone_dsa_recall_close_to_oracle(tmp_path, backbone, monkeypatc
 def test_observe_only_decode_equals_the_models_own_attention(tmp_path):
     # the harness's attention function must not change what the model computes: greedy tokens
     # of an observe-only decode equal those of transformers' own SDPA attention
-    from transformers import DynamicCache
-
     from trace_gen.backbones import load_backbone
-    from trace_gen.decode import prompt_windows, tokenize
+    from trace_gen.decode import greedy_dense
+    from trace_gen.prefill import prompt_windows, tokenize
     from trace_gen.text import load_text
 
     log = run_decode(tmp_path, indexer="oracle", observe_only=True, steps=10, requests=1)
     bb = load_backbone("tiny-llama")
-    bb.model.set_attn_implementation("sdpa")
     ids, _ = prompt_windows(tokenize(bb, load_text("python-source")[0]), 96, 1, 0)
-    cache = DynamicCache(config=bb.config)
-    nxt = bb.model(input_ids=torch.from_numpy(ids), cache=cache).logits[:, -1].argmax(-1)
-    tokens = []
-    for _ in range(10):
-        tokens.append(int(nxt[0]))
-        nxt = bb.model(input_ids=nxt[:, None], cache=cache).logits[:, -1].argmax(-1)
-    assert log.generated["token_ids"][0] == tokens
+    tokens, _ = greedy_dense(bb, ids, 10)
+    assert log.generated["token_ids"][0] == tokens[0].tolist()

@@ -24,6 +24,7 @@ from trace_gen import attention as attn
 from trace_gen.backbones import load_backbone
 from trace_gen.indexers import get_indexer
 from trace_gen.indexlog import IndexLogWriter
+from trace_gen.prefill import prompt_windows, tokenize
 from trace_gen.text import load_text
 
 
@@ -108,35 +109,6 @@ class DecodeSession:
         return attn.dense(query, k_sel, v_sel, m_sel, scaling, softcap)
 
 
-class CaptureSession:
-    """Keeps every layer's prefill queries and keys (for fitting an indexer)."""
-
-    def __init__(self):
-        self.layers: dict[int, tuple] = {}
-
-    def prefill(self, layer, query, key, mask, scaling):
-        self.layers[layer] = (query, key, mask, scaling)
-
-    def decode(self, *args):
-        raise RuntimeError("a capture session only runs prefill")
-
-
-def prompt_windows(ids: list[int], prompt_tokens: int, requests: int, seed: int) -> tuple[np.ndarray, list[int]]:
-    """``requests`` disjoint windows of ``prompt_tokens`` tokens, chosen with ``seed``."""
-    n = len(ids) // prompt_tokens
-    if n < requests:
-        raise UserError(f"the text has {len(ids):,} tokens: too short for {requests} prompt(s) of "
-                        f"{prompt_tokens:,} tokens")
-    picks = np.sort(np.random.default_rng(seed).choice(n, requests, replace=False))
-    arr = np.asarray(ids, dtype=np.int64)
-    offsets = [int(p) * prompt_tokens for p in picks]
-    return np.stack([arr[o:o + prompt_tokens] for o in offsets]), offsets
-
-
-def tokenize(backbone, text: str) -> list[int]:
-    return list(backbone.tokenizer.encode(text, add_special_tokens=False))
-
-
 def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
            indexer_options: dict | None = None) -> Path:
     """Run one DSA decode and write its index log to ``out``; returns the folder."""
@@ -198,6 +170,25 @@ def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress
                                      "decode_tokens_per_s": cfg.steps * cfg.requests / (t2 - t1)}
         texts = {str(r): backbone.tokenizer.decode(generated[r].tolist()) for r in range(cfg.requests)}
         return writer.close(generated={"text": texts, "token_ids": generated.tolist()})
+
+
+def greedy_dense(backbone, ids: np.ndarray, steps: int) -> tuple[np.ndarray, float]:
+    """Greedy decode with the model's own SDPA attention and no harness in the way: the reference
+    an observe-only decode must reproduce, and the dense speed a sparse decode is measured against.
+    Returns the tokens fed at each step [B, steps] (as ``decode`` logs them) and the seconds the
+    ``steps`` decode forwards took. Leaves the model on SDPA attention."""
+    import torch
+    from transformers import DynamicCache
+
+    backbone.model.set_attn_implementation("sdpa")
+    cache = DynamicCache(config=backbone.config)
+    nxt = backbone.model(input_ids=torch.from_numpy(ids), cache=cache, logits_to_keep=1).logits[:, -1].argmax(-1)
+    fed = np.zeros((ids.shape[0], steps), dtype=np.int64)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        fed[:, step] = nxt.numpy()
+        nxt = backbone.model(input_ids=nxt[:, None], cache=cache).logits[:, -1].argmax(-1)
+    return fed, time.perf_counter() - t0
 
 
 def _transformers_version() -> str:

@@ -196,7 +196,7 @@ def analyze_log(path: str | Path, token_bytes: int | None = None, min_capacities
 
 def analyze(paths: list[str | Path], out: str | Path, geometry: str | None = None) -> dict:
     """Analyse several logs side by side; write tables, plots and summary.md into ``out``."""
-    from harness.core.plotting import locality_plots
+    from harness.analysis.plots import locality_plots
     from harness.core.units import atomic_path
     from trace_gen.geometry import get_geometry
 

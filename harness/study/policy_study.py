@@ -41,7 +41,7 @@ def policy_sweep(path: str | Path, policies: list[str] | None = None, fractions=
 
 
 def policy_plots(df: pd.DataFrame, folder: Path) -> list[str]:
-    from harness.core.plotting import _save, plt
+    from harness.core.plotting import plt, save
 
     out = []
     for log, g in df.groupby("log", sort=False):
@@ -54,7 +54,7 @@ def policy_plots(df: pd.DataFrame, folder: Path) -> list[str]:
                title=f"Reservation policies: {log}", ylim=(0, 1))
         ax.set_xticks(sorted(g.capacity_kxl.unique()), [f"{x:g}" for x in sorted(g.capacity_kxl.unique())])
         ax.legend(fontsize=7, ncol=2)
-        out.append(_save(fig, folder / f"policies_{_slug(log)}.png"))
+        out.append(save(fig, folder / f"policies_{_slug(log)}.png"))
     return out
 
 

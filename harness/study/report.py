@@ -109,7 +109,7 @@ def verdict(h: pd.DataFrame) -> list[str]:
 # --- plots --------------------------------------------------------------------------------
 
 def sweep_plots(df: pd.DataFrame, folder: Path) -> list[str]:
-    from harness.core.plotting import _save, plt
+    from harness.core.plotting import plt, save
 
     ok = df[(df._status == "ok") & (df.backend == "builtin")]
     out = []
@@ -131,12 +131,12 @@ def sweep_plots(df: pd.DataFrame, folder: Path) -> list[str]:
             ax.set(title=f"{backbone} / {geometry}", xlabel="reserved ways", ylabel=ylabel)
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=7)
-        out.append(_save(fig, folder / f"sweep_{name}.png"))
+        out.append(save(fig, folder / f"sweep_{name}.png"))
     return out
 
 
 def speedup_plot(h: pd.DataFrame, folder: Path) -> str | None:
-    from harness.core.plotting import _save, plt
+    from harness.core.plotting import plt, save
 
     cols = [c for c in ("lru_speedup", "token-lru_speedup", "fa_token_lru_bound_speedup", "min_bound_speedup") if c in h]
     if h.empty or not cols:
@@ -151,7 +151,7 @@ def speedup_plot(h: pd.DataFrame, folder: Path) -> str | None:
     ax.set_xticks(np.arange(len(h)) + 0.4 - width / 2, labels, fontsize=7)
     ax.set(ylabel="memory-stall speed-up over no reservation", title="Reservation vs the unpartitioned LLC")
     ax.legend(fontsize=7)
-    return _save(fig, folder / "speedup.png")
+    return save(fig, folder / "speedup.png")
 
 
 # --- the document -------------------------------------------------------------------------
@@ -214,7 +214,7 @@ class Doc:
 def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, locality: bool = True) -> dict:
     """Collect the sweep and write report.md, report.html, the plots and the tables into ``out``."""
     from harness.analysis.locality import analyze_log, locality_tables
-    from harness.core.plotting import locality_plots
+    from harness.analysis.plots import locality_plots
     from harness.core.units import atomic_path
     from harness.study.collect import collect
     from harness.study.policy_study import policy_plots, policy_sweep

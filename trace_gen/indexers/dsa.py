@@ -138,22 +138,18 @@ def fit_layer(query, key, mask, scaling, d_i, queries, iterations, lr, min_pos, 
 
 def calibrate(backbone, settings: dict, progress: bool = True) -> tuple[list[LayerIndexer], dict]:
     """Fit every layer's indexer on the calibration text; returns the layers and a fit record."""
-    from trace_gen import attention as attn
-    from trace_gen.decode import CaptureSession, prompt_windows, tokenize
+    from trace_gen.prefill import capture_prefill, prompt_windows, tokenize
     from trace_gen.text import load_text
 
     text, text_meta = load_text(settings["calibration_text"])
     ids, offsets = prompt_windows(tokenize(backbone, text), int(settings["calibration_tokens"]),
                                   int(settings["calibration_windows"]), int(settings["seed"]))
-    attn.register(backbone.model)
-    session = CaptureSession()
     t0 = time.perf_counter()
-    with attn.active(session), torch.no_grad():
-        backbone.model(input_ids=torch.from_numpy(ids), use_cache=False, logits_to_keep=1)
+    captured = capture_prefill(backbone, ids)
     gen = torch.Generator().manual_seed(int(settings["seed"]))
     layers, record = [], []
     for i in range(backbone.layers):
-        query, key, mask, scaling = session.layers[i]
+        query, key, mask, scaling = captured[i]
         if progress:
             print(f"\rfitting dsa indexer: layer {i + 1}/{backbone.layers}", end="", file=sys.stderr)
         layer, stats = fit_layer(query, key, mask, scaling, int(settings["d_I"]), int(settings["queries"]),
