@@ -8,6 +8,8 @@ import sys
 import click
 
 from harness import __version__
+from harness.cache.platforms import DEFAULT_PLATFORM, PLATFORMS
+from harness.cache.timing import TIMING_MODELS
 from harness.core.errors import UserError
 
 
@@ -46,11 +48,13 @@ def option_group(*options):
     return apply
 
 
-# LLC geometry, reservation and timing options shared by the simulating commands.
+# Platform, LLC geometry, reservation and timing options shared by the simulating commands.
 llc_options = option_group(
-    click.option("--llc-size", default="32MiB", show_default=True,
-                 help="LLC capacity (KiB/MiB/GiB strings or bytes)."),
-    click.option("--ways", type=int, default=16, show_default=True, help="Associativity."),
+    click.option("--platform", default=DEFAULT_PLATFORM, show_default=True,
+                 help=f"Decode engine whose LLC, memory and compute the run models ({', '.join(PLATFORMS)}); "
+                      "the options below override its values."),
+    click.option("--llc-size", default=None, help="LLC capacity (KiB/MiB/GiB strings or bytes) [default: the platform's]."),
+    click.option("--ways", type=int, default=None, help="Associativity [default: the platform's]."),
     click.option("--reserve-ways", type=int, default=0, show_default=True,
                  help="Ways reserved for kv/kv_write lines (0 = unpartitioned baseline)."),
     click.option("--policy", default="token-lru", show_default=True,
@@ -59,23 +63,35 @@ llc_options = option_group(
                  show_default=True, help="token-lru: evicting a line evicts its whole token."),
     click.option("--bounds/--no-bounds", default=True, show_default=True,
                  help="Also compute the fully associative LRU and MIN token bounds."),
-    click.option("--llc-hit-cycles", type=int, default=40, show_default=True),
-    click.option("--dram-latency-cycles", type=int, default=200, show_default=True),
-    click.option("--max-outstanding", type=int, default=32, show_default=True,
-                 help="Outstanding-miss limit of the timing model."),
-    click.option("--dram-bytes-per-cycle", type=float, default=64.0, show_default=True),
+    click.option("--timing-model", type=click.Choice(TIMING_MODELS), default="closed-loop", show_default=True,
+                 help="closed-loop: per-phase decode-step time; open-loop: the older per-step stall formula."),
+    click.option("--llc-hit-cycles", type=int, default=None, help="LLC hit latency [default: the platform's]."),
+    click.option("--dram-latency-cycles", type=int, default=None,
+                 help="Unloaded LLC-miss latency [default: the platform's]."),
+    click.option("--max-outstanding", type=int, default=None,
+                 help="Requests the engine keeps in flight [default: the platform's]."),
+    click.option("--dram-bytes-per-cycle", type=float, default=None,
+                 help="Peak memory bandwidth [default: the platform's]."),
+    click.option("--issue-per-cycle", type=float, default=None,
+                 help="Line requests issued per cycle [default: the platform's]."),
+    click.option("--warmup-steps", type=int, default=None,
+                 help="First decode steps left out of the step-time means [default: 1]."),
 )
+
+TIMING_OVERRIDES = ("llc_hit_cycles", "dram_latency_cycles", "max_outstanding", "dram_bytes_per_cycle",
+                    "issue_per_cycle", "warmup_steps")
 
 
 def _llc_and_timing(kw: dict):
     from harness.cache.llc import LLCConfig
+    from harness.cache.platforms import get_platform
     from harness.cache.timing import TimingConfig
 
-    cfg = LLCConfig.make(kw["llc_size"], kw["ways"], kw["reserve_ways"], kw["policy"],
-                         kw["whole_token_eviction"])
-    timing = TimingConfig(kw["llc_hit_cycles"], kw["dram_latency_cycles"], kw["max_outstanding"],
-                          kw["dram_bytes_per_cycle"])
-    timing.validate()
+    platform = get_platform(kw["platform"])
+    cfg = LLCConfig.make(kw["llc_size"] if kw["llc_size"] is not None else platform.llc_size,
+                         kw["ways"] if kw["ways"] is not None else platform.llc_ways,
+                         kw["reserve_ways"], kw["policy"], kw["whole_token_eviction"])
+    timing = TimingConfig.make(kw["platform"], kw["timing_model"], **{k: kw[k] for k in TIMING_OVERRIDES})
     return cfg, timing
 
 
@@ -139,13 +155,13 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
     if bool(access_trace) == bool(index_log):
         raise click.UsageError("give exactly one of --access-trace and --index-log")
     cfg, timing = _llc_and_timing(kw)
-    address_map = None
+    address_map, phases, batch = None, None, 1
     if access_trace:
         chunks, source = read_access_trace(access_trace), {"access_trace": str(access_trace)}
     else:
         src = StreamSource.from_options(index_log, kw)
         chunks, source = src.chunks(as_lines=True, reuse=True), _stream_provenance(src)
-        address_map = src.amap.describe()
+        address_map, phases, batch = src.amap.describe(), src.phases(), src.log.requests
     if backend == "gem5":
         from harness.gem5.launcher import simulate_gem5
         from trace_gen.writers import line_chunks_of
@@ -153,7 +169,8 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
         result = simulate_gem5(line_chunks_of(chunks), cfg, address_map, gem5_binary, gem5_out, gem5_timeout,
                                tick_spacing_ps, dram, clock, l1_size, extra_config={"input": source})
     else:
-        result = run(chunks, cfg, timing, bounds=kw["bounds"], extra_config={"input": source})
+        result = run(chunks, cfg, timing, bounds=kw["bounds"], extra_config={"input": source},
+                     phases=phases, batch=batch)
     text = json.dumps(result, indent=1)
     if out:
         write_text_atomic(out, text + "\n")
@@ -477,10 +494,21 @@ def format_result(r: dict) -> str:
         return "\n".join(lines)
     lines.append(f"evictions {r['evictions']:,}, token invalidations {r['token_invalidations']:,}, "
                  f"writebacks {r['writebacks']:,}, bypasses {r['bypasses']:,}")
-    per_step = r["stall_cycles_per_step"]
-    lines.append(f"stall cycles {r['stall_cycles']:,.0f} over {r['steps']} steps"
-                 + (f" ({per_step:,.0f} per step)" if per_step is not None else ""))
+    lines.append(format_step_time(r))
     return "\n".join(lines)
+
+
+def format_step_time(r: dict) -> str:
+    """One line: decode-step time, tokens/s and where the time goes, and which model said so."""
+    t = r.get("timing") or {}
+    if r.get("step_time_cycles") is None:
+        return f"step time: none ({r.get('steps', 0)} steps)"
+    share = r.get("memory_wait_share") or {}
+    waits = ", ".join(f"{k} {v:.0%}" for k, v in share.items() if v is not None)
+    return (f"decode step {r['step_time_cycles']:,.0f} cycles = {r['step_time_s'] * 1e6:,.1f} us "
+            f"(mean of {r['measured_steps']} of {r['steps']} steps), {r['tokens_per_s']:,.1f} tokens/s per request, "
+            f"{r['batch_tokens_per_s']:,.1f} for the batch; waiting on memory: {waits or '-'} "
+            f"[{t.get('produced_by', '?')}, platform {t.get('platform', '?')}]")
 
 
 def main():

@@ -34,7 +34,7 @@ def test_json_output_has_the_documented_keys(kv_trace):
     assert res.exit_code == 0, res.output
     r = json.loads(res.output)
     for key in ("accesses", "hits", "misses", "hit_rate", "by_class", "kv_tokens", "evictions",
-                "stall_cycles", "config"):
+                "step_time_cycles", "tokens_per_s", "memory_wait_share", "timing", "config"):
         assert key in r
     assert r["accesses"] == 2000 * 4 + 2000
     assert set(r["by_class"]) == {"kv", "index"}
@@ -43,13 +43,13 @@ def test_json_output_has_the_documented_keys(kv_trace):
     assert r["kv_tokens"]["accesses"] == 2000
     assert r["config"]["llc"] == {"size": 65536, "ways": 16, "reserve_ways": 4, "policy": "token-lru",
                                   "whole_token_eviction": True, "line": 64}
-    assert r["steps"] == 20 and r["stall_cycles"] > 0
+    assert r["steps"] == 20 and r["step_time_cycles"] > 0
     assert r["bounds"]["capacity_tokens"] == 64 * 4 // 4
 
 
 def test_formats_agree(kv_trace, tmp_path):
     out = tmp_path / "r.json"
-    res = run("simulate", "--access-trace", kv_trace, "--llc-size", "64KiB", "--reserve-ways", "2",
+    res = run("simulate", "--access-trace", kv_trace, "--llc-size", "64KiB", "--ways", "16", "--reserve-ways", "2",
               "--no-whole-token-eviction", "--out", out)
     assert res.exit_code == 0, res.output
     r = json.loads(out.read_text())
@@ -63,7 +63,7 @@ def test_csv_npy_and_parquet_agree(tmp_path):
     pd.DataFrame({"addr": addrs.astype(np.int64)}).to_parquet(tmp_path / "a.parquet")
     pd.DataFrame({"addr": addrs.astype(np.int64)}).to_csv(tmp_path / "a.csv", index=False)
     results = [json.loads(run("simulate", "--access-trace", tmp_path / f"a.{ext}", "--llc-size",
-                              "16KiB", "--format", "json").output) for ext in ("npy", "parquet", "csv")]
+                              "16KiB", "--ways", "16", "--format", "json").output) for ext in ("npy", "parquet", "csv")]
     assert len({(r["hits"], r["misses"]) for r in results}) == 1
     assert results[0]["accesses"] == 5000
 
@@ -71,7 +71,7 @@ def test_csv_npy_and_parquet_agree(tmp_path):
 def test_requests_spanning_lines_count_every_line(tmp_path):
     # 100 bytes starting at byte 60 touch lines 0, 1 and 2
     pd.DataFrame({"addr": [60, 60], "size": [100, 100]}).to_csv(tmp_path / "t.csv", index=False)
-    r = json.loads(run("simulate", "--access-trace", tmp_path / "t.csv", "--llc-size", "4KiB",
+    r = json.loads(run("simulate", "--access-trace", tmp_path / "t.csv", "--llc-size", "4KiB", "--ways", "16",
                        "--format", "json").output)
     assert (r["accesses"], r["hits"], r["misses"]) == (6, 3, 3)
 
@@ -98,7 +98,7 @@ def bad(tmp_path, name, content):
     ("corrupt.parquet", b"PAR1garbage", [], "cannot read access trace"),
     ("corrupt.npy", b"\x93NUMPY garbage", [], "cannot read access trace"),
     ("ok.npy", np.array([1, 2], dtype=np.uint64), ["--reserve-ways", "17"], "reserve_ways"),
-    ("ok.npy", np.array([1, 2], dtype=np.uint64), ["--llc-size", "1000"], "not a multiple"),
+    ("ok.npy", np.array([1, 2], dtype=np.uint64), ["--llc-size", "1000", "--ways", "16"], "not a multiple"),
     ("ok.npy", np.array([1, 2], dtype=np.uint64), ["--policy", "mru"], "unknown policy 'mru'"),
     ("trace.txt", b"1,2\n", [], "unknown format"),
 ])

@@ -37,7 +37,8 @@ def tiny_log(tmp_path):
 def requests_of(src):
     chunks = list(src.chunks(as_lines=False))
     return pd.concat([pd.DataFrame({"addr": c.addr, "size": c.size, "cls": c.cls, "write": c.write,
-                                    "token": c.token, "step": c.step}) for c in chunks], ignore_index=True)
+                                    "token": c.token, "step": c.step, "phase": c.phase}) for c in chunks],
+                     ignore_index=True)
 
 
 def test_contiguous_addresses_by_hand(tiny_log):
@@ -47,18 +48,21 @@ def test_contiguous_addresses_by_hand(tiny_log):
     kv = lambda r, g, p: (g * 2 * 6 + r * 6 + p) * 128  # noqa: E731
     ix = lambda r, g, p: 4096 + (g * 2 * 6 + r * 6 + p) * 16  # noqa: E731
     df = requests_of(src)
-    first = df.iloc[:8]  # step 0, layer 0: request 0 then request 1
+    first = df.iloc[:10]  # step 0, layer 0: the index phase of both requests, then the gather phase
     expect = [
-        (ix(0, 0, 4), 16, INDEX, 1, -1),              # request 0: new token's indexer key
-        (ix(0, 0, 0), 5 * 16, INDEX, 0, -1),          # scan of 5 keys, one contiguous read
-        (kv(0, 0, 0), 100, KV, 0, token_id(0, 0, 0)),
-        (kv(0, 0, 3), 100, KV, 0, token_id(0, 0, 3)),
-        (kv(0, 0, 4), 100, KV_WRITE, 1, token_id(0, 0, 4)),
-        (ix(1, 0, 2), 16, INDEX, 1, -1),              # request 1 (ctx 3)
-        (ix(1, 0, 0), 3 * 16, INDEX, 0, -1),
-        (kv(1, 0, 1), 100, KV, 0, token_id(1, 0, 1)),
+        (ix(0, 0, 4), 16, INDEX, 1, -1, 0),              # request 0: new token's indexer key
+        (ix(0, 0, 0), 5 * 16, INDEX, 0, -1, 0),          # scan of 5 keys, one contiguous read
+        (ix(1, 0, 2), 16, INDEX, 1, -1, 0),              # request 1 (ctx 3)
+        (ix(1, 0, 0), 3 * 16, INDEX, 0, -1, 0),
+        (kv(0, 0, 0), 100, KV, 0, token_id(0, 0, 0), 1),  # gather: request 0's selection
+        (kv(0, 0, 3), 100, KV, 0, token_id(0, 0, 3), 1),
+        (kv(0, 0, 4), 100, KV_WRITE, 1, token_id(0, 0, 4), 1),
+        (kv(1, 0, 1), 100, KV, 0, token_id(1, 0, 1), 1),  # request 1's
+        (kv(1, 0, 2), 100, KV, 0, token_id(1, 0, 2), 1),
+        (kv(1, 0, 2), 100, KV_WRITE, 1, token_id(1, 0, 2), 1),
     ]
-    assert [tuple(x) for x in first[["addr", "size", "cls", "write", "token"]].itertuples(index=False)] == expect
+    cols = ["addr", "size", "cls", "write", "token", "phase"]
+    assert [tuple(x) for x in first[cols].itertuples(index=False)] == expect
     assert src.amap.index_base == 4096
 
 
@@ -73,15 +77,18 @@ def test_paged_addresses_by_hand(tiny_log):
     ix = lambda g, page, off: 4096 + (g * slots + page * 2 + off) * 16  # noqa: E731
     assert src.amap.index_base == 4096  # KV region: 2 layers * 10 slots * 128 B, aligned up
     df = requests_of(src)
-    # layer 0 takes 7 requests for request 0 (1 + 3 pages + 2 + 1) and 6 for request 1
-    layer1_req0_step0 = df[(df.step == 0)].iloc[13:20]
+    # layer 0 takes 13 requests: the index phase 4 for request 0 (1 + 3 pages) and 3 for request 1
+    # (1 + 2 pages), the gather phase 3 for each (2 + 1); in layer 1 request 0's index requests
+    # come first, then request 1's, then request 0's gather requests
+    step0 = df[df.step == 0]
+    layer1_req0 = pd.concat([step0.iloc[13:17], step0.iloc[20:23]])
     expect = [
-        (ix(1, 4, 0), 16, INDEX, 1),                    # new token, position 4 = page 4 offset 0
-        (ix(1, 0, 0), 32, INDEX, 0), (ix(1, 1, 0), 32, INDEX, 0), (ix(1, 4, 0), 16, INDEX, 0),
-        (kv(1, 1, 0), 100, KV, 0), (kv(1, 4, 0), 100, KV, 0),   # positions 2 and 4
-        (kv(1, 4, 0), 100, KV_WRITE, 1),
+        (ix(1, 4, 0), 16, INDEX, 1, 2),                    # new token, position 4 = page 4 offset 0
+        (ix(1, 0, 0), 32, INDEX, 0, 2), (ix(1, 1, 0), 32, INDEX, 0, 2), (ix(1, 4, 0), 16, INDEX, 0, 2),
+        (kv(1, 1, 0), 100, KV, 0, 3), (kv(1, 4, 0), 100, KV, 0, 3),   # positions 2 and 4
+        (kv(1, 4, 0), 100, KV_WRITE, 1, 3),
     ]
-    assert [tuple(x) for x in layer1_req0_step0[["addr", "size", "cls", "write"]].itertuples(index=False)] == expect
+    assert [tuple(x) for x in layer1_req0[["addr", "size", "cls", "write", "phase"]].itertuples(index=False)] == expect
 
 
 def test_shuffled_pages_are_a_permutation(tiny_log):
@@ -176,8 +183,11 @@ def test_simulating_the_log_equals_simulating_its_parquet_stream(tmp_path):
     sim = ["--llc-size", "1MiB", "--ways", "16", "--reserve-ways", "6", "--format", "json"]
     a = json.loads(CliRunner().invoke(cli, ["simulate", "--index-log", str(log_dir), *args, *sim]).output)
     b = json.loads(CliRunner().invoke(cli, ["simulate", "--access-trace", str(out), *sim]).output)
-    for key in ("accesses", "hits", "misses", "by_class", "kv_tokens", "evictions", "bounds", "stall_cycles"):
+    # the trace keeps each access's phase (not the compute that follows it): equal memory time
+    for key in ("accesses", "hits", "misses", "by_class", "kv_tokens", "evictions", "bounds",
+                "memory_cycles_per_step"):
         assert a[key] == b[key], key
+    assert a["compute_cycles_per_step"] > 0 == b["compute_cycles_per_step"]
     assert a["kv_tokens"]["accesses"] == 4 * 61 * 2 * 32
 
 

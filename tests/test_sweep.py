@@ -105,7 +105,7 @@ def test_sweep_runs_collects_reports_and_resumes(tmp_path):
     df, bad = collect(folder, folder / "results.parquet")
     assert len(df) == 20 and not bad and (df._status == "ok").all()
     for col in ("_run_id", "_status", "backbone", "geometry", "llc_bytes", "reserve_ways", "policy",
-                "kv_hit_rate", "stall_cycles", "misses_lines", "min_token_hit_rate"):
+                "kv_hit_rate", "step_time_cycles", "tokens_per_s", "misses_lines", "min_token_hit_rate"):
         assert col in df
     assert set(df.llc_bytes) == {65536, 131072}
     # again: nothing to do
@@ -118,7 +118,7 @@ def test_sweep_runs_collects_reports_and_resumes(tmp_path):
     h = r["headline"]
     for row in h.itertuples():
         base = df[(df.geometry == row.geometry) & (df.llc_bytes == row.llc_bytes) & (df.reserve_ways == 0)]
-        assert row.baseline_stall_cycles_per_step == base.stall_cycles_per_step.iloc[0]
+        assert row.baseline_step_time_cycles == base.step_time_cycles.iloc[0]
     md = (tmp_path / "report" / "report.md").read_text()
     html = (tmp_path / "report" / "report.html").read_text()
     assert md.startswith("# Does reserving LLC ways") and "token-LRU reservation" in md

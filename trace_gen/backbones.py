@@ -61,7 +61,7 @@ class Backbone:
         geometry and the analysis need."""
         c = self.config
         keep = ("model_type", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                "head_dim", "hidden_size", "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim",
+                "head_dim", "hidden_size", "intermediate_size", "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim",
                 "v_head_dim", "index_n_heads", "index_head_dim", "sliding_window",
                 "max_position_embeddings", "vocab_size")
         cfg = {k: getattr(c, k) for k in keep if getattr(c, k, None) is not None}

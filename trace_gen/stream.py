@@ -1,9 +1,19 @@
 """Memory access streams of DSA decode steps, from index logs, under a KV geometry and layout.
 
-Per decode step, per geometry layer: ``weights`` (optional, ``weight_bytes`` streamed once per
-layer for the whole batch), then for each concurrent request in turn: ``index`` (write of the new
-token's indexer key, then the scan of all ``ctx_len`` indexer keys), ``kv`` (every selected
-token, ``kv_bytes`` each), ``kv_write`` (the new token's KV, position ``ctx_len - 1``).
+A decode step runs the geometry's layers in order; each layer is two phases, and the requests
+of a batch issue each phase's accesses together, as one batched kernel would (request by
+request inside the phase):
+
+1. **index** phase: for each request, the write of the new token's indexer key, then the scan of
+   all ``ctx_len`` indexer keys;
+2. **gather** phase (it needs the index phase's top-k): for each request, every selected token's
+   KV (``kv_bytes`` each) and the write of the new token's KV (``kv_write``, position
+   ``ctx_len - 1``); then, with ``weights``, the layer's weights (``weight_bytes``, once per layer
+   for the whole batch).
+
+Every access carries its phase id, ``(step * L + layer) * 2 + kind`` (kind 0 index, 1 gather),
+and :meth:`StreamSource.phases` describes each phase (step, layer, kind, FLOPs of the compute that
+follows it), which is what the step-time model and the gem5 closed-loop generator need.
 
 Address map (byte addresses, regions packed from 0 and aligned to 4 KiB): the KV region, then
 the indexer-key region, then the weights region. Each token's KV starts on a line boundary and
@@ -27,6 +37,8 @@ from dataclasses import asdict, dataclass
 
 import numba as nb
 import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
 
 from harness.core.accesstrace import LineAccesses, Requests
 from harness.core.classes import INDEX, KV, KV_WRITE, LINE_BYTES, LINE_SHIFT, WEIGHTS
@@ -35,6 +47,8 @@ from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog, StepBlock
 
 LAYOUTS = ("contiguous", "paged")
+PHASE_KINDS = ("index", "gather")
+INDEX_PHASE, GATHER_PHASE = range(len(PHASE_KINDS))
 PAGE_ORDERS = ("in-order", "shuffled")
 REGION_ALIGN = 4096
 CHUNK_LINES = 1 << 22
@@ -42,6 +56,11 @@ CHUNK_LINES = 1 << 22
 
 def token_id(request, layer, position):
     return (np.int64(request) << 48) | (np.int64(layer) << 32) | np.int64(position)
+
+
+def phase_id(step, layer, kind, layers):
+    """The id every access of a phase carries: ``(step * layers + layer) * 2 + kind``."""
+    return (np.int64(step) * layers + layer) * 2 + kind
 
 
 def split_token_id(tok):
@@ -167,6 +186,29 @@ class StreamSource:
         return cls(log, get_geometry(o["geometry"], log.meta),
                    Layout(o["layout"], o["page_tokens"], o["page_order"], o["layout_seed"], o["weights"]))
 
+    def phases(self) -> pd.DataFrame:
+        """One row per phase of the stream, in stream order: ``phase`` (the id its accesses
+        carry), ``step``, ``layer`` (geometry layer), ``kind`` (0 index, 1 gather) and ``flops``,
+        the compute that follows the phase for the whole batch (trace_gen.geometry)."""
+        ctx = self.log.table(["step", "layer", "ctx_len", "positions"])
+        rows = pd.DataFrame({"step": ctx.column("step").to_numpy(), "log_layer": ctx.column("layer").to_numpy(),
+                             "ctx_len": ctx.column("ctx_len").to_numpy(),
+                             "selected": pc.list_value_length(ctx.column("positions")).to_numpy()})
+        per = rows.groupby(["step", "log_layer"], sort=True).agg(ctx=("ctx_len", "sum"), sel=("selected", "sum"),
+                                                                 n=("ctx_len", "size")).reset_index()
+        g = self.geometry
+        steps = per.step.unique()
+        layer = np.tile(np.arange(g.layers), len(steps))
+        step = np.repeat(steps, g.layers)
+        src = per.set_index(["step", "log_layer"]).loc[list(zip(step, self.layer_map[layer]))]
+        index = pd.DataFrame({"step": step, "layer": layer, "kind": INDEX_PHASE,
+                              "flops": src.ctx.to_numpy() * g.index_flops_per_token})
+        gather = pd.DataFrame({"step": step, "layer": layer, "kind": GATHER_PHASE,
+                               "flops": src.sel.to_numpy() * g.attn_flops_per_token + src.n.to_numpy() * g.layer_flops})
+        out = pd.concat([index, gather]).sort_values(["step", "layer", "kind"], kind="stable", ignore_index=True)
+        out.insert(0, "phase", phase_id(out.step.to_numpy(), out.layer.to_numpy(), out.kind.to_numpy(), g.layers))
+        return out
+
     def _bound_per_layer_step(self) -> int:
         """Most line accesses one (step, geometry layer) can produce."""
         g, a = self.geometry, self.amap
@@ -197,7 +239,7 @@ class StreamSource:
                           self.geometry.token_stride, self.geometry.kv_bytes, self.geometry.index_bytes,
                           self.amap.weight_bytes, self.amap.kv_base, self.amap.index_base,
                           self.amap.weights_base, as_lines, bound,
-                          out.addr, out.size, out.cls, out.write, out.token, out.step)
+                          out.addr, out.size, out.cls, out.write, out.token, out.step, out.phase)
                 yield out.take(n)
 
     def _check_block(self, b: StepBlock) -> None:
@@ -224,15 +266,20 @@ class _Buffers:
         self.write = np.zeros(cap, dtype=np.uint8)
         self.token = np.zeros(cap, dtype=np.int64)
         self.step = np.zeros(cap, dtype=np.int64)
+        self.phase = np.zeros(cap, dtype=np.int64)
 
     def take(self, n: int):
         if self.as_lines:
-            return LineAccesses(self.addr[:n], self.write[:n], self.cls[:n], self.token[:n], self.step[:n])
-        return Requests(self.addr[:n], self.size[:n], self.write[:n], self.cls[:n], self.token[:n], self.step[:n])
+            return LineAccesses(self.addr[:n], self.write[:n], self.cls[:n], self.token[:n], self.step[:n],
+                                self.phase[:n])
+        return Requests(self.addr[:n], self.size[:n], self.write[:n], self.cls[:n], self.token[:n], self.step[:n],
+                        self.phase[:n])
 
 
 @nb.njit(inline="always")
-def _put(n, addr, nbytes, c, w, tok, step, as_lines, o_addr, o_size, o_cls, o_w, o_tok, o_step):
+def _put(n, addr, nbytes, c, w, tok, step, ph, as_lines, o):
+    """Append one request (or its lines) to the output buffers ``o``."""
+    o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase = o
     if as_lines:
         first = addr >> LINE_SHIFT
         last = (addr + nbytes - 1) >> LINE_SHIFT
@@ -242,6 +289,7 @@ def _put(n, addr, nbytes, c, w, tok, step, as_lines, o_addr, o_size, o_cls, o_w,
             o_w[n] = w
             o_tok[n] = tok
             o_step[n] = step
+            o_phase[n] = ph
             n += 1
     else:
         o_addr[n] = addr
@@ -250,6 +298,7 @@ def _put(n, addr, nbytes, c, w, tok, step, as_lines, o_addr, o_size, o_cls, o_w,
         o_w[n] = w
         o_tok[n] = tok
         o_step[n] = step
+        o_phase[n] = ph
         n += 1
     return n
 
@@ -258,7 +307,8 @@ def _put(n, addr, nbytes, c, w, tok, step, as_lines, o_addr, o_size, o_cls, o_w,
 def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n_req,
           phys, page_tokens, total_pages, stride, kv_bytes, index_bytes, weight_bytes,
           kv_base, index_base, weights_base, as_lines, bound,
-          o_addr, o_size, o_cls, o_w, o_tok, o_step):
+          o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase):
+    o = (o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase)
     n = 0
     cap = o_addr.shape[0]
     n_geo = layer_map.shape[0]
@@ -270,32 +320,32 @@ def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n
             if n + bound > cap:
                 return n
             g = pos[1]
-            lg = layer_map[g]
-            if weight_bytes > 0:
-                n = _put(n, weights_base + g * weight_bytes, weight_bytes, WEIGHTS, 0, -1, st, as_lines,
-                         o_addr, o_size, o_cls, o_w, o_tok, o_step)
-            for r in range(n_req):
-                row = s0 + lg * n_req + r
-                ctx = ctx_len[row]
+            row0 = s0 + layer_map[g] * n_req
+            kv_layer = kv_base + g * layer_slots * stride
+            ix_layer = index_base + g * layer_slots * index_bytes
+            ph = (np.int64(st) * n_geo + g) * 2
+            for r in range(n_req):  # index phase: new key, then the scan of every cached key
+                ctx = ctx_len[row0 + r]
                 new = ctx - 1
-                kv_layer = kv_base + g * layer_slots * stride
-                ix_layer = index_base + g * layer_slots * index_bytes
                 slot = phys[r, new // page_tokens] * page_tokens + new % page_tokens
-                n = _put(n, ix_layer + slot * index_bytes, index_bytes, INDEX, 1, -1, st, as_lines,
-                         o_addr, o_size, o_cls, o_w, o_tok, o_step)
+                n = _put(n, ix_layer + slot * index_bytes, index_bytes, INDEX, 1, -1, st, ph, as_lines, o)
                 for j in range((ctx + page_tokens - 1) // page_tokens):
                     count = min(page_tokens, ctx - j * page_tokens)
                     n = _put(n, ix_layer + phys[r, j] * page_tokens * index_bytes, count * index_bytes,
-                             INDEX, 0, -1, st, as_lines, o_addr, o_size, o_cls, o_w, o_tok, o_step)
+                             INDEX, 0, -1, st, ph, as_lines, o)
+            ph += 1
+            for r in range(n_req):  # gather phase: the selected tokens, then the new token's KV
+                row = row0 + r
                 tok_base = (np.int64(r) << 48) | (np.int64(g) << 32)
                 for i in range(offsets[row], offsets[row + 1]):
                     p = np.int64(positions[i])
                     slot = phys[r, p // page_tokens] * page_tokens + p % page_tokens
-                    n = _put(n, kv_layer + slot * stride, kv_bytes, KV, 0, tok_base | p, st, as_lines,
-                             o_addr, o_size, o_cls, o_w, o_tok, o_step)
+                    n = _put(n, kv_layer + slot * stride, kv_bytes, KV, 0, tok_base | p, st, ph, as_lines, o)
+                new = ctx_len[row] - 1
                 slot = phys[r, new // page_tokens] * page_tokens + new % page_tokens
-                n = _put(n, kv_layer + slot * stride, kv_bytes, KV_WRITE, 1, tok_base | new, st, as_lines,
-                         o_addr, o_size, o_cls, o_w, o_tok, o_step)
+                n = _put(n, kv_layer + slot * stride, kv_bytes, KV_WRITE, 1, tok_base | new, st, ph, as_lines, o)
+            if weight_bytes > 0:
+                n = _put(n, weights_base + g * weight_bytes, weight_bytes, WEIGHTS, 0, -1, st, ph, as_lines, o)
             pos[1] += 1
         pos[1] = 0
         pos[0] += 1

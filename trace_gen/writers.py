@@ -30,6 +30,7 @@ def requests_table(r: Requests) -> pa.Table:
         "cls": pa.DictionaryArray.from_arrays(pa.array(r.cls.astype(np.int8)), _CLASSES),
         "token": pa.array(r.token, pa.int64()),
         "step": pa.array(r.step, pa.int64()),
+        "phase": pa.array(r.phase, pa.int64()),
     })
 
 

@@ -159,21 +159,24 @@ class LLCState:
         self.by_class = np.zeros((2, N_CLASSES), dtype=np.int64)  # accesses, hits
         self._out = self._reads = self._runs = np.zeros(0)
 
-    def access(self, lines, cls, tokens, writes, steps=None) -> tuple[np.ndarray, np.ndarray, StepRuns]:
-        """Simulate one chunk of line accesses.
+    def access(self, lines, cls, tokens, writes, steps=None, phases=None) -> tuple[np.ndarray, np.ndarray, PhaseRuns]:
+        """Simulate one chunk of line accesses (``steps``: decode step of each access, which
+        streak reads; ``phases``: phase id of each access, default the step).
 
         Returns the hit flag of every access (uint8), the token ids of the token reads that
-        started in this chunk (for the bounds), and the chunk's per-step counts as runs of
-        consecutive accesses of one step. The arrays are views into buffers this state reuses:
+        started in this chunk (for the bounds), and the chunk's per-phase counts as runs of
+        consecutive accesses of one phase. The arrays are views into buffers this state reuses:
         they are valid until the next call (fresh pages cost a page fault each, which on a VM
         took as long as the simulation itself)."""
         n = len(lines)
         if steps is None:
             steps = np.zeros(n, dtype=np.int64)
+        if phases is None:
+            phases = steps
         if len(self._out) < n:
             self._out = np.zeros(n, dtype=np.uint8)
             self._reads = np.zeros(n, dtype=np.int64)
-            self._runs = np.zeros((n + 1, 4), dtype=np.int64)
+            self._runs = np.zeros((n + 1, 5), dtype=np.int64)
         out, reads, runs = self._out[:n], self._reads[:n], self._runs[:n + 1]
         cfg = self.cfg
         code = POLICY_CODE[cfg.policy] if cfg.reserve_ways else 0
@@ -184,13 +187,13 @@ class LLCState:
             need = int(self.counters[C_HISTORY]) + starts
             if 2 * need > len(self.hkeys):
                 self.hkeys, self.hvals = hashtab.grow(self.hkeys, self.hvals, need)
-        nreads, nruns = _KERNELS[code](lines, cls, tokens, writes, steps, out, reads, runs,
+        nreads, nruns = _KERNELS[code](lines, cls, tokens, writes, (steps, phases), out, reads, runs,
                                        self.tag, self.stamp, self.dirty, self.owner, self.next, self.prev,
                                        self.records, self.free, self.tkeys, self.tvals, self.counters,
                                        self.read_lengths, self.by_class, cfg.sets, cfg.ways, cfg.reserve_ways,
                                        cfg.whole_token_eviction, self.policy_state, self.hkeys, self.hvals,
                                        self.layer_ends)
-        return out, reads[:nreads], StepRuns(*runs[:nruns].T.copy())
+        return out, reads[:nreads], PhaseRuns(*runs[:nruns].T.copy())
 
     def finish(self) -> None:
         """Close the token read still open at the end of the stream."""
@@ -206,13 +209,14 @@ class LLCState:
 
 
 @dataclass
-class StepRuns:
-    """Per-step counts of a chunk, one row per run of consecutive accesses of one step."""
+class PhaseRuns:
+    """Per-phase counts of a chunk, one row per run of consecutive accesses of one phase."""
 
-    step: np.ndarray
+    phase: np.ndarray
     accesses: np.ndarray
     hits: np.ndarray
     writebacks: np.ndarray
+    step: np.ndarray  # the decode step of the run's first access
 
 
 @nb.njit(inline="always")
@@ -390,9 +394,12 @@ def _release(rec, records, free, nfree, tkeys, tvals, policy, layer_ends):
 
 
 @nb.njit(inline="always")
-def _run(lines, cls, tokens, writes, steps, out, reads, runs,
+def _run(lines, cls, tokens, writes, steps_phases, out, reads, runs,
          tag, stamp, dirty, owner, nxt, prv, records, free, tkeys, tvals, ctr, read_lengths, by_class,
          n_sets, n_ways, n_res, whole, policy, g, hkeys, hvals, layer_ends):
+    # (steps, phases) travel as one tuple: CPython passes calls of more than 30 arguments as
+    # *args, which numba cannot inline
+    steps, phases = steps_phases
     # Counters live in locals inside the loop (array elements would be reloaded on every use).
     now = ctr[C_NOW]
     evictions, writebacks, invalidations, bypasses = ctr[C_EVICT], ctr[C_WB], ctr[C_TOKEN_INVAL], ctr[C_BYPASS]
@@ -400,7 +407,7 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
     nfree = ctr[C_NFREE]
     nreads = 0
     nruns = 0
-    run_step = steps[0] if steps.shape[0] else 0
+    run_phase = phases[0] if phases.shape[0] else 0
     run_start, run_hits, run_wb = 0, 0, writebacks
     pow2 = (n_sets & (n_sets - 1)) == 0
     admit_window = max(ADMIT_WINDOW * n_sets * n_res, 1)
@@ -408,11 +415,11 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
     for i in range(lines.shape[0]):
         line = lines[i]
         c = cls[i]
-        if steps[i] != run_step:
-            runs[nruns, 0], runs[nruns, 1] = run_step, i - run_start
-            runs[nruns, 2], runs[nruns, 3] = run_hits, writebacks - run_wb
+        if phases[i] != run_phase:
+            runs[nruns, 0], runs[nruns, 1] = run_phase, i - run_start
+            runs[nruns, 2], runs[nruns, 3], runs[nruns, 4] = run_hits, writebacks - run_wb, steps[run_start]
             nruns += 1
-            run_step, run_start, run_hits, run_wb = steps[i], i, 0, writebacks
+            run_phase, run_start, run_hits, run_wb = phases[i], i, 0, writebacks
         is_kv = c <= KV_WRITE
         if pow2:
             base = (line & set_mask) * n_ways
@@ -571,8 +578,8 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
             records[rec, F_TIME] = now
             owner[vslot] = rec
     if lines.shape[0]:
-        runs[nruns, 0], runs[nruns, 1] = run_step, lines.shape[0] - run_start
-        runs[nruns, 2], runs[nruns, 3] = run_hits, writebacks - run_wb
+        runs[nruns, 0], runs[nruns, 1] = run_phase, lines.shape[0] - run_start
+        runs[nruns, 2], runs[nruns, 3], runs[nruns, 4] = run_hits, writebacks - run_wb, steps[run_start]
         nruns += 1
     ctr[C_NOW] = now
     ctr[C_EVICT], ctr[C_WB], ctr[C_TOKEN_INVAL], ctr[C_BYPASS] = evictions, writebacks, invalidations, bypasses
@@ -587,10 +594,10 @@ def _run(lines, cls, tokens, writes, steps, out, reads, runs,
 # apart by their closure's value).
 def _kernel(policy: int):
     @nb.njit(nogil=True, cache=True)
-    def simulate(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
+    def simulate(lines, cls, tokens, writes, steps_phases, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
                  records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole,
                  g, hkeys, hvals, layer_ends):
-        return _run(lines, cls, tokens, writes, steps, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
+        return _run(lines, cls, tokens, writes, steps_phases, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
                     records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole,
                     policy, g, hkeys, hvals, layer_ends)
     return simulate

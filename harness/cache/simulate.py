@@ -2,7 +2,8 @@
 
 The result is a plain dict (JSON-ready): line counts overall and per traffic class, KV token
 accounting, evictions, the fully associative LRU and MIN token bounds at the reserved capacity,
-and stall cycles from the first-order timing model, with the configuration echoed.
+and the decode-step time of the timing model (harness.cache.timing), with the configuration
+echoed.
 """
 
 from __future__ import annotations
@@ -10,36 +11,43 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+import pandas as pd
 
 from harness import __version__
 from harness.cache import llc as llc_mod
 from harness.cache.llc import LLCConfig, LLCState
-from harness.cache.timing import TimingConfig, stall_cycles
+from harness.cache.timing import TimingConfig, step_time
 from harness.cache.tokencache import TokenStream, lru_hits, min_hits
 from harness.core.accesstrace import LineAccesses, Requests
 from harness.core.classes import TRAFFIC_CLASSES
 
 
-def _per_step(runs: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Steps and their line hits, misses and writebacks, from the kernel's per-chunk runs."""
-    if not runs:
-        z = np.zeros(0)
-        return z.astype(np.int64), z, z, z
-    step = np.concatenate([r.step for r in runs])
-    uniq, inv = np.unique(step, return_inverse=True)  # a few rows per step: cheap
-
-    def total(field):
-        return np.bincount(inv, weights=np.concatenate([getattr(r, field) for r in runs]), minlength=len(uniq))
-
-    acc, hits = total("accesses"), total("hits")
-    return uniq, hits, acc - hits, total("writebacks")
+def per_phase(runs: list, phases: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Line hits, misses and writebacks of every phase, from the kernel's per-chunk runs, joined
+    with the stream's phase table (trace_gen.stream: step, layer, kind, flops); without one, the
+    phases are a generic trace's (kind -1, no compute)."""
+    cols = ("phase", "accesses", "hits", "writebacks", "step")
+    runs_df = pd.DataFrame({c: np.concatenate([getattr(r, c) for r in runs]) if runs else np.zeros(0, np.int64)
+                            for c in cols})
+    counts = runs_df.groupby("phase", sort=False).agg(
+        step=("step", "first"), accesses=("accesses", "sum"), hits=("hits", "sum"),
+        writebacks=("writebacks", "sum")).reset_index()
+    counts["misses"] = counts.accesses - counts.hits
+    if phases is None:
+        return counts.assign(kind=-1, flops=0.0)
+    counts = counts.drop(columns="step")
+    simulated = phases.step[phases.phase.isin(counts.phase)].unique()  # a stream cut short ends early
+    out = phases[phases.step.isin(simulated)].merge(counts, on="phase", how="left")
+    return out.fillna({"hits": 0, "misses": 0, "writebacks": 0})
 
 
 def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
              timing: TimingConfig | None = None, bounds: bool = True,
-             extra_config: dict | None = None) -> dict:
-    """Simulate every chunk in order through one LLC and return the summary dict."""
-    timing = timing or TimingConfig()
+             extra_config: dict | None = None, phases: pd.DataFrame | None = None, batch: int = 1) -> dict:
+    """Simulate every chunk in order through one LLC and return the summary dict. ``phases`` is
+    the stream's phase table (``StreamSource.phases()``) and ``batch`` its number of concurrent
+    requests, for the step time; without them every step is one phase without compute."""
+    timing = timing or TimingConfig.make()
     timing.validate()
     state = LLCState(cfg)
     runs = []
@@ -49,12 +57,13 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
             acc = chunk.lines() if isinstance(chunk, Requests) else chunk
             if len(acc) == 0:
                 continue
-            _, reads, step_runs = state.access(acc.line, acc.cls, acc.token, acc.write, acc.step)
-            runs.append(step_runs)
+            _, reads, phase_runs = state.access(acc.line, acc.cls, acc.token, acc.write, acc.step, acc.phase)
+            runs.append(phase_runs)
             if stream is not None:
                 stream.append(reads)
         state.finish()
-        summary = _summarise(state, runs, timing)
+        summary = _summarise(state)
+        summary.update(step_time(per_phase(runs, phases), timing, batch))
         summary["bounds"] = _bounds(stream, cfg, state.lines_per_token()) if stream else None
     finally:
         if stream is not None:
@@ -69,7 +78,7 @@ def _counts(accesses: int, hits: int) -> dict:
             "hit_rate": (hits / accesses) if accesses else None}
 
 
-def _summarise(state: LLCState, runs: list, timing: TimingConfig) -> dict:
+def _summarise(state: LLCState) -> dict:
     ctr = state.counters
     per_class = state.by_class
     out = _counts(per_class[0].sum(), per_class[1].sum())
@@ -82,11 +91,6 @@ def _summarise(state: LLCState, runs: list, timing: TimingConfig) -> dict:
     out["token_invalidations"] = int(ctr[llc_mod.C_TOKEN_INVAL])
     out["writebacks"] = int(ctr[llc_mod.C_WB])
     out["bypasses"] = int(ctr[llc_mod.C_BYPASS])
-    step_ids, h, m, wb = _per_step(runs)
-    stall = stall_cycles(h, m, wb, timing)
-    out["steps"] = len(step_ids)
-    out["stall_cycles"] = float(stall.sum())
-    out["stall_cycles_per_step"] = float(stall.mean()) if len(stall) else None
     return out
 
 

@@ -1,50 +1,169 @@
-"""A first-order timing model: per-step LLC hits and misses -> memory stall cycles.
+"""Decode-step time from the LLC's hits and misses: the closed-loop phase model (the default) and
+the older open-loop formula.
 
-For each decode step with H line hits, M line misses (DRAM reads, bypasses included) and B dirty
-writebacks, at most ``max_outstanding`` requests are in flight at once, so
+**closed-loop** (per phase of a decode step; trace_gen.stream defines the phases: per layer an
+index phase, then a gather phase that depends on it, each followed by compute). A phase issues
+its n = H + M line requests (H LLC hits, M misses, bypasses included) at most ``issue_per_cycle``
+per cycle with at most N = ``max_outstanding`` in flight, and ends when the last one is answered;
+its B dirty writebacks share the memory bandwidth. With L_h = ``llc_hit_cycles``, L_m =
+``dram_latency_cycles``, W = ``dram_bytes_per_cycle`` x ``bw_efficiency`` and I =
+``issue_per_cycle``, L the latency of the slowest request present (L_m if M > 0, else L_h):
 
-    latency_bound   = ceil(M / max_outstanding) * dram_latency_cycles
-    bandwidth_bound = (M + B) * 64 / dram_bytes_per_cycle
-    stall_cycles    = max(latency_bound, bandwidth_bound) + ceil(H / max_outstanding) * llc_hit_cycles
+    occupancy = (H L_h + M L_m) / N + min(n, N) / I     every request holds a slot for its latency
+    issue     = (n - 1) / I + L                          the last request issued, then answered
+    bandwidth = (M + B) x 64 / W + L_m   (if M + B > 0)  the data transfer, after the first miss
+    memory    = max(occupancy, issue, bandwidth)
+    compute   = FLOPs of the phase / (peak FLOP/s / clock)
 
-i.e. misses overlap up to the outstanding-miss limit and are capped by DRAM bandwidth, and hits
-are pipelined the same way at the LLC hit latency. The model ignores compute overlap and
-dependences inside a step (the indexer scan before the KV gather); gem5 gives the cycle-level
-answer for the same stream. Defaults describe a 2 GHz core clock: 40-cycle LLC hit, 100 ns DRAM
-latency (200 cycles), 32 outstanding misses (the MSHRs of the gem5 configs), 64 B/cycle of
-DRAM bandwidth (128 GB/s).
+Phases run one after another (a barrier between them: the gather needs the top-k, the next layer
+needs this one), so a step's time is the sum of its phases' memory and compute time. Means are
+taken over the steps after the first ``warmup_steps`` (the LLC starts cold). A stream without
+phases (a generic access trace) is one memory phase per step with no compute.
+
+**open-loop** (the first-order formula of earlier versions; memory stall only, per step, no
+phases, no compute):
+
+    stall = max(ceil(M / N) x L_m, (M + B) x 64 / W) + ceil(H / N) x L_h
+
+gem5 (gem5_configs/decode_step.py) runs the same phases cycle by cycle; bench/gem5_steptime.py
+measures this model's error against it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from harness.cache.platforms import DEFAULT_PLATFORM, get_platform
 from harness.core.classes import LINE_BYTES
 from harness.core.errors import UserError
+
+TIMING_MODELS = ("closed-loop", "open-loop")
+PHASE_NAMES = {0: "index", 1: "gather", -1: "step"}  # -1: a generic trace's one phase per step
 
 
 @dataclass(frozen=True)
 class TimingConfig:
-    llc_hit_cycles: int = 40
-    dram_latency_cycles: int = 200
-    max_outstanding: int = 32
-    dram_bytes_per_cycle: float = 64.0
+    """A platform's timing values after overrides, and the model that uses them."""
+
+    platform: str = DEFAULT_PLATFORM
+    model: str = "closed-loop"
+    clock_hz: float = 0.0
+    llc_hit_cycles: int = 0
+    dram_latency_cycles: int = 0
+    max_outstanding: int = 0
+    dram_bytes_per_cycle: float = 0.0
+    issue_per_cycle: float = 0.0
+    flops_per_cycle: float = 0.0
+    bw_efficiency: float = 1.0
+    warmup_steps: int = 1
+
+    @classmethod
+    def make(cls, platform: str = DEFAULT_PLATFORM, model: str = "closed-loop", **overrides) -> TimingConfig:
+        """The platform's values, each replaced by an override that is not None."""
+        p = get_platform(platform)
+        values = {"clock_hz": p.clock_hz, "llc_hit_cycles": p.llc_hit_cycles,
+                  "dram_latency_cycles": p.mem_latency_cycles, "max_outstanding": p.max_outstanding,
+                  "dram_bytes_per_cycle": p.mem_bytes_per_cycle, "issue_per_cycle": p.issue_per_cycle,
+                  "flops_per_cycle": p.flops_per_cycle, "bw_efficiency": p.bw_efficiency, "warmup_steps": 1}
+        unknown = set(overrides) - set(values)
+        if unknown:
+            raise UserError(f"unknown timing parameter(s): {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        t = cls(platform, model, **values)
+        t.validate()
+        return t
 
     def validate(self) -> None:
+        if self.model not in TIMING_MODELS:
+            raise UserError(f"unknown timing model {self.model!r}; known: {', '.join(TIMING_MODELS)}")
+        get_platform(self.platform)
         for name, value in asdict(self).items():
-            if value <= 0:
+            if name in ("platform", "model"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"timing parameter {name} must be a finite number, got {value!r}")
+            if name == "warmup_steps":
+                if value < 0 or value != int(value):
+                    raise UserError(f"timing parameter warmup_steps must be a whole number >= 0, got {value}")
+            elif value <= 0:
                 raise UserError(f"timing parameter {name} must be positive, got {value}")
+        if self.bw_efficiency > 1:
+            raise UserError(f"timing parameter bw_efficiency must be at most 1, got {self.bw_efficiency}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def stall_cycles(hits: np.ndarray, misses: np.ndarray, writebacks: np.ndarray,
-                 t: TimingConfig) -> np.ndarray:
-    """Stall cycles of each step (arrays of per-step line counts)."""
-    hits, misses, writebacks = (np.asarray(a, dtype=np.float64) for a in (hits, misses, writebacks))
-    latency = np.ceil(misses / t.max_outstanding) * t.dram_latency_cycles
-    bandwidth = (misses + writebacks) * LINE_BYTES / t.dram_bytes_per_cycle
-    return np.maximum(latency, bandwidth) + np.ceil(hits / t.max_outstanding) * t.llc_hit_cycles
+def phase_cycles(hits, misses, writebacks, flops, t: TimingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Memory and compute cycles of each phase (arrays of per-phase counts; closed-loop model)."""
+    h, m, b, f = (np.asarray(a, dtype=np.float64) for a in (hits, misses, writebacks, flops))
+    n = h + m
+    slowest = np.where(m > 0, t.dram_latency_cycles, np.where(h > 0, t.llc_hit_cycles, 0.0))
+    issue_rate = t.issue_per_cycle
+    occupancy = (h * t.llc_hit_cycles + m * t.dram_latency_cycles) / t.max_outstanding \
+        + np.minimum(n, t.max_outstanding) / issue_rate
+    issue = np.maximum(n - 1, 0) / issue_rate + slowest
+    traffic = m + b
+    bandwidth = np.where(traffic > 0, traffic * LINE_BYTES / (t.dram_bytes_per_cycle * t.bw_efficiency)
+                         + t.dram_latency_cycles, 0.0)
+    memory = np.where(n > 0, np.maximum(np.maximum(occupancy, issue), bandwidth), 0.0)
+    return memory, f / t.flops_per_cycle
+
+
+def open_loop_stall(hits, misses, writebacks, t: TimingConfig) -> np.ndarray:
+    """Stall cycles of each step under the open-loop formula (arrays of per-step counts)."""
+    h, m, b = (np.asarray(a, dtype=np.float64) for a in (hits, misses, writebacks))
+    latency = np.ceil(m / t.max_outstanding) * t.dram_latency_cycles
+    bandwidth = (m + b) * LINE_BYTES / (t.dram_bytes_per_cycle * t.bw_efficiency)
+    return np.maximum(latency, bandwidth) + np.ceil(h / t.max_outstanding) * t.llc_hit_cycles
+
+
+def step_time(phases, t: TimingConfig, batch: int = 1, produced_by: str = "") -> dict:
+    """Step-time result keys from a table of phases in stream order with columns ``step``,
+    ``kind`` (0 index, 1 gather, -1 a generic trace's step), and either ``memory_cycles`` and
+    ``compute_cycles`` (measured, e.g. by gem5) or ``hits``, ``misses``, ``writebacks`` and
+    ``flops`` (then ``t.model`` computes them)."""
+    import pandas as pd
+
+    if phases.empty:
+        return {"steps": 0, "measured_steps": 0, "step_time_cycles": None, "timing": _provenance(t, produced_by)}
+    phases = phases.copy()
+    if "memory_cycles" not in phases:
+        if t.model == "closed-loop":
+            phases["memory_cycles"], phases["compute_cycles"] = phase_cycles(
+                phases.hits, phases.misses, phases.writebacks, phases.flops, t)
+        else:
+            per_step = phases.groupby("step", sort=True)[["hits", "misses", "writebacks"]].sum()
+            stall = pd.Series(open_loop_stall(per_step.hits, per_step.misses, per_step.writebacks, t),
+                              index=per_step.index)
+            phases = per_step.reset_index().assign(kind=-1, memory_cycles=stall.to_numpy(), compute_cycles=0.0)
+    steps = phases.groupby("step", sort=True)[["memory_cycles", "compute_cycles"]].sum()
+    total = steps.memory_cycles + steps.compute_cycles
+    warm = min(int(t.warmup_steps), max(len(steps) - 1, 0))
+    measured = steps.index[warm:]
+    mean = float(total.loc[measured].mean())
+    seconds = mean / t.clock_hz
+    kinds = phases[phases.step.isin(measured)].groupby("kind")[["memory_cycles", "compute_cycles"]].sum() \
+        / len(measured)
+    return {
+        "steps": int(len(steps)), "measured_steps": int(len(measured)),
+        "step_time_cycles": mean, "step_time_cycles_per_step": [float(x) for x in total],
+        "step_time_s": seconds, "tokens_per_s": 1 / seconds if seconds > 0 else None,
+        "batch_tokens_per_s": batch / seconds if seconds > 0 else None,
+        "memory_cycles_per_step": float(steps.memory_cycles.loc[measured].mean()),
+        "compute_cycles_per_step": float(steps.compute_cycles.loc[measured].mean()),
+        "phase_cycles": {PHASE_NAMES[int(k)]: {"memory": float(r.memory_cycles), "compute": float(r.compute_cycles)}
+                         for k, r in kinds.iterrows()},
+        "memory_wait_share": {PHASE_NAMES[int(k)]: float(r.memory_cycles / mean) if mean else None
+                              for k, r in kinds.iterrows()},
+        "timing": _provenance(t, produced_by),
+    }
+
+
+def _provenance(t: TimingConfig, produced_by: str) -> dict:
+    return {"model": t.model, "platform": t.platform, "produced_by": produced_by or {
+        "closed-loop": "built-in closed-loop phase model (harness.cache.timing)",
+        "open-loop": "built-in open-loop formula (harness.cache.timing)"}[t.model]}

@@ -3,7 +3,8 @@
 A trace is ``.npy`` (a 1-D array of byte addresses, unsigned or non-negative integers) or a
 Parquet/CSV table with column ``addr`` and optional ``size`` (bytes, default 1: the one line that
 holds ``addr``), ``op`` (``R``/``W``, either case, default ``R``), ``cls`` (a traffic class name,
-default ``other``), ``token`` (int64 token id, -1 for none) and ``step`` (decode step, default 0).
+default ``other``), ``token`` (int64 token id, -1 for none), ``step`` (decode step, default 0) and
+``phase`` (the phase id of trace_gen.stream, default the step: one phase per step).
 Files are read in chunks, so a trace larger than memory is simulated piece by piece.
 """
 
@@ -21,7 +22,7 @@ from harness.core.classes import LINE_SHIFT, OTHER, TRAFFIC_CLASSES
 from harness.core.errors import UserError, first_line
 
 CHUNK_ROWS = 1 << 21
-COLUMNS = ("addr", "size", "op", "cls", "token", "step")
+COLUMNS = ("addr", "size", "op", "cls", "token", "step", "phase")
 
 
 @dataclass
@@ -34,6 +35,11 @@ class Requests:
     cls: np.ndarray    # uint8 traffic-class code (harness.core.classes)
     token: np.ndarray  # int64 token id, -1 for none
     step: np.ndarray   # int64 decode step
+    phase: np.ndarray | None = None  # int64 phase id (trace_gen.stream); None: one phase per step
+
+    def __post_init__(self):
+        if self.phase is None:
+            self.phase = self.step
 
     def __len__(self) -> int:
         return len(self.addr)
@@ -56,11 +62,11 @@ class Requests:
         first = self.addr >> LINE_SHIFT
         count = ((self.addr + self.size - 1) >> LINE_SHIFT) - first + 1
         if len(count) == 0 or count.max() == 1:
-            return LineAccesses(first, self.write, self.cls, self.token, self.step)
+            return LineAccesses(first, self.write, self.cls, self.token, self.step, self.phase)
         rep = np.repeat(np.arange(len(first)), count)
         offset = np.arange(len(rep)) - np.repeat(np.cumsum(count) - count, count)
         return LineAccesses(first[rep] + offset, self.write[rep], self.cls[rep],
-                            self.token[rep], self.step[rep])
+                            self.token[rep], self.step[rep], self.phase[rep])
 
 
 @dataclass
@@ -72,6 +78,11 @@ class LineAccesses:
     cls: np.ndarray
     token: np.ndarray
     step: np.ndarray
+    phase: np.ndarray | None = None  # as Requests.phase
+
+    def __post_init__(self):
+        if self.phase is None:
+            self.phase = self.step
 
     def __len__(self) -> int:
         return len(self.line)
@@ -201,7 +212,12 @@ def _convert(path: Path, batch, row: int) -> Requests:
         step = _int_column(path, batch, "step", row).astype(np.int64)
         if len(step) and step.min() < 0:
             raise UserError(f"access trace {path}: negative step at row {row + int(np.argmax(step < 0))}")
-        out.step = step
+        out.step = out.phase = step  # without a phase column: one phase per decode step
+    if "phase" in names:
+        phase = _int_column(path, batch, "phase", row).astype(np.int64)
+        if len(phase) and phase.min() < 0:
+            raise UserError(f"access trace {path}: negative phase at row {row + int(np.argmax(phase < 0))}")
+        out.phase = phase
     return out
 
 

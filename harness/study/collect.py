@@ -3,8 +3,9 @@
 Columns: bookkeeping (``_run_id``, ``_status``: ok, failed or stale (made by an older built-in
 simulator, see ``harness.cache.RESULTS_VERSION``; the report leaves it out, the next sweep redoes it),
 ``_error``, ``_host``, ``_version``, ``_results_version``, ``_started``, ``_seconds``), parameters under their plain names (backbone, geometry,
-reserve_ways, ...), and results with units in their names (``llc_bytes``, ``stall_cycles``,
-``kv_hit_rate``, ``misses_lines``, ...). gem5 and built-in runs share the table; a result a
+reserve_ways, ...), and results with units in their names (``llc_bytes``, ``step_time_cycles``,
+``tokens_per_s``, ``kv_hit_rate``, ``misses_lines``, ...); ``timing_produced_by`` names the model
+that produced the step time. gem5 and built-in runs share the table; a result a
 backend does not produce is empty.
 """
 
@@ -45,10 +46,16 @@ def _results(r: dict) -> dict:
         "kv_token_partial_hits": tokens.get("partial_hits"), "kv_token_full_hit_rate": tokens.get("full_hit_rate"),
         "evictions_lines": r.get("evictions"), "token_invalidations_lines": r.get("token_invalidations"),
         "writebacks_lines": r.get("writebacks"), "steps": r.get("steps"),
-        "stall_cycles": r.get("stall_cycles"), "stall_cycles_per_step": r.get("stall_cycles_per_step"),
+        "measured_steps": r.get("measured_steps"), "step_time_cycles": r.get("step_time_cycles"),
+        "step_time_s": r.get("step_time_s"), "tokens_per_s": r.get("tokens_per_s"),
+        "batch_tokens_per_s": r.get("batch_tokens_per_s"), "memory_cycles_per_step": r.get("memory_cycles_per_step"),
+        "compute_cycles_per_step": r.get("compute_cycles_per_step"),
+        "timing_produced_by": (r.get("timing") or {}).get("produced_by"),
         "bound_capacity_tokens": bounds.get("capacity_tokens"), "lines_per_token": bounds.get("lines_per_token"),
         "fa_lru_token_hit_rate": bounds.get("fa_lru_hit_rate"), "min_token_hit_rate": bounds.get("min_hit_rate"),
     }
+    for kind, share in (r.get("memory_wait_share") or {}).items():
+        out[f"memory_wait_share_{kind}"] = share
     for name, c in r.get("by_class", {}).items():
         out[f"{name}_misses_lines"] = c.get("misses")
         if name != "kv":

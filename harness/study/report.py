@@ -1,49 +1,32 @@
-"""The study report: does reserving LLC ways for KV tokens (token-LRU) help DSA decode, by how
-much, on which backbone? Markdown and a self-contained HTML page with PNG plots.
+"""The study report: does reserving LLC ways for KV tokens help DSA decode, by how much, on
+which backbone? Markdown and a self-contained HTML page with PNG plots.
 
-Speed-ups are of the memory stall cycles of the first-order timing model (harness.cache.timing):
-``stall(baseline) / stall(config)``, i.e. the decode speed-up when decode is bound by memory.
-The bounds (a fully associative token cache of the reserved capacity under LRU, and MIN) are
-turned into stall cycles by replacing the run's KV line hits with the bound's token hits x lines
-per token, on per-step averages (an estimate; the runs themselves use exact per-step counts).
+Speed-ups are of the decode-step time (``step_time(baseline) / step_time(config)``) of the timing
+model each run names (``timing_produced_by``; the built-in closed-loop phase model by default,
+harness.cache.timing). The fully associative token caches of the reserved capacity (LRU and MIN)
+are reported as token hit rates beside the runs: they describe the selections, not a bound on a
+set-associative LLC whose shared ways also hold other traffic.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from harness.cache.timing import TimingConfig, stall_cycles
 from harness.core.errors import UserError
 from harness.core.mdtable import markdown_table
 
 GROUP = ["backbone", "indexer", "topk", "geometry", "llc_bytes", "ways"]
 
 
-def _bound_stall(row, hit_rate_col: str) -> float:
-    """Stall cycles per step if the KV token hits were the bound's (see the module docstring)."""
-    rate = row[hit_rate_col]
-    if rate is None or (isinstance(rate, float) and math.isnan(rate)) or not row["steps"]:
-        return math.nan
-    lines = row["lines_per_token"] or 0
-    kv_hits = row["kv_accesses_lines"] - row["kv_misses_lines"]
-    bound_hits = rate * row["kv_token_reads"] * lines
-    delta = kv_hits - bound_hits
-    t = TimingConfig(int(row["timing_llc_hit_cycles"]), int(row["timing_dram_latency_cycles"]),
-                     int(row["timing_max_outstanding"]), float(row["timing_dram_bytes_per_cycle"]))
-    s = row["steps"]
-    return float(stall_cycles(np.array([(row["hits_lines"] - delta) / s]), np.array([(row["misses_lines"] + delta) / s]),
-                              np.array([row["writebacks_lines"] / s]), t)[0])
-
-
 def headline(df: pd.DataFrame) -> pd.DataFrame:
-    """Per backbone, geometry and LLC size: the baseline, the best reservation under each policy,
-    and the bounds at the best token-LRU reservation, as memory-stall speed-ups."""
+    """Per backbone, geometry and LLC size: the baseline, and the best reservation under each
+    policy as a decode-step speed-up, with the fully associative token hit rates at the best
+    token-LRU reservation's capacity."""
     ok = df[(df._status == "ok") & (df.backend == "builtin")]
     if ok.empty:
         return pd.DataFrame()
@@ -55,27 +38,23 @@ def headline(df: pd.DataFrame) -> pd.DataFrame:
         b = base.iloc[0]
         row = dict(zip(GROUP, key))
         row["llc"] = f"{int(b.llc_bytes) // (1 << 20)} MiB" if b.llc_bytes % (1 << 20) == 0 else f"{int(b.llc_bytes)} B"
-        row["baseline_stall_cycles_per_step"] = b.stall_cycles_per_step
+        row["baseline_step_time_cycles"] = b.step_time_cycles
         row["baseline_kv_hit_rate"] = b.kv_hit_rate
         row["baseline_index_hit_rate"] = b.index_hit_rate
         for policy in sorted(set(g.policy)):
             p = g[(g.reserve_ways > 0) & (g.policy == policy)]
             if p.empty:  # e.g. lru, present only as the baseline
                 continue
-            best = p.loc[p.stall_cycles_per_step.idxmin()]
+            best = p.loc[p.step_time_cycles.idxmin()]
             row[f"{policy}_best_reserve_ways"] = int(best.reserve_ways)
             row[f"{policy}_kv_hit_rate"] = best.kv_hit_rate
             row[f"{policy}_index_hit_rate"] = best.index_hit_rate
-            row[f"{policy}_speedup"] = b.stall_cycles_per_step / best.stall_cycles_per_step
+            row[f"{policy}_speedup"] = b.step_time_cycles / best.step_time_cycles
         tl = g[(g.reserve_ways > 0) & (g.policy == "token-lru")]
         if not tl.empty:
-            best = tl.loc[tl.stall_cycles_per_step.idxmin()].to_dict()
-            base_est = _bound_stall(best, "kv_token_full_hit_rate")
-            for name, col in (("fa_token_lru_bound", "fa_lru_token_hit_rate"), ("min_bound", "min_token_hit_rate")):
-                est = _bound_stall(best, col)
-                # relative to the run's own estimate, so that the averaging cancels out
-                row[f"{name}_speedup"] = (b.stall_cycles_per_step / best["stall_cycles_per_step"]) * (base_est / est) \
-                    if est and est == est and base_est == base_est else math.nan
+            best = tl.loc[tl.step_time_cycles.idxmin()]
+            row["fa_lru_token_hit_rate"] = best.fa_lru_token_hit_rate
+            row["fa_min_token_hit_rate"] = best.min_token_hit_rate
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -95,13 +74,14 @@ def verdict(h: pd.DataFrame) -> list[str]:
                 f"of KV {best.baseline_kv_hit_rate:.2f} -> {best['token-lru_kv_hit_rate']:.2f}, of the indexer "
                 f"keys {best.baseline_index_hit_rate:.2f} -> {best['token-lru_index_hit_rate']:.2f}); "
                 f"median {s.median():.2f}x.")
-        others = [c for c in g.columns if c.endswith("_speedup") and not c.startswith(("token-lru", "fa_", "min_"))]
+        others = [c for c in g.columns if c.endswith("_speedup") and not c.startswith("token-lru")]
         if others:
             text += " Other policies in the reserved ways: " + ", ".join(
                 f"{c[:-len('_speedup')]} best {g[c].max():.2f}x" for c in others) + "."
-        if "min_bound_speedup" in g and g["min_bound_speedup"].notna().any():
-            text += (f" Bounds at the same reserved capacity: fully associative token-LRU "
-                     f"{g['fa_token_lru_bound_speedup'].max():.2f}x, MIN {g['min_bound_speedup'].max():.2f}x.")
+        if "fa_min_token_hit_rate" in g and g["fa_min_token_hit_rate"].notna().any():
+            text += (f" A fully associative token cache of the same reserved capacity would hit "
+                     f"{g['fa_lru_token_hit_rate'].max():.2f} of token reads under LRU and "
+                     f"{g['fa_min_token_hit_rate'].max():.2f} under MIN (not a bound on this LLC).")
         lines.append(text)
     return lines
 
@@ -118,7 +98,7 @@ def sweep_plots(df: pd.DataFrame, folder: Path) -> list[str]:
         return out
     for metric, ylabel, name in [("kv_hit_rate", "KV line hit rate", "kv_hit_rate"),
                                  ("misses_lines", "LLC misses (lines)", "llc_misses"),
-                                 ("stall_cycles_per_step", "stall cycles per step", "stall_cycles")]:
+                                 ("step_time_cycles", "decode-step time (cycles)", "step_time")]:
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
         for ax, ((backbone, geometry), g) in zip(axes[0], panels):
             for (size, policy), p in g.groupby(["llc_bytes", "policy"], sort=True):
@@ -138,7 +118,7 @@ def sweep_plots(df: pd.DataFrame, folder: Path) -> list[str]:
 def speedup_plot(h: pd.DataFrame, folder: Path) -> str | None:
     from harness.core.plotting import plt, save
 
-    cols = [c for c in ("lru_speedup", "token-lru_speedup", "fa_token_lru_bound_speedup", "min_bound_speedup") if c in h]
+    cols = [c for c in h.columns if c.endswith("_speedup")]
     if h.empty or not cols:
         return None
     labels = [f"{r.backbone}\n{r.geometry}\n{r.llc}" for r in h.itertuples()]
@@ -149,7 +129,7 @@ def speedup_plot(h: pd.DataFrame, folder: Path) -> str | None:
                label=c.replace("_speedup", "").replace("_", " "))
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xticks(np.arange(len(h)) + 0.4 - width / 2, labels, fontsize=7)
-    ax.set(ylabel="memory-stall speed-up over no reservation", title="Reservation vs the unpartitioned LLC")
+    ax.set(ylabel="decode-step speed-up over no reservation", title="Reservation vs the unpartitioned LLC")
     ax.legend(fontsize=7)
     return save(fig, folder / "speedup.png")
 
@@ -232,8 +212,9 @@ def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, 
         doc.h(1, "Does reserving LLC ways for KV tokens help DSA decode?")
         for line in verdict(h):
             doc.p(line)
-        doc.p("Speed-ups are of memory stall cycles per decode step (first-order timing model); "
-              "reservation = ways kept for KV lines, evicted by token recency (token-lru) or per line (lru).")
+        models = ", ".join(sorted(set(df.timing_produced_by.dropna()))) if "timing_produced_by" in df else "?"
+        doc.p(f"Speed-ups are of the decode-step time ({models}); reservation = ways kept for KV lines, "
+              "evicted by token recency (token-lru) or per line (lru).")
         if not h.empty:
             cols = ["backbone", "geometry", "llc", "baseline_kv_hit_rate", "baseline_index_hit_rate"] + \
                    [c for c in h.columns if c.endswith("_speedup") or c.endswith("_best_reserve_ways")]
@@ -265,7 +246,8 @@ def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, 
                 doc.image(p)
         doc.h(2, "All runs")
         cols = ["backbone", "geometry", "llc_bytes", "ways", "reserve_ways", "policy", "kv_hit_rate",
-                "misses_lines", "stall_cycles_per_step", "fa_lru_token_hit_rate", "min_token_hit_rate", "_status"]
+                "misses_lines", "step_time_cycles", "tokens_per_s", "fa_lru_token_hit_rate", "min_token_hit_rate",
+                "_status"]
         doc.table(df[[c for c in cols if c in df]].sort_values(cols[:6]))
         if bad:
             doc.p("Unreadable run folders (skipped): " + "; ".join(bad))

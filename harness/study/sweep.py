@@ -27,6 +27,7 @@ from pathlib import Path
 
 from harness import __version__
 from harness.cache import RESULTS_VERSION
+from harness.cache.platforms import DEFAULT_PLATFORM
 from harness.core.canon import config_hash
 from harness.core.errors import UserError, first_line
 from harness.core.units import atomic_path, write_text_atomic
@@ -43,9 +44,12 @@ SCHEMA = {
                "observe_only": False, "seed": 0},
     "stream": {"geometry": "native", "layout": "paged", "page_tokens": 64, "page_order": "in-order",
                "layout_seed": 0, "weights": False},
-    "llc": {"size": "32MiB", "ways": 16, "reserve_ways": 0, "policy": "token-lru", "whole_token_eviction": True},
-    "timing": {"llc_hit_cycles": 40, "dram_latency_cycles": 200, "max_outstanding": 32,
-               "dram_bytes_per_cycle": 64.0},
+    # size and ways default to the platform's LLC
+    "llc": {"size": None, "ways": None, "reserve_ways": 0, "policy": "token-lru", "whole_token_eviction": True},
+    # the platform's values, each overridable (None: the platform's)
+    "timing": {"platform": DEFAULT_PLATFORM, "model": "closed-loop", "llc_hit_cycles": None,
+               "dram_latency_cycles": None, "max_outstanding": None, "dram_bytes_per_cycle": None,
+               "issue_per_cycle": None, "warmup_steps": None},
     "gem5": {"binary": None, "timeout": 3600.0, "tick_spacing_ps": 1_000_000, "dram": "DDR4_2400_8x8",
              "clock": "2GHz"},
 }
@@ -156,6 +160,7 @@ def _describe(flat: dict) -> str:
 def canonical_run(point: dict, backend: str, gem5: dict) -> dict:
     """Validated, normalised config of one run (equal runs get equal configs)."""
     from harness.cache.llc import LLCConfig
+    from harness.cache.platforms import get_platform
     from harness.cache.timing import TimingConfig
     from trace_gen.decode import DecodeConfig
     from trace_gen.geometry import PRESETS
@@ -172,14 +177,15 @@ def canonical_run(point: dict, backend: str, gem5: dict) -> dict:
     if s["geometry"] != "native" and s["geometry"] not in PRESETS:
         raise UserError(f"unknown geometry {s['geometry']!r}")
     Layout(s["layout"], s["page_tokens"], s["page_order"], s["layout_seed"], s["weights"]).validate()
-    llc = LLCConfig.make(point["llc"]["size"], point["llc"]["ways"], point["llc"]["reserve_ways"],
-                         point["llc"]["policy"], point["llc"]["whole_token_eviction"])
+    t = point["timing"]
+    platform = get_platform(t["platform"])
+    size, ways = point["llc"]["size"], point["llc"]["ways"]
+    llc = LLCConfig.make(platform.llc_size if size is None else size, platform.llc_ways if ways is None else ways,
+                         point["llc"]["reserve_ways"], point["llc"]["policy"], point["llc"]["whole_token_eviction"])
     if llc.reserve_ways == 0 or llc.policy == "lru":  # the policy and whole-token flag do not apply
         llc = LLCConfig(llc.size, llc.ways, llc.reserve_ways, "lru" if llc.reserve_ways == 0 else llc.policy, True)
-    t = point["timing"]
-    timing = TimingConfig(int(t["llc_hit_cycles"]), int(t["dram_latency_cycles"]), int(t["max_outstanding"]),
-                          float(t["dram_bytes_per_cycle"]))
-    timing.validate()
+    timing = TimingConfig.make(t["platform"], t["model"],
+                               **{k: v for k, v in t.items() if k not in ("platform", "model")})
     run = {"decode": dict(d), "stream": dict(s), "llc": llc.to_dict(), "timing": timing.to_dict(),
            "backend": backend}
     if backend == "gem5":
@@ -302,7 +308,8 @@ def simulate_run(folder: Path, run: dict, gem5_binary: str | None = None, gem5_t
         with tempfile.TemporaryDirectory(prefix="gem5-") as out:
             return simulate_gem5(src.chunks(reuse=True), cfg, src.amap.describe(), gem5_binary, out,
                                  gem5_timeout, g["tick_spacing_ps"], g["dram"], g["clock"])
-    return simulate(src.chunks(reuse=True), cfg, TimingConfig(**run["timing"]), bounds=True)
+    return simulate(src.chunks(reuse=True), cfg, TimingConfig(**run["timing"]), bounds=True, phases=src.phases(),
+                    batch=src.log.requests)
 
 
 # --- executors ---------------------------------------------------------------------------

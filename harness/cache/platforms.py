@@ -1,0 +1,112 @@
+"""Decode engines the step-time model and the gem5 closed-loop config describe: clock, LLC, memory,
+the requests the engine can keep in flight, and its peak compute.
+
+Every hardware number cites its public source; a number derived from others says how. Where a
+vendor does not publish a value (an LLC's associativity), the preset says what it assumes.
+Platform values are defaults: ``--llc-size``/``--ways`` and the timing options override them.
+
+``mem_latency_cycles`` is the unloaded latency of an LLC miss as the engine sees it (LLC lookup
+included), ``llc_hit_cycles`` that of an LLC hit. ``max_outstanding`` is the engine's requests in
+flight; for GPUs, where no such limit is published, it is Little's law on the published bandwidth
+and latency (the concurrency needed to reach peak bandwidth). ``issue_per_cycle`` is how many line
+requests the engine can send to the LLC per cycle.
+
+``gem5_mem`` is the gem5 DRAM interface and channel count whose peak bandwidth comes closest to
+the platform's (gem5_configs/decode_step.py builds it), and ``bw_efficiency`` the share of peak
+bandwidth the built-in model assumes is achieved (calibrated against gem5 runs of this platform,
+see bench/gem5_steptime.py; 1.0 means not calibrated).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+from harness.core.classes import LINE_BYTES
+from harness.core.errors import UserError
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str
+    description: str
+    clock_hz: float
+    llc_size: int            # bytes
+    llc_ways: int
+    llc_hit_cycles: int
+    mem_latency_cycles: int
+    mem_bytes_per_cycle: float
+    max_outstanding: int
+    issue_per_cycle: float
+    peak_flops: float        # dense, the precision the decode's GEMMs run in (per second)
+    gem5_mem: tuple[str, int] = ("DDR5_4400_4x8", 8)
+    bw_efficiency: float = 1.0
+
+    @property
+    def mem_bandwidth(self) -> float:
+        """Bytes per second."""
+        return self.mem_bytes_per_cycle * self.clock_hz
+
+    @property
+    def flops_per_cycle(self) -> float:
+        return self.peak_flops / self.clock_hz
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["gem5_mem"] = list(self.gem5_mem)
+        return d
+
+    def with_overrides(self, **values) -> Platform:
+        """The platform with some values replaced (None leaves a value as it is)."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def _littles_law(bandwidth: float, latency_s: float) -> int:
+    """Line requests in flight needed to sustain ``bandwidth`` (B/s) at ``latency_s``."""
+    return math.ceil(bandwidth * latency_s / LINE_BYTES)
+
+
+_XEON_CLOCK = 2.0e9
+_H100_CLOCK = 1.755e9
+_MI300X_CLOCK = 2.1e9
+
+PLATFORMS = {p.name: p for p in [
+    # Intel Xeon Platinum 8480+ (Sapphire Rapids-SP), one socket as the decode engine.
+    # Intel ARK: 56 cores, 2.0 GHz base, 105 MB LLC, 8 channels of DDR5-4800 (8 x 38.4 GB/s =
+    # 307.2 GB/s). LLC: 1.875 MB per core slice, 15-way (Intel 64 and IA-32 Architectures
+    # Optimization Reference Manual, Sapphire Rapids server LLC). LLC hit ~33 ns and memory
+    # ~110 ns unloaded (Chips and Cheese, "Sapphire Rapids: Golden Cove Hits the Server Market",
+    # 2023, latency plots). In flight: 48 outstanding L2 misses per Golden Cove core (optimization
+    # manual) x 56 cores. Issue: one LLC request per core per cycle (an assumption). Compute: AMX,
+    # 1024 BF16 FLOP per cycle per core (one 16x16x32 TDPBF16PS per 16 cycles; Intel AMX
+    # documentation) x 56 cores x 2.0 GHz = 114.7 TFLOP/s.
+    Platform("xeon-8480", "CPU server: Intel Xeon Platinum 8480+, 105 MiB LLC, 8 x DDR5-4800",
+             _XEON_CLOCK, 105 << 20, 15, round(33e-9 * _XEON_CLOCK), round(110e-9 * _XEON_CLOCK),
+             307.2e9 / _XEON_CLOCK, 56 * 48, 56, 56 * 1024 * _XEON_CLOCK),
+    # NVIDIA H100 SXM5 80 GB. NVIDIA H100 datasheet: 50 MB L2, 3.35 TB/s HBM3, 989 TFLOP/s dense
+    # BF16. Clock 1755 MHz with L2 hit latency 200 cycles and global memory latency 400 cycles, and
+    # 8986 GB/s of L2 bandwidth (open-access table of Nvidia GPU features, Ultrasonics
+    # Sonochemistry 99 (2023) 106546, Table 3, PMC10448217). L2 associativity is not published:
+    # 16 ways assumed. In flight: Little's law (3.35 TB/s x 400 cycles). Issue: L2 bandwidth in
+    # lines per cycle (8986 GB/s / 64 B / 1.755 GHz = 80).
+    Platform("h100-sxm", "HBM accelerator: NVIDIA H100 SXM, 50 MiB L2, HBM3 3.35 TB/s",
+             _H100_CLOCK, 50 << 20, 16, 200, 400, 3.35e12 / _H100_CLOCK,
+             _littles_law(3.35e12, 400 / _H100_CLOCK), round(8986e9 / LINE_BYTES / _H100_CLOCK), 989e12),
+    # AMD Instinct MI300X. AMD MI300X data sheet: 2100 MHz peak engine clock, 256 MB Infinity
+    # Cache, 8 HBM3 stacks with 5.3 TB/s, 1307.4 TFLOP/s dense BF16; Infinity Cache peak bandwidth
+    # 17.2 TB/s (AMD CDNA 3 architecture white paper). Infinity Cache hit ~220 ns and HBM ~350 ns
+    # (read approximately from the pointer-chasing latency plot of Chips and Cheese, "Testing AMD's
+    # Giant MI300X", 2024). Associativity not published: 16 ways assumed. In flight: Little's law
+    # (5.3 TB/s x 350 ns). Issue: Infinity Cache bandwidth in lines per cycle.
+    Platform("mi300x", "HBM accelerator: AMD Instinct MI300X, 256 MiB Infinity Cache, HBM3 5.3 TB/s",
+             _MI300X_CLOCK, 256 << 20, 16, round(220e-9 * _MI300X_CLOCK), round(350e-9 * _MI300X_CLOCK),
+             5.3e12 / _MI300X_CLOCK, _littles_law(5.3e12, 350e-9),
+             round(17.2e12 / LINE_BYTES / _MI300X_CLOCK), 1307.4e12),
+]}
+DEFAULT_PLATFORM = "xeon-8480"
+
+
+def get_platform(name: str) -> Platform:
+    if name not in PLATFORMS:
+        raise UserError(f"unknown platform {name!r}; known: {', '.join(PLATFORMS)}")
+    return PLATFORMS[name]
