@@ -378,9 +378,7 @@ def report(sweep_dir, out, policies):
     from harness.study.report import build_report
 
     r = build_report(sweep_dir, out, policies=policies)
-    from harness.study.report import verdict
-
-    for line in verdict(r["headline"]):
+    for line in r["verdict"]:
         click.echo(line.replace("**", ""))
     click.echo(f"wrote {out}/report.md and {out}/report.html")
 
@@ -394,14 +392,14 @@ def demo(out, jobs):
     from pathlib import Path
 
     from harness.study.demo import DEMO_SPEC
-    from harness.study.report import build_report, verdict
+    from harness.study.report import build_report
     from harness.study.sweep import execute, loads_spec
 
     spec = loads_spec(DEMO_SPEC, "demo spec")
     click.echo(f"demo: {len(spec.runs)} simulations over {len(spec.decodes)} decodes, into {out}/")
     counts = execute(spec, Path(out) / "sweep", jobs, force=True)
     r = build_report(Path(out) / "sweep", Path(out) / "report")
-    for line in verdict(r["headline"]):
+    for line in r["verdict"]:
         click.echo(line.replace("**", ""))
     click.echo(f"{counts['ok']} runs done, {counts['failed']} failed; report: {out}/report/report.html")
 

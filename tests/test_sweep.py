@@ -121,7 +121,7 @@ def test_sweep_runs_collects_reports_and_resumes(tmp_path):
         assert row.baseline_step_time_cycles == base.step_time_cycles.iloc[0]
     md = (tmp_path / "report" / "report.md").read_text()
     html = (tmp_path / "report" / "report.html").read_text()
-    assert md.startswith("# Does reserving LLC ways") and "token-LRU reservation" in md
+    assert md.startswith("# Does reserving LLC ways") and "the best reservation is" in md
     assert "data:image/png;base64," in html and "<table" in html
 
 

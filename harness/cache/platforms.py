@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
+from harness.cache.calibration import calibrated_values
 from harness.core.classes import LINE_BYTES
 from harness.core.errors import UserError
 
@@ -107,6 +108,7 @@ DEFAULT_PLATFORM = "xeon-8480"
 
 
 def get_platform(name: str) -> Platform:
+    """A preset, with the values fitted to gem5 runs of it applied (harness.cache.calibration)."""
     if name not in PLATFORMS:
         raise UserError(f"unknown platform {name!r}; known: {', '.join(PLATFORMS)}")
-    return PLATFORMS[name]
+    return PLATFORMS[name].with_overrides(**calibrated_values(name))

@@ -12,9 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 DPI = 110
 
 
-def save(fig, path: Path) -> str:
-    """Lay out, write at DPI and close ``fig``; returns the path as a string."""
-    fig.tight_layout()
+def save(fig, path: Path, tight: bool = True) -> str:
+    """Lay out (unless the caller did), write at DPI and close ``fig``; returns the path as a string."""
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return str(path)

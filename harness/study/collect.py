@@ -4,7 +4,7 @@ Columns: bookkeeping (``_run_id``, ``_status``: ok, failed or stale (made by an 
 simulator, see ``harness.cache.RESULTS_VERSION``; the report leaves it out, the next sweep redoes it),
 ``_error``, ``_host``, ``_version``, ``_results_version``, ``_started``, ``_seconds``), parameters under their plain names (backbone, geometry,
 reserve_ways, ...), and results with units in their names (``llc_bytes``, ``step_time_cycles``,
-``tokens_per_s``, ``kv_hit_rate``, ``misses_lines``, ...); ``timing_produced_by`` names the model
+``tokens_per_s``, ``kv_hit_rate``, ``misses_lines``, ...); ``step_time_model`` names the model
 that produced the step time. gem5 and built-in runs share the table; a result a
 backend does not produce is empty.
 """
@@ -20,13 +20,18 @@ from harness.core.errors import UserError
 from harness.core.units import atomic_path
 from harness.study.sweep import is_stale
 
+DECODE_PARAMETERS = ("backbone", "indexer", "topk", "prompt_tokens", "steps", "requests", "text", "sink_tokens",
+                     "local_window", "observe_only", "seed")
+STREAM_PARAMETERS = ("geometry", "layout", "page_tokens", "page_order", "layout_seed", "weights")
+# parameter columns (besides timing_<key>, one per timing value)
+PARAMETERS = tuple("decode_steps" if k == "steps" else k for k in DECODE_PARAMETERS) + STREAM_PARAMETERS + (
+    "llc_bytes", "ways", "reserve_ways", "policy", "whole_token_eviction", "backend")
+
 
 def _params(cfg: dict) -> dict:
     d, s, llc, t = cfg["decode"], cfg["stream"], cfg["llc"], cfg["timing"]
-    out = {k: d[k] for k in ("backbone", "indexer", "topk", "prompt_tokens", "steps", "requests", "text",
-                             "sink_tokens", "local_window", "observe_only", "seed")}
-    out = {("decode_steps" if k == "steps" else k): v for k, v in out.items()}
-    out.update({k: s[k] for k in ("geometry", "layout", "page_tokens", "page_order", "layout_seed", "weights")})
+    out = {("decode_steps" if k == "steps" else k): d[k] for k in DECODE_PARAMETERS}
+    out.update({k: s[k] for k in STREAM_PARAMETERS})
     out.update({"llc_bytes": llc["size"], "ways": llc["ways"], "reserve_ways": llc["reserve_ways"],
                 "policy": llc["policy"], "whole_token_eviction": llc["whole_token_eviction"],
                 "backend": cfg["backend"]})
@@ -50,7 +55,7 @@ def _results(r: dict) -> dict:
         "step_time_s": r.get("step_time_s"), "tokens_per_s": r.get("tokens_per_s"),
         "batch_tokens_per_s": r.get("batch_tokens_per_s"), "memory_cycles_per_step": r.get("memory_cycles_per_step"),
         "compute_cycles_per_step": r.get("compute_cycles_per_step"),
-        "timing_produced_by": (r.get("timing") or {}).get("produced_by"),
+        "step_time_model": (r.get("timing") or {}).get("produced_by"),
         "bound_capacity_tokens": bounds.get("capacity_tokens"), "lines_per_token": bounds.get("lines_per_token"),
         "fa_lru_token_hit_rate": bounds.get("fa_lru_hit_rate"), "min_token_hit_rate": bounds.get("min_hit_rate"),
     }

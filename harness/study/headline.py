@@ -1,0 +1,136 @@
+"""The report's answer, from the collected table: does a KV reservation speed up decode, where the
+gain comes from, when it hurts, and why two policies give the same numbers.
+
+A *configuration* is every parameter of a run except the reservation (``reserve_ways``,
+``policy``, ``whole_token_eviction``); its *baseline* is its unpartitioned run (``reserve_ways``
+0). Every reserved run is compared with its baseline: the decode-step speed-up
+``step_time(baseline) / step_time(run)``, and the LLC misses it saves per decode step in each
+traffic class (negative: it adds misses there).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.core.units import format_size
+
+HELP = 1.01  # a reservation helps above this speed-up, hurts below 1 / HELP, is neutral between
+CLASSES = {"index": "indexer-key", "kv": "KV", "kv_write": "KV-write", "weights": "weight"}
+RESERVATION = ("reserve_ways", "policy", "whole_token_eviction")
+RESULTS = ("step_time_cycles", "hits_lines", "misses_lines")
+
+
+def configuration_columns(df: pd.DataFrame) -> list[str]:
+    """The parameter columns that identify a configuration (collect's parameters minus the
+    reservation)."""
+    from harness.study.collect import PARAMETERS
+
+    return [c for c in df.columns if (c in PARAMETERS or c.startswith("timing_")) and c not in RESERVATION]
+
+
+def comparisons(df: pd.DataFrame) -> pd.DataFrame:
+    """Every finished built-in reserved run beside its baseline: ``speedup``,
+    ``baseline_step_time_cycles``, ``baseline_batch_tokens_per_s``, and ``saved_<class>`` (misses
+    saved per decode step)."""
+    ok = df[(df._status == "ok") & (df.backend == "builtin") & df.step_time_cycles.notna()]
+    key = configuration_columns(ok)
+    base = ok[ok.reserve_ways == 0]
+    runs = ok[ok.reserve_ways > 0]
+    if base.empty or runs.empty:
+        return pd.DataFrame()
+    cols = key + ["step_time_cycles", "batch_tokens_per_s"] + [f"{c}_misses_lines" for c in CLASSES if
+                                                                 f"{c}_misses_lines" in ok]
+    both = runs.merge(base[cols].drop_duplicates(key), on=key, suffixes=("", "_baseline"))
+    out = both.assign(speedup=both.step_time_cycles_baseline / both.step_time_cycles,
+                      baseline_step_time_cycles=both.step_time_cycles_baseline,
+                      baseline_batch_tokens_per_s=both.batch_tokens_per_s_baseline)
+    for c in CLASSES:
+        if f"{c}_misses_lines" in both:
+            out[f"saved_{c}"] = (both[f"{c}_misses_lines_baseline"].fillna(0) - both[f"{c}_misses_lines"].fillna(0)) \
+                / both.steps
+    return out.drop(columns=[c for c in out.columns if c.endswith("_baseline")])
+
+
+def headline(df: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration and policy, the reserved run with the shortest decode step."""
+    c = comparisons(df)
+    if c.empty:
+        return c
+    best = c.loc[c.groupby(configuration_columns(c) + ["policy"], dropna=False).step_time_cycles.idxmin()]
+    return best.sort_values(configuration_columns(c) + ["policy"]).reset_index(drop=True)
+
+
+def attribution(row) -> str:
+    """Where a run's change in misses comes from, per traffic class, per decode step."""
+    parts = []
+    for c, name in CLASSES.items():
+        saved = row.get(f"saved_{c}")
+        if saved is None or pd.isna(saved) or abs(saved) < 0.5:
+            continue
+        parts.append(f"{'saves' if saved > 0 else 'adds'} {abs(saved) / 1e3:,.1f} k {name} misses")
+    total = sum(row.get(f"saved_{c}", 0) or 0 for c in CLASSES if not pd.isna(row.get(f"saved_{c}", 0)))
+    if not parts:
+        return "it changes no class's misses"
+    gains = {name: row[f"saved_{c}"] for c, name in CLASSES.items()
+             if f"saved_{c}" in row and not pd.isna(row[f"saved_{c}"]) and row[f"saved_{c}"] > 0}
+    source = f"; the saved misses are {max(gains, key=gains.get)} misses" if gains and total > 0 else ""
+    return "per decode step it " + ", ".join(parts) + source
+
+
+def describe(row) -> str:
+    """A configuration and its reservation in a few words."""
+    parts = [f"{row.geometry}", format_size(int(row.llc_bytes)), f"ctx {int(row.prompt_tokens):,}", f"k {int(row.topk)}"]
+    if int(row.get("requests", 1)) > 1:
+        parts.append(f"batch {int(row.requests)}")
+    platform = row.get("timing_platform")
+    if isinstance(platform, str):
+        parts.append(platform)
+    return ", ".join(parts)
+
+
+def verdict(df: pd.DataFrame) -> list[str]:
+    """Plain sentences for the first screen, per backbone: the best reservation with the cause
+    of its gain, and how often reservations help and hurt."""
+    c = comparisons(df)
+    if c.empty:
+        return ["No configuration has both an unpartitioned baseline and a reservation: nothing to compare."]
+    lines = []
+    for backbone, g in c.groupby("backbone", sort=True):
+        best, worst = g.loc[g.speedup.idxmax()], g.loc[g.speedup.idxmin()]
+        helps, hurts = int((g.speedup >= HELP).sum()), int((g.speedup <= 1 / HELP).sum())
+        text = (f"**{backbone}**: the best reservation is {best.policy} in {int(best.reserve_ways)} of "
+                f"{int(best.ways)} ways ({describe(best)}): {best.speedup:.2f}x the decode-step speed "
+                f"({best.baseline_batch_tokens_per_s:,.0f} -> {best.batch_tokens_per_s:,.0f} tokens/s for the batch); "
+                f"{attribution(best)}. Of {len(g)} reserved runs, {helps} help (>= {HELP:.2f}x), {hurts} hurt "
+                f"(<= {1 / HELP:.2f}x) and {len(g) - helps - hurts} change less; the worst is {worst.speedup:.2f}x "
+                f"({worst.policy} in {int(worst.reserve_ways)} ways, {describe(worst)}).")
+        lines.append(text)
+    return lines
+
+
+def identities(df: pd.DataFrame) -> list[str]:
+    """Sentences naming the policies whose runs give identical results in every configuration
+    and reservation where both ran, with the reason when it follows from the geometry."""
+    ok = df[(df._status == "ok") & (df.backend == "builtin") & (df.reserve_ways > 0)]
+    if ok.empty:
+        return []
+    key = configuration_columns(ok) + ["reserve_ways"]
+    out = []
+    for geometry, g in ok.groupby("geometry", sort=True):
+        policies = sorted(set(g.policy))
+        for i, a in enumerate(policies):
+            for b in policies[i + 1:]:
+                pair = g[g.policy == a].merge(g[g.policy == b], on=key, suffixes=("_a", "_b"))
+                if pair.empty or not all((pair[f"{r}_a"] == pair[f"{r}_b"]).all() for r in RESULTS):
+                    continue
+                text = f"{a} and {b} give identical results in all {len(pair)} {geometry} runs where both ran"
+                lines = pair.lines_per_token_a.dropna()
+                sets = (pair.llc_bytes // (pair.ways * 64))
+                if {a, b} == {"lru", "token-lru"} and len(lines) and ((sets % lines.iloc[0]) == 0).all():
+                    m = int(lines.iloc[0])
+                    text += (f": a token is {m} lines, {m} divides the number of sets, so every token's lines fill "
+                             f"one aligned group of {m} sets that only whole tokens share; all sets of a group hold "
+                             f"the same tokens in the same order, and line LRU evicts whole tokens by recency, as "
+                             f"token-lru does")
+                out.append(text + ".")
+    return out
