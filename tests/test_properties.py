@@ -7,7 +7,7 @@ from helpers import line_accesses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.cache.llc import LLCConfig, LLCState
+from harness.cache.llc import RESERVED_POLICIES, LLCConfig, LLCState
 from harness.cache.simulate import simulate
 from harness.cache.tokencache import TokenStream, lru_hits, min_hits
 from harness.core.accesstrace import LineAccesses
@@ -84,6 +84,29 @@ def test_min_never_worse_than_the_set_associative_reservation(acc, r, policy, wh
     min_misses = b["token_reads"] - b["min_hits"]
     assert min_misses <= t["accesses"] - t["full_hits"]
     assert b["min_hits"] >= b["fa_lru_hits"]
+
+
+@st.composite
+def token_streams_with_writes(draw):
+    """Whole-token kv reads and kv_write runs (token t: lines 3t..3t+2), in any order."""
+    drawn = draw(st.lists(st.tuples(st.integers(0, 30), st.booleans()), min_size=1, max_size=200))
+    refs = [r for i, r in enumerate(drawn) if i == 0 or drawn[i - 1] != r]  # repeats would merge runs
+    lines = [3 * t + j for t, _ in refs for j in range(3)]
+    n = len(lines)
+    cls = [KV_WRITE if w else KV for _, w in refs for _ in range(3)]
+    return LineAccesses(np.array(lines, dtype=np.int64), np.array([c == KV_WRITE for c in cls], np.uint8),
+                        np.array(cls, np.uint8), np.array([t for t, _ in refs for _ in range(3)], dtype=np.int64),
+                        np.zeros(n, np.int64))
+
+
+@settings(max_examples=200, deadline=None)
+@given(token_streams_with_writes(), st.integers(1, WAYS), st.sampled_from(RESERVED_POLICIES), st.booleans())
+def test_min_bounds_the_full_token_hits_of_every_policy(acc, r, policy, whole):
+    """The fully associative MIN of the reserved capacity, fed reads and writes, is an upper bound
+    on the full token hits of every policy of the reserved ways (simulate's _bounds docstring)."""
+    res = simulate([acc], LLCConfig.make(SETS * WAYS * 64, WAYS, r, policy, whole))
+    bound = res["bounds"]["min_hits"] if res["bounds"] else 0  # no bounds: no token was read
+    assert res["kv_tokens"]["full_hits"] <= bound
 
 
 def python_lru_hits(tokens, capacity):

@@ -54,12 +54,12 @@ def test_contiguous_addresses_by_hand(tiny_log):
         (ix(0, 0, 0), 5 * 16, INDEX, 0, -1, 0),          # scan of 5 keys, one contiguous read
         (ix(1, 0, 2), 16, INDEX, 1, -1, 0),              # request 1 (ctx 3)
         (ix(1, 0, 0), 3 * 16, INDEX, 0, -1, 0),
-        (kv(0, 0, 0), 100, KV, 0, token_id(0, 0, 0), 1),  # gather: request 0's selection
+        (kv(0, 0, 4), 100, KV_WRITE, 1, token_id(0, 0, 4), 1),  # gather: request 0's new KV, its selection
+        (kv(0, 0, 0), 100, KV, 0, token_id(0, 0, 0), 1),
         (kv(0, 0, 3), 100, KV, 0, token_id(0, 0, 3), 1),
-        (kv(0, 0, 4), 100, KV_WRITE, 1, token_id(0, 0, 4), 1),
-        (kv(1, 0, 1), 100, KV, 0, token_id(1, 0, 1), 1),  # request 1's
+        (kv(1, 0, 2), 100, KV_WRITE, 1, token_id(1, 0, 2), 1),  # request 1's
+        (kv(1, 0, 1), 100, KV, 0, token_id(1, 0, 1), 1),
         (kv(1, 0, 2), 100, KV, 0, token_id(1, 0, 2), 1),
-        (kv(1, 0, 2), 100, KV_WRITE, 1, token_id(1, 0, 2), 1),
     ]
     cols = ["addr", "size", "cls", "write", "token", "phase"]
     assert [tuple(x) for x in first[cols].itertuples(index=False)] == expect
@@ -85,8 +85,8 @@ def test_paged_addresses_by_hand(tiny_log):
     expect = [
         (ix(1, 4, 0), 16, INDEX, 1, 2),                    # new token, position 4 = page 4 offset 0
         (ix(1, 0, 0), 32, INDEX, 0, 2), (ix(1, 1, 0), 32, INDEX, 0, 2), (ix(1, 4, 0), 16, INDEX, 0, 2),
+        (kv(1, 4, 0), 100, KV_WRITE, 1, 3),                        # the new token's KV
         (kv(1, 1, 0), 100, KV, 0, 3), (kv(1, 4, 0), 100, KV, 0, 3),   # positions 2 and 4
-        (kv(1, 4, 0), 100, KV_WRITE, 1, 3),
     ]
     assert [tuple(x) for x in layer1_req0[["addr", "size", "cls", "write", "phase"]].itertuples(index=False)] == expect
 

@@ -108,6 +108,9 @@ def test_sweep_runs_collects_reports_and_resumes(tmp_path):
                 "kv_hit_rate", "step_time_cycles", "tokens_per_s", "misses_lines", "min_token_hit_rate"):
         assert col in df
     assert set(df.llc_bytes) == {65536, 131072}
+    # MIN of the reserved capacity bounds every reserved run's full token hits
+    bounded = df[df.min_token_hit_rate.notna()]
+    assert len(bounded) and (bounded.kv_token_full_hits <= bounded.min_token_hit_rate * bounded.kv_token_reads + 1e-9).all()
     # again: nothing to do
     assert execute(spec, folder, jobs=2, progress=False) == {"skipped": 20, "ok": 0, "failed": 0}
     # the report's tables are the collected table

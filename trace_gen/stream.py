@@ -6,10 +6,10 @@ request inside the phase):
 
 1. **index** phase: for each request, the write of the new token's indexer key, then the scan of
    all ``ctx_len`` indexer keys;
-2. **gather** phase (it needs the index phase's top-k): for each request, every selected token's
-   KV (``kv_bytes`` each) and the write of the new token's KV (``kv_write``, position
-   ``ctx_len - 1``); then, with ``weights``, the layer's weights (``weight_bytes``, once per layer
-   for the whole batch).
+2. **gather** phase (it needs the index phase's top-k): for each request, the write of the new
+   token's KV (``kv_write``, position ``ctx_len - 1``, which the selection may include), then every
+   selected token's KV (``kv_bytes`` each); then, with ``weights``, the layer's weights
+   (``weight_bytes``, once per layer for the whole batch).
 
 Every access carries its phase id, ``(step * L + layer) * 2 + kind`` (kind 0 index, 1 gather),
 and :meth:`StreamSource.phases` describes each phase (step, layer, kind, FLOPs of the compute that
@@ -334,16 +334,16 @@ def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n
                     n = _put(n, ix_layer + phys[r, j] * page_tokens * index_bytes, count * index_bytes,
                              INDEX, 0, -1, st, ph, as_lines, o)
             ph += 1
-            for r in range(n_req):  # gather phase: the selected tokens, then the new token's KV
+            for r in range(n_req):  # gather phase: the new token's KV is written, then the selection read
                 row = row0 + r
                 tok_base = (np.int64(r) << 48) | (np.int64(g) << 32)
+                new = ctx_len[row] - 1
+                slot = phys[r, new // page_tokens] * page_tokens + new % page_tokens
+                n = _put(n, kv_layer + slot * stride, kv_bytes, KV_WRITE, 1, tok_base | new, st, ph, as_lines, o)
                 for i in range(offsets[row], offsets[row + 1]):
                     p = np.int64(positions[i])
                     slot = phys[r, p // page_tokens] * page_tokens + p % page_tokens
                     n = _put(n, kv_layer + slot * stride, kv_bytes, KV, 0, tok_base | p, st, ph, as_lines, o)
-                new = ctx_len[row] - 1
-                slot = phys[r, new // page_tokens] * page_tokens + new % page_tokens
-                n = _put(n, kv_layer + slot * stride, kv_bytes, KV_WRITE, 1, tok_base | new, st, ph, as_lines, o)
             if weight_bytes > 0:
                 n = _put(n, weights_base + g * weight_bytes, weight_bytes, WEIGHTS, 0, -1, st, ph, as_lines, o)
             pos[1] += 1

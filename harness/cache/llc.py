@@ -59,7 +59,8 @@ SEQ = 1 << 40       # keys that combine a small priority with an access time: pr
 C_NOW, C_EVICT, C_WB, C_TOKEN_INVAL, C_BYPASS = 0, 1, 2, 3, 4
 C_TR_FULL, C_TR_PARTIAL, C_TR_MISS, C_TR_OPEN, C_TR_TOKEN, C_TR_LINES, C_TR_HITS = 5, 6, 7, 8, 9, 10, 11
 C_NFREE, C_HISTORY = 12, 13  # free token records; entries in streak/admit's history table
-N_COUNTERS = 14
+C_WRITE_TOK = 14  # token of the kv_write run in progress (-1: none)
+N_COUNTERS = 15
 
 N_CLASSES = len(TRAFFIC_CLASSES)
 
@@ -147,6 +148,7 @@ class LLCState:
         self.free = np.arange(max(tracked, 1), dtype=np.int64)[::-1].copy()  # a stack of free records
         self.tkeys, self.tvals = hashtab.new_table(tracked, 1)
         self.counters[C_NFREE] = len(self.free)
+        self.counters[C_WRITE_TOK] = -1
         self.policy_state = np.zeros(N_GLOBALS, dtype=np.int64)
         self.policy_state[G_GROUP_STEP] = self.policy_state[G_GROUP_LAYER] = -1
         # history of every token read so far: streak's (last read step, streak), admit's
@@ -163,8 +165,9 @@ class LLCState:
         """Simulate one chunk of line accesses (``steps``: decode step of each access, which
         streak reads; ``phases``: phase id of each access, default the step).
 
-        Returns the hit flag of every access (uint8), the token ids of the token reads that
-        started in this chunk (for the bounds), and the chunk's per-phase counts as runs of
+        Returns the hit flag of every access (uint8), the token ids of the token references (kv
+        reads and kv_write runs) that started in this chunk, in order (for the fully associative
+        token caches), and the chunk's per-phase counts as runs of
         consecutive accesses of one phase. The arrays are views into buffers this state reuses:
         they are valid until the next call (fresh pages cost a page fault each, which on a VM
         took as long as the simulation itself)."""
@@ -405,6 +408,7 @@ def _run(lines, cls, tokens, writes, steps_phases, out, reads, runs,
     evictions, writebacks, invalidations, bypasses = ctr[C_EVICT], ctr[C_WB], ctr[C_TOKEN_INVAL], ctr[C_BYPASS]
     read_open, read_tok, read_lines, read_hits = ctr[C_TR_OPEN], ctr[C_TR_TOKEN], ctr[C_TR_LINES], ctr[C_TR_HITS]
     nfree = ctr[C_NFREE]
+    write_tok = ctr[C_WRITE_TOK]
     nreads = 0
     nruns = 0
     run_phase = phases[0] if phases.shape[0] else 0
@@ -478,6 +482,13 @@ def _run(lines, cls, tokens, writes, steps_phases, out, reads, runs,
         elif read_open:
             _close_read(read_lines, read_hits, read_lengths, ctr)
             read_open = 0
+        if c == KV_WRITE:  # a write references its token too: it can bring it into a token cache
+            if tok != write_tok:
+                reads[nreads] = tok
+                nreads += 1
+                write_tok = tok
+        else:
+            write_tok = -1
 
         if hit:
             out[i] = 1
@@ -585,6 +596,7 @@ def _run(lines, cls, tokens, writes, steps_phases, out, reads, runs,
     ctr[C_EVICT], ctr[C_WB], ctr[C_TOKEN_INVAL], ctr[C_BYPASS] = evictions, writebacks, invalidations, bypasses
     ctr[C_TR_OPEN], ctr[C_TR_TOKEN], ctr[C_TR_LINES], ctr[C_TR_HITS] = read_open, read_tok, read_lines, read_hits
     ctr[C_NFREE] = nfree
+    ctr[C_WRITE_TOK] = write_tok
     return nreads, nruns
 
 

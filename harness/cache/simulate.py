@@ -57,14 +57,15 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
             acc = chunk.lines() if isinstance(chunk, Requests) else chunk
             if len(acc) == 0:
                 continue
-            _, reads, phase_runs = state.access(acc.line, acc.cls, acc.token, acc.write, acc.step, acc.phase)
+            _, refs, phase_runs = state.access(acc.line, acc.cls, acc.token, acc.write, acc.step, acc.phase)
             runs.append(phase_runs)
             if stream is not None:
-                stream.append(reads)
+                stream.append(refs)
         state.finish()
         summary = _summarise(state)
         summary.update(step_time(per_phase(runs, phases), timing, batch))
-        summary["bounds"] = _bounds(stream, cfg, state.lines_per_token()) if stream else None
+        summary["bounds"] = _bounds(stream, cfg, state.lines_per_token(), summary["kv_tokens"]["accesses"]) \
+            if stream else None
     finally:
         if stream is not None:
             stream.close()
@@ -94,13 +95,20 @@ def _summarise(state: LLCState) -> dict:
     return out
 
 
-def _bounds(stream: TokenStream, cfg: LLCConfig, lines_per_token: int) -> dict | None:
-    """LRU and MIN token bounds at the reserved capacity, in tokens of the most common read size."""
+def _bounds(stream: TokenStream, cfg: LLCConfig, lines_per_token: int, reads: int) -> dict | None:
+    """Fully associative caches of whole tokens with the reserved capacity (in tokens of the most
+    common read size), fed every KV token reference in order (reads, and writes, which can bring
+    a token in but never count as hits): LRU, and Belady's MIN with bypass.
+
+    MIN's hits bound the LLC's full token hits (``kv_tokens.full_hits``) under any policy of the
+    reserved ways: KV lines live only there, so at most ``capacity`` tokens are whole at any time,
+    a token becomes whole only when it is referenced, and the tokens the LLC holds whole form a
+    schedule of such a cache, which MIN's hits cannot fall short of. LRU's hits bound nothing.
+    Rates are per token read."""
     if cfg.reserve_ways == 0 or lines_per_token == 0:
         return None
     capacity = cfg.sets * cfg.reserve_ways // lines_per_token
     lru, opt = lru_hits(stream, capacity), min_hits(stream, capacity)
-    n = stream.n
-    return {"capacity_tokens": capacity, "lines_per_token": lines_per_token, "token_reads": n,
-            "fa_lru_hits": lru, "fa_lru_hit_rate": lru / n if n else None,
-            "min_hits": opt, "min_hit_rate": opt / n if n else None}
+    return {"capacity_tokens": capacity, "lines_per_token": lines_per_token, "token_reads": reads,
+            "token_references": stream.n, "fa_lru_hits": lru, "fa_lru_hit_rate": lru / reads if reads else None,
+            "min_hits": opt, "min_hit_rate": opt / reads if reads else None}

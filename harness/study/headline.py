@@ -101,11 +101,19 @@ def verdict(df: pd.DataFrame) -> list[str]:
         text = (f"**{backbone}**: the best reservation is {best.policy} in {int(best.reserve_ways)} of "
                 f"{int(best.ways)} ways ({describe(best)}): {best.speedup:.2f}x the decode-step speed "
                 f"({best.baseline_batch_tokens_per_s:,.0f} -> {best.batch_tokens_per_s:,.0f} tokens/s for the batch); "
-                f"{attribution(best)}. Of {len(g)} reserved runs, {helps} help (>= {HELP:.2f}x), {hurts} hurt "
+                f"{attribution(best)}{_token_bound(best)}. Of {len(g)} reserved runs, {helps} help (>= {HELP:.2f}x), {hurts} hurt "
                 f"(<= {1 / HELP:.2f}x) and {len(g) - helps - hurts} change less; the worst is {worst.speedup:.2f}x "
                 f"({worst.policy} in {int(worst.reserve_ways)} ways, {describe(worst)}).")
         lines.append(text)
     return lines
+
+
+def _token_bound(row) -> str:
+    """The run's KV full-token hit rate beside its upper bound (MIN of the reserved capacity)."""
+    rate, bound = row.get("kv_token_full_hit_rate"), row.get("min_token_hit_rate")
+    if rate is None or bound is None or pd.isna(rate) or pd.isna(bound):
+        return ""
+    return f"; it hits {rate:.2f} of KV token reads whole, of at most {bound:.2f} (MIN, any policy)"
 
 
 def identities(df: pd.DataFrame) -> list[str]:

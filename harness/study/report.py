@@ -309,11 +309,13 @@ def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, 
             for p in policy_plots(pol, tmp):
                 doc.image(p)
         doc.h(2, "All runs")
-        doc.p("fa_lru/fa_min token hit rate: a fully associative cache of whole tokens with the reserved capacity "
-              "under LRU / Belady's MIN, on the same token reads (describes the selections; not a bound on this LLC).")
+        doc.p("fa_lru / fa_min token hit rate: a fully associative cache of whole tokens with the reserved capacity, "
+              "under LRU / Belady's MIN with bypass, fed the run's KV token reads and writes. fa_min bounds the run's "
+              "KV full-token hit rate (kv_token_full_hit_rate) under any policy of the reserved ways; fa_lru bounds "
+              "nothing. Neither bounds the step time: the shared ways' traffic changes with the reservation too.")
         cols = ["backbone", "geometry", "prompt_tokens", "topk", "requests", "llc_bytes", "ways", "reserve_ways",
                 "policy", "kv_hit_rate", "index_hit_rate", "misses_lines", "step_time_cycles", "batch_tokens_per_s",
-                "fa_lru_token_hit_rate", "min_token_hit_rate", "_status"]
+                "kv_token_full_hit_rate", "fa_lru_token_hit_rate", "min_token_hit_rate", "_status"]
         doc.table(df[[c for c in cols if c in df]].sort_values(cols[:9])
                   .rename(columns={"min_token_hit_rate": "fa_min_token_hit_rate"}))
         if bad:

@@ -1,0 +1,70 @@
+"""The report's answer (harness.study.headline) on hand-made result tables: speed-ups, where the
+saved misses come from, help/hurt counts with their threshold, and identical policies."""
+
+import pandas as pd
+import pytest
+
+from harness.study.headline import attribution, comparisons, headline, identities, verdict
+
+
+def run(reserve_ways, policy, step, index_misses, kv_misses, geometry="deepseek-v3.2", llc=1 << 24, hits=0):
+    """One collected row (only the columns the headline reads; steps = 10)."""
+    return {"_status": "ok", "backend": "builtin", "backbone": "bb", "indexer": "dsa", "topk": 128,
+            "prompt_tokens": 2048, "decode_steps": 10, "requests": 1, "geometry": geometry, "llc_bytes": llc,
+            "ways": 16, "reserve_ways": reserve_ways, "policy": policy, "whole_token_eviction": True,
+            "timing_platform": "xeon-8480", "timing_clock_hz": 2e9, "steps": 10, "step_time_cycles": step,
+            "batch_tokens_per_s": 2e9 / step, "index_misses_lines": index_misses, "kv_misses_lines": kv_misses,
+            "kv_write_misses_lines": 0, "misses_lines": index_misses + kv_misses, "hits_lines": hits,
+            "lines_per_token": 11, "kv_token_full_hit_rate": 0.1, "min_token_hit_rate": 0.5}
+
+
+@pytest.fixture
+def table():
+    return pd.DataFrame([
+        run(0, "lru", 1000.0, 50_000, 20_000),
+        run(4, "token-lru", 800.0, 10_000, 22_000),   # 1.25x: saves 4,000 index misses/step, adds 200 KV
+        run(8, "token-lru", 1250.0, 60_000, 5_000),   # 0.80x: hurts
+        run(4, "streak", 995.0, 49_000, 20_000),      # 1.005x: neutral
+        run(4, "lru", 800.0, 10_000, 22_000),         # identical to token-lru in 4 ways
+        run(8, "lru", 1250.0, 60_000, 5_000),         # identical to token-lru in 8 ways
+    ])
+
+
+def test_comparisons_give_speedups_and_misses_saved_per_class_and_step(table):
+    c = comparisons(table).set_index(["policy", "reserve_ways"])
+    assert c.loc[("token-lru", 4)].speedup == pytest.approx(1.25)
+    assert c.loc[("token-lru", 4)].saved_index == pytest.approx((50_000 - 10_000) / 10)
+    assert c.loc[("token-lru", 4)].saved_kv == pytest.approx((20_000 - 22_000) / 10)
+    assert c.loc[("token-lru", 8)].speedup == pytest.approx(0.8)
+
+
+def test_headline_keeps_each_policys_best_reservation(table):
+    h = headline(table).set_index("policy")
+    assert h.loc["token-lru"].reserve_ways == 4 and h.loc["streak"].reserve_ways == 4
+    assert len(h) == 3
+
+
+def test_attribution_names_the_class_of_the_saved_misses(table):
+    best = comparisons(table).sort_values("speedup").iloc[-1]
+    text = attribution(best)
+    assert "saves 4.0 k indexer-key misses" in text and "adds 0.2 k KV misses" in text
+    assert text.endswith("the saved misses are indexer-key misses")
+
+
+def test_verdict_gives_both_sides_and_the_threshold(table):
+    (line,) = verdict(table)
+    assert "1.25x" in line and "token-lru in 4 of 16 ways" in line
+    # token-lru 4 and lru 4 help, token-lru 8 and lru 8 hurt, streak is neutral
+    assert "2 help (>= 1.01x), 2 hurt (<= 0.99x) and 1 change less" in line
+    assert "the worst is 0.80x" in line
+    assert "of at most 0.50 (MIN, any policy)" in line
+
+
+def test_identical_policies_are_explained(table):
+    (text,) = identities(table)
+    assert text.startswith("lru and token-lru give identical results in all 2 deepseek-v3.2 runs")
+    # 11-line tokens do not divide 2^k sets: no reason is claimed
+    assert "divides the number of sets" not in text
+    llama = table.assign(geometry="llama-3.1-8b", lines_per_token=64)
+    (text,) = identities(llama)
+    assert "a token is 64 lines, 64 divides the number of sets" in text
