@@ -85,9 +85,13 @@ def test_curve_equals_the_simulators_token_lru_bound(tmp_path):
     from trace_gen.geometry import get_geometry
     from trace_gen.stream import Layout, StreamSource
 
+    # the simulator's token caches also see each new token's KV write, before the selections that
+    # step reads (trace_gen.stream): the same ids with (request, layer, ctx_len - 1) put in front
     with TokenStream() as s:
         for block in log.blocks():
-            s.append(dense_token_ids(block, log.layers, 10_000))
+            ids = dense_token_ids(block, log.layers, 10_000)
+            new = (block.request * log.layers + block.layer) * 10_000 + block.ctx_len - 1
+            s.append(np.insert(ids, block.offsets[:-1], new))
         sd = StackDistances(s.distinct)
         sd.feed(np.asarray(s.ids))
     src = StreamSource(log, get_geometry("native", log.meta), Layout("paged", 16))
