@@ -250,3 +250,20 @@ def test_trace_file_says_what_made_it(tmp_path, tiny_log):
     assert prov["tool"].startswith("dsa-llc") and prov["geometry"]["name"] == "native:hand"
     chunk = next(read_access_trace(out))
     assert set(np.unique(chunk.cls)) <= set(range(len(TRAFFIC_CLASSES)))
+
+
+def test_per_request_counts_add_up_to_the_class_counts(tiny_log):
+    from harness.cache.llc import LLCConfig
+    from harness.cache.simulate import simulate
+
+    src = StreamSource(tiny_log, TINY, Layout("paged", page_tokens=2))
+    r = simulate(src.chunks(), LLCConfig.make("4KiB", 4, 2, "token-lru"), batch=2)
+    assert len(r["by_request"]) == 2
+    for name, c in r["by_class"].items():
+        assert sum(q.get(name, {}).get("accesses", 0) for q in r["by_request"]) == c["accesses"]
+        assert sum(q.get(name, {}).get("hits", 0) for q in r["by_request"]) == c["hits"]
+    # each request's kv lines: its selections (2 lines per token) over both steps and layers
+    rows = tiny_log.dataframe()
+    for q in (0, 1):
+        selected = rows[rows.request == q].positions.map(len).sum()
+        assert r["by_request"][q]["kv"]["accesses"] == 2 * selected

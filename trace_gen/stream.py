@@ -239,7 +239,7 @@ class StreamSource:
                           self.geometry.token_stride, self.geometry.kv_bytes, self.geometry.index_bytes,
                           self.amap.weight_bytes, self.amap.kv_base, self.amap.index_base,
                           self.amap.weights_base, as_lines, bound,
-                          out.addr, out.size, out.cls, out.write, out.token, out.step, out.phase)
+                          out.addr, out.size, out.cls, out.write, out.token, out.step, out.phase, out.request)
                 yield out.take(n)
 
     def _check_block(self, b: StepBlock) -> None:
@@ -267,19 +267,20 @@ class _Buffers:
         self.token = np.zeros(cap, dtype=np.int64)
         self.step = np.zeros(cap, dtype=np.int64)
         self.phase = np.zeros(cap, dtype=np.int64)
+        self.request = np.zeros(cap, dtype=np.int64)
 
     def take(self, n: int):
         if self.as_lines:
             return LineAccesses(self.addr[:n], self.write[:n], self.cls[:n], self.token[:n], self.step[:n],
-                                self.phase[:n])
+                                self.phase[:n], self.request[:n])
         return Requests(self.addr[:n], self.size[:n], self.write[:n], self.cls[:n], self.token[:n], self.step[:n],
-                        self.phase[:n])
+                        self.phase[:n], self.request[:n])
 
 
 @nb.njit(inline="always")
-def _put(n, addr, nbytes, c, w, tok, step, ph, as_lines, o):
+def _put(n, addr, nbytes, c, w, tok, step, ph, rq, as_lines, o):
     """Append one request (or its lines) to the output buffers ``o``."""
-    o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase = o
+    o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req = o
     if as_lines:
         first = addr >> LINE_SHIFT
         last = (addr + nbytes - 1) >> LINE_SHIFT
@@ -290,6 +291,7 @@ def _put(n, addr, nbytes, c, w, tok, step, ph, as_lines, o):
             o_tok[n] = tok
             o_step[n] = step
             o_phase[n] = ph
+            o_req[n] = rq
             n += 1
     else:
         o_addr[n] = addr
@@ -299,6 +301,7 @@ def _put(n, addr, nbytes, c, w, tok, step, ph, as_lines, o):
         o_tok[n] = tok
         o_step[n] = step
         o_phase[n] = ph
+        o_req[n] = rq
         n += 1
     return n
 
@@ -307,8 +310,8 @@ def _put(n, addr, nbytes, c, w, tok, step, ph, as_lines, o):
 def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n_req,
           phys, page_tokens, total_pages, stride, kv_bytes, index_bytes, weight_bytes,
           kv_base, index_base, weights_base, as_lines, bound,
-          o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase):
-    o = (o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase)
+          o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req):
+    o = (o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req)
     n = 0
     cap = o_addr.shape[0]
     n_geo = layer_map.shape[0]
@@ -328,24 +331,24 @@ def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n
                 ctx = ctx_len[row0 + r]
                 new = ctx - 1
                 slot = phys[r, new // page_tokens] * page_tokens + new % page_tokens
-                n = _put(n, ix_layer + slot * index_bytes, index_bytes, INDEX, 1, -1, st, ph, as_lines, o)
+                n = _put(n, ix_layer + slot * index_bytes, index_bytes, INDEX, 1, -1, st, ph, r, as_lines, o)
                 for j in range((ctx + page_tokens - 1) // page_tokens):
                     count = min(page_tokens, ctx - j * page_tokens)
                     n = _put(n, ix_layer + phys[r, j] * page_tokens * index_bytes, count * index_bytes,
-                             INDEX, 0, -1, st, ph, as_lines, o)
+                             INDEX, 0, -1, st, ph, r, as_lines, o)
             ph += 1
             for r in range(n_req):  # gather phase: the new token's KV is written, then the selection read
                 row = row0 + r
                 tok_base = (np.int64(r) << 48) | (np.int64(g) << 32)
                 new = ctx_len[row] - 1
                 slot = phys[r, new // page_tokens] * page_tokens + new % page_tokens
-                n = _put(n, kv_layer + slot * stride, kv_bytes, KV_WRITE, 1, tok_base | new, st, ph, as_lines, o)
+                n = _put(n, kv_layer + slot * stride, kv_bytes, KV_WRITE, 1, tok_base | new, st, ph, r, as_lines, o)
                 for i in range(offsets[row], offsets[row + 1]):
                     p = np.int64(positions[i])
                     slot = phys[r, p // page_tokens] * page_tokens + p % page_tokens
-                    n = _put(n, kv_layer + slot * stride, kv_bytes, KV, 0, tok_base | p, st, ph, as_lines, o)
+                    n = _put(n, kv_layer + slot * stride, kv_bytes, KV, 0, tok_base | p, st, ph, r, as_lines, o)
             if weight_bytes > 0:
-                n = _put(n, weights_base + g * weight_bytes, weight_bytes, WEIGHTS, 0, -1, st, ph, as_lines, o)
+                n = _put(n, weights_base + g * weight_bytes, weight_bytes, WEIGHTS, 0, -1, st, ph, 0, as_lines, o)
             pos[1] += 1
         pos[1] = 0
         pos[0] += 1

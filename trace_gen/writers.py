@@ -31,6 +31,7 @@ def requests_table(r: Requests) -> pa.Table:
         "token": pa.array(r.token, pa.int64()),
         "step": pa.array(r.step, pa.int64()),
         "phase": pa.array(r.phase, pa.int64()),
+        "request": pa.array(r.request, pa.int64()),
     })
 
 

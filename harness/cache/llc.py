@@ -60,7 +60,8 @@ C_NOW, C_EVICT, C_WB, C_TOKEN_INVAL, C_BYPASS = 0, 1, 2, 3, 4
 C_TR_FULL, C_TR_PARTIAL, C_TR_MISS, C_TR_OPEN, C_TR_TOKEN, C_TR_LINES, C_TR_HITS = 5, 6, 7, 8, 9, 10, 11
 C_NFREE, C_HISTORY = 12, 13  # free token records; entries in streak/admit's history table
 C_WRITE_TOK = 14  # token of the kv_write run in progress (-1: none)
-N_COUNTERS = 15
+C_KV_SEEN = 15  # kv line accesses so far (admit's epochs)
+N_COUNTERS = 16
 
 N_CLASSES = len(TRAFFIC_CLASSES)
 
@@ -127,7 +128,7 @@ class LLCConfig:
 class LLCState:
     """Tag store and policy state, carried from one chunk of accesses to the next."""
 
-    def __init__(self, cfg: LLCConfig):
+    def __init__(self, cfg: LLCConfig, requests: int = 1):
         cfg.validate()
         self.cfg = cfg
         n = cfg.sets * cfg.ways
@@ -158,12 +159,19 @@ class LLCState:
         self.hkeys, self.hvals = hashtab.new_table(1 << 12 if history else 1, 2)
         self.layer_ends = np.full(N_LAYERS if streak else 1, -1, dtype=np.int64)  # list heads
         self.read_lengths = np.zeros(256, dtype=np.int64)  # token reads by line count (capped)
-        self.by_class = np.zeros((2, N_CLASSES), dtype=np.int64)  # accesses, hits
+        self.by_request = np.zeros((max(requests, 1), 2, N_CLASSES), dtype=np.int64)  # [request, accesses|hits, class]
         self._out = self._reads = self._runs = np.zeros(0)
 
-    def access(self, lines, cls, tokens, writes, steps=None, phases=None) -> tuple[np.ndarray, np.ndarray, PhaseRuns]:
+    @property
+    def by_class(self) -> np.ndarray:
+        """Accesses and hits per traffic class, [2, classes]."""
+        return self.by_request.sum(axis=0)
+
+    def access(self, lines, cls, tokens, writes, steps=None, phases=None,
+               requests=None) -> tuple[np.ndarray, np.ndarray, PhaseRuns]:
         """Simulate one chunk of line accesses (``steps``: decode step of each access, which
-        streak reads; ``phases``: phase id of each access, default the step).
+        streak reads; ``phases``: phase id of each access, default the step; ``requests``: the
+        request each access serves, for per-request counts, default 0).
 
         Returns the hit flag of every access (uint8), the token ids of the token references (kv
         reads and kv_write runs) that started in this chunk, in order (for the fully associative
@@ -176,6 +184,12 @@ class LLCState:
             steps = np.zeros(n, dtype=np.int64)
         if phases is None:
             phases = steps
+        if requests is None:
+            requests = np.zeros(n, dtype=np.int64)
+        elif n and requests.max() >= len(self.by_request):  # more requests than announced: grow
+            grown = np.zeros((int(requests.max()) + 1, 2, N_CLASSES), dtype=np.int64)
+            grown[:len(self.by_request)] = self.by_request
+            self.by_request = grown
         if len(self._out) < n:
             self._out = np.zeros(n, dtype=np.uint8)
             self._reads = np.zeros(n, dtype=np.int64)
@@ -190,10 +204,10 @@ class LLCState:
             need = int(self.counters[C_HISTORY]) + starts
             if 2 * need > len(self.hkeys):
                 self.hkeys, self.hvals = hashtab.grow(self.hkeys, self.hvals, need)
-        nreads, nruns = _KERNELS[code](lines, cls, tokens, writes, (steps, phases), out, reads, runs,
+        nreads, nruns = _KERNELS[code](lines, cls, tokens, writes, (steps, phases, requests), out, reads, runs,
                                        self.tag, self.stamp, self.dirty, self.owner, self.next, self.prev,
                                        self.records, self.free, self.tkeys, self.tvals, self.counters,
-                                       self.read_lengths, self.by_class, cfg.sets, cfg.ways, cfg.reserve_ways,
+                                       self.read_lengths, self.by_request, cfg.sets, cfg.ways, cfg.reserve_ways,
                                        cfg.whole_token_eviction, self.policy_state, self.hkeys, self.hvals,
                                        self.layer_ends)
         return out, reads[:nreads], PhaseRuns(*runs[:nruns].T.copy())
@@ -397,18 +411,19 @@ def _release(rec, records, free, nfree, tkeys, tvals, policy, layer_ends):
 
 
 @nb.njit(inline="always")
-def _run(lines, cls, tokens, writes, steps_phases, out, reads, runs,
-         tag, stamp, dirty, owner, nxt, prv, records, free, tkeys, tvals, ctr, read_lengths, by_class,
+def _run(lines, cls, tokens, writes, labels, out, reads, runs,
+         tag, stamp, dirty, owner, nxt, prv, records, free, tkeys, tvals, ctr, read_lengths, by_request,
          n_sets, n_ways, n_res, whole, policy, g, hkeys, hvals, layer_ends):
-    # (steps, phases) travel as one tuple: CPython passes calls of more than 30 arguments as
-    # *args, which numba cannot inline
-    steps, phases = steps_phases
+    # (steps, phases, requests) travel as one tuple: CPython passes calls of more than 30
+    # arguments as *args, which numba cannot inline
+    steps, phases, requests = labels
     # Counters live in locals inside the loop (array elements would be reloaded on every use).
     now = ctr[C_NOW]
     evictions, writebacks, invalidations, bypasses = ctr[C_EVICT], ctr[C_WB], ctr[C_TOKEN_INVAL], ctr[C_BYPASS]
     read_open, read_tok, read_lines, read_hits = ctr[C_TR_OPEN], ctr[C_TR_TOKEN], ctr[C_TR_LINES], ctr[C_TR_HITS]
     nfree = ctr[C_NFREE]
     write_tok = ctr[C_WRITE_TOK]
+    kv_seen = ctr[C_KV_SEEN]
     nreads = 0
     nruns = 0
     run_phase = phases[0] if phases.shape[0] else 0
@@ -458,7 +473,10 @@ def _run(lines, cls, tokens, writes, steps_phases, out, reads, runs,
                     way = w
                     break
         hit = way >= 0
-        by_class[0, c] += 1
+        rq = requests[i]
+        by_request[rq, 0, c] += 1
+        if c == KV:
+            kv_seen += 1
 
         tok = np.int64(-1)
         if is_kv:
@@ -478,7 +496,7 @@ def _run(lines, cls, tokens, writes, steps_phases, out, reads, runs,
             if policy == P_STREAK and read_lines == 1:
                 _streak_read(tok, steps[i], records, tkeys, tvals, hkeys, hvals, layer_ends, g, now, ctr)
             elif policy == P_ADMIT and read_lines == 1:
-                _admit_read(tok, (by_class[0, KV] - 1) // admit_window, hkeys, hvals, ctr)
+                _admit_read(tok, (kv_seen - 1) // admit_window, hkeys, hvals, ctr)
         elif read_open:
             _close_read(read_lines, read_hits, read_lengths, ctr)
             read_open = 0
@@ -492,7 +510,7 @@ def _run(lines, cls, tokens, writes, steps_phases, out, reads, runs,
 
         if hit:
             out[i] = 1
-            by_class[1, c] += 1
+            by_request[rq, 1, c] += 1
             run_hits += 1
             slot = base + way
             stamp[slot] = now
@@ -531,7 +549,7 @@ def _run(lines, cls, tokens, writes, steps_phases, out, reads, runs,
                     bypasses += 1  # not admitted: weaker than every token of this set
                     continue
                 if policy == P_ADMIT:
-                    epoch = (by_class[0, KV] - 1) // admit_window
+                    epoch = (kv_seen - 1) // admit_window
                     if _admit_freq(tok, epoch, hkeys, hvals) <= _admit_freq(
                             records[owner[base + victim], F_TOKEN], epoch, hkeys, hvals):
                         bypasses += 1  # not admitted: not read more often than the LRU token
@@ -597,6 +615,7 @@ def _run(lines, cls, tokens, writes, steps_phases, out, reads, runs,
     ctr[C_TR_OPEN], ctr[C_TR_TOKEN], ctr[C_TR_LINES], ctr[C_TR_HITS] = read_open, read_tok, read_lines, read_hits
     ctr[C_NFREE] = nfree
     ctr[C_WRITE_TOK] = write_tok
+    ctr[C_KV_SEEN] = kv_seen
     return nreads, nruns
 
 
@@ -606,11 +625,11 @@ def _run(lines, cls, tokens, writes, steps_phases, out, reads, runs,
 # apart by their closure's value).
 def _kernel(policy: int):
     @nb.njit(nogil=True, cache=True)
-    def simulate(lines, cls, tokens, writes, steps_phases, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
-                 records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole,
+    def simulate(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
+                 records, free, tkeys, tvals, ctr, read_lengths, by_request, n_sets, n_ways, n_res, whole,
                  g, hkeys, hvals, layer_ends):
-        return _run(lines, cls, tokens, writes, steps_phases, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
-                    records, free, tkeys, tvals, ctr, read_lengths, by_class, n_sets, n_ways, n_res, whole,
+        return _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
+                    records, free, tkeys, tvals, ctr, read_lengths, by_request, n_sets, n_ways, n_res, whole,
                     policy, g, hkeys, hvals, layer_ends)
     return simulate
 

@@ -49,7 +49,7 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
     requests, for the step time; without them every step is one phase without compute."""
     timing = timing or TimingConfig.make()
     timing.validate()
-    state = LLCState(cfg)
+    state = LLCState(cfg, batch)
     runs = []
     stream = TokenStream() if bounds else None
     try:
@@ -57,7 +57,8 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
             acc = chunk.lines() if isinstance(chunk, Requests) else chunk
             if len(acc) == 0:
                 continue
-            _, refs, phase_runs = state.access(acc.line, acc.cls, acc.token, acc.write, acc.step, acc.phase)
+            _, refs, phase_runs = state.access(acc.line, acc.cls, acc.token, acc.write, acc.step, acc.phase,
+                                               acc.request)
             runs.append(phase_runs)
             if stream is not None:
                 stream.append(refs)
@@ -85,6 +86,8 @@ def _summarise(state: LLCState) -> dict:
     out = _counts(per_class[0].sum(), per_class[1].sum())
     out["by_class"] = {name: _counts(per_class[0, i], per_class[1, i])
                        for i, name in enumerate(TRAFFIC_CLASSES) if per_class[0, i]}
+    out["by_request"] = [{name: _counts(r[0, i], r[1, i]) for i, name in enumerate(TRAFFIC_CLASSES) if r[0, i]}
+                         for r in state.by_request]
     full, part, miss = (int(ctr[i]) for i in (llc_mod.C_TR_FULL, llc_mod.C_TR_PARTIAL, llc_mod.C_TR_MISS))
     out["kv_tokens"] = {"accesses": full + part + miss, "full_hits": full, "partial_hits": part,
                         "misses": miss, "full_hit_rate": full / (full + part + miss) if full + part + miss else None}

@@ -4,7 +4,8 @@ A trace is ``.npy`` (a 1-D array of byte addresses, unsigned or non-negative int
 Parquet/CSV table with column ``addr`` and optional ``size`` (bytes, default 1: the one line that
 holds ``addr``), ``op`` (``R``/``W``, either case, default ``R``), ``cls`` (a traffic class name,
 default ``other``), ``token`` (int64 token id, -1 for none), ``step`` (decode step, default 0) and
-``phase`` (the phase id of trace_gen.stream, default the step: one phase per step).
+``phase`` (the phase id of trace_gen.stream, default the step: one phase per step) and ``request``
+(the request an access serves, for per-request counts, default 0).
 Files are read in chunks, so a trace larger than memory is simulated piece by piece.
 """
 
@@ -22,7 +23,7 @@ from harness.core.classes import LINE_SHIFT, OTHER, TRAFFIC_CLASSES
 from harness.core.errors import UserError, first_line
 
 CHUNK_ROWS = 1 << 21
-COLUMNS = ("addr", "size", "op", "cls", "token", "step", "phase")
+COLUMNS = ("addr", "size", "op", "cls", "token", "step", "phase", "request")
 
 
 @dataclass
@@ -35,11 +36,14 @@ class Requests:
     cls: np.ndarray    # uint8 traffic-class code (harness.core.classes)
     token: np.ndarray  # int64 token id, -1 for none
     step: np.ndarray   # int64 decode step
-    phase: np.ndarray | None = None  # int64 phase id (trace_gen.stream); None: one phase per step
+    phase: np.ndarray | None = None    # int64 phase id (trace_gen.stream); None: one phase per step
+    request: np.ndarray | None = None  # int64 request served; None: all request 0
 
     def __post_init__(self):
         if self.phase is None:
             self.phase = self.step
+        if self.request is None:
+            self.request = np.zeros(len(self.step), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.addr)
@@ -62,11 +66,11 @@ class Requests:
         first = self.addr >> LINE_SHIFT
         count = ((self.addr + self.size - 1) >> LINE_SHIFT) - first + 1
         if len(count) == 0 or count.max() == 1:
-            return LineAccesses(first, self.write, self.cls, self.token, self.step, self.phase)
+            return LineAccesses(first, self.write, self.cls, self.token, self.step, self.phase, self.request)
         rep = np.repeat(np.arange(len(first)), count)
         offset = np.arange(len(rep)) - np.repeat(np.cumsum(count) - count, count)
         return LineAccesses(first[rep] + offset, self.write[rep], self.cls[rep],
-                            self.token[rep], self.step[rep], self.phase[rep])
+                            self.token[rep], self.step[rep], self.phase[rep], self.request[rep])
 
 
 @dataclass
@@ -78,11 +82,14 @@ class LineAccesses:
     cls: np.ndarray
     token: np.ndarray
     step: np.ndarray
-    phase: np.ndarray | None = None  # as Requests.phase
+    phase: np.ndarray | None = None    # as Requests.phase
+    request: np.ndarray | None = None  # as Requests.request
 
     def __post_init__(self):
         if self.phase is None:
             self.phase = self.step
+        if self.request is None:
+            self.request = np.zeros(len(self.step), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.line)
@@ -213,11 +220,12 @@ def _convert(path: Path, batch, row: int) -> Requests:
         if len(step) and step.min() < 0:
             raise UserError(f"access trace {path}: negative step at row {row + int(np.argmax(step < 0))}")
         out.step = out.phase = step  # without a phase column: one phase per decode step
-    if "phase" in names:
-        phase = _int_column(path, batch, "phase", row).astype(np.int64)
-        if len(phase) and phase.min() < 0:
-            raise UserError(f"access trace {path}: negative phase at row {row + int(np.argmax(phase < 0))}")
-        out.phase = phase
+    for name in ("phase", "request"):
+        if name in names:
+            values = _int_column(path, batch, name, row).astype(np.int64)
+            if len(values) and values.min() < 0:
+                raise UserError(f"access trace {path}: negative {name} at row {row + int(np.argmax(values < 0))}")
+            setattr(out, name, values)
     return out
 
 

@@ -59,6 +59,9 @@ def _results(r: dict) -> dict:
         "bound_capacity_tokens": bounds.get("capacity_tokens"), "lines_per_token": bounds.get("lines_per_token"),
         "fa_lru_token_hit_rate": bounds.get("fa_lru_hit_rate"), "min_token_hit_rate": bounds.get("min_hit_rate"),
     }
+    per_request = r.get("by_request") or []
+    for name in ("kv", "index"):  # each request's misses (a list; the report's spread over requests)
+        out[f"request_{name}_misses_lines"] = [int((q.get(name) or {}).get("misses", 0)) for q in per_request] or None
     for kind, share in (r.get("memory_wait_share") or {}).items():
         out[f"memory_wait_share_{kind}"] = share
     for name, c in r.get("by_class", {}).items():

@@ -10,6 +10,7 @@ traffic class (negative: it adds misses there).
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from harness.core.units import format_size
@@ -38,8 +39,9 @@ def comparisons(df: pd.DataFrame) -> pd.DataFrame:
     runs = ok[ok.reserve_ways > 0]
     if base.empty or runs.empty:
         return pd.DataFrame()
-    cols = key + ["step_time_cycles", "batch_tokens_per_s"] + [f"{c}_misses_lines" for c in CLASSES if
-                                                                 f"{c}_misses_lines" in ok]
+    per_request = [c for c in ("request_kv_misses_lines", "request_index_misses_lines") if c in ok]
+    cols = key + ["step_time_cycles", "batch_tokens_per_s"] + per_request + [
+        f"{c}_misses_lines" for c in CLASSES if f"{c}_misses_lines" in ok]
     both = runs.merge(base[cols].drop_duplicates(key), on=key, suffixes=("", "_baseline"))
     out = both.assign(speedup=both.step_time_cycles_baseline / both.step_time_cycles,
                       baseline_step_time_cycles=both.step_time_cycles_baseline,
@@ -48,7 +50,18 @@ def comparisons(df: pd.DataFrame) -> pd.DataFrame:
         if f"{c}_misses_lines" in both:
             out[f"saved_{c}"] = (both[f"{c}_misses_lines_baseline"].fillna(0) - both[f"{c}_misses_lines"].fillna(0)) \
                 / both.steps
+    if len(per_request) == 2:  # KV + indexer-key misses each request saves per step
+        out["saved_per_request"] = [
+            _saved_per_request(r, per_request) for _, r in both.iterrows()]
     return out.drop(columns=[c for c in out.columns if c.endswith("_baseline")])
+
+
+def _saved_per_request(row, columns) -> list[float] | None:
+    base = [row[f"{c}_baseline"] for c in columns]
+    run = [row[c] for c in columns]
+    if any(x is None or (not isinstance(x, (list, np.ndarray))) for x in base + run) or len({len(x) for x in base + run}) != 1:
+        return None
+    return list((np.sum(base, axis=0) - np.sum(run, axis=0)) / row.steps)
 
 
 def headline(df: pd.DataFrame) -> pd.DataFrame:
@@ -74,6 +87,10 @@ def attribution(row) -> str:
     gains = {name: row[f"saved_{c}"] for c, name in CLASSES.items()
              if f"saved_{c}" in row and not pd.isna(row[f"saved_{c}"]) and row[f"saved_{c}"] > 0}
     source = f"; the saved misses are {max(gains, key=gains.get)} misses" if gains and total > 0 else ""
+    spread = row.get("saved_per_request")
+    if isinstance(spread, (list, np.ndarray)) and len(spread) > 1:
+        source += (f" (per request {np.median(spread) / 1e3:,.1f} k KV + indexer-key misses saved, "
+                   f"{min(spread) / 1e3:,.1f} to {max(spread) / 1e3:,.1f} k over its {len(spread)} requests)")
     return "per decode step it " + ", ".join(parts) + source
 
 
