@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import reads, streams
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from harness.cache.llc import RESERVED_POLICIES, LLCConfig, LLCState
-from harness.cache.policies import POLICIES, HardwareReference, PolicyFailed, get_policy
+from harness.cache.policies import POLICIES, HardwareReference, PolicyFailed, get_policy, zoo
 from harness.cache.policies.base import table_slots
 from harness.cache.policies.zoo import trace_of
 from harness.cli import cli
@@ -47,7 +47,8 @@ def lfu_da(tokens, capacity, rules):
     """LFU-DA by hand, under the project's rules (``"dsa-llc"``, harness.cache.policies.lfu) or
     those libcachesim 0.3.5's LFUDA follows (``"libCacheSim"``: its cache/eviction/LFUDA.c, as
     its behaviour shows). Returns the hits, or None where libCacheSim's LFUDA looks for its victim
-    in an empty list (and dies of SIGSEGV).
+    in an empty list (and dies of SIGSEGV). Also returns how many keys libCacheSim looks up one
+    by one when it moves L up (every integer in between: with keys that double, billions).
 
     Both keep a key K per cached token, insert with K = L + 1 and evict the smallest K, ties to
     the token that entered its key's list first (the least recently read). They differ in
@@ -59,10 +60,12 @@ def lfu_da(tokens, capacity, rules):
       it. With none left (the last cached token just left, as in a cache of one token), L stays
       on an empty list and the next eviction finds no victim."""
     key, count, entered = {}, {}, {}
-    age, hits = 0, 0  # L
+    age, hits, scanned = 0, 0, 0  # L
 
     def smallest_key_above(level):
+        nonlocal scanned
         above = [k for k in key.values() if k > level]
+        scanned += (min(above) if above else max(key.values(), default=level)) - level
         return min(above) if above else level
 
     for now, x in enumerate(tokens):
@@ -80,7 +83,7 @@ def lfu_da(tokens, capacity, rules):
             level = min(key.values()) if rules == "dsa-llc" else max(age, 1)
             candidates = [y for y in key if key[y] == level]
             if not candidates:
-                return None
+                return None, scanned
             age = key.pop(min(candidates, key=entered.get))
             if rules == "libCacheSim" and age not in key.values():
                 age = smallest_key_above(age)
@@ -88,15 +91,16 @@ def lfu_da(tokens, capacity, rules):
             key[x], count[x] = age + 1, 1
         hits += hit
         entered[x] = now
-    return hits
+    return hits, scanned
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.one_of(token_lists.map(reads), streams()), st.integers(1, 24))
 def test_lfu_and_lcs_lfuda_differ_exactly_by_their_hit_and_age_rules(stream, capacity):
     tokens = stream.tid.tolist()
-    assert get_policy("lfu").run(stream, capacity) == lfu_da(tokens, capacity, "dsa-llc")
-    expected = lfu_da(tokens, capacity, "libCacheSim")
+    assert get_policy("lfu").run(stream, capacity) == lfu_da(tokens, capacity, "dsa-llc")[0]
+    expected, scanned = lfu_da(tokens, capacity, "libCacheSim")
+    assume(scanned < 10**6)  # more takes libCacheSim seconds to hours (test_a_replay_that_runs_too_long)
     if expected is None:
         with pytest.raises(PolicyFailed, match=r"LFUDA failed at capacity .* \(killed by signal 11\)"):
             get_policy("lcs:lfuda").run(stream, capacity)
@@ -110,14 +114,25 @@ def test_lfu_da_rules_by_hand():
     # (L = 0), so its K stays 1 and it only moves to the back of its list, behind nobody; B in
     # at 1 behind it; C evicts A, first in the list of key 1; A misses: 1 hit.
     tokens = [0, 0, 1, 2, 0]
-    assert lfu_da(tokens, 2, "dsa-llc") == get_policy("lfu").run(reads(tokens), 2) == 2
-    assert lfu_da(tokens, 2, "libCacheSim") == get_policy("lcs:lfuda").run(reads(tokens), 2) == 1
+    assert lfu_da(tokens, 2, "dsa-llc")[0] == get_policy("lfu").run(reads(tokens), 2) == 2
+    assert lfu_da(tokens, 2, "libCacheSim")[0] == get_policy("lcs:lfuda").run(reads(tokens), 2) == 1
     # A B A with 1 slot: B evicts A (L = 1) and nothing is left above key 1, so L stays on the
     # empty list of key 1 while B sits at key 2; A's miss finds no victim there: SIGSEGV
     tokens = [0, 1, 0]
-    assert lfu_da(tokens, 1, "libCacheSim") is None
+    assert lfu_da(tokens, 1, "libCacheSim")[0] is None
     with pytest.raises(PolicyFailed, match="signal 11"):
         get_policy("lcs:lfuda").run(reads(tokens), 1)
+
+
+def test_a_replay_that_runs_too_long_is_stopped(monkeypatch):
+    # A A B C repeated, 2 slots: each round doubles libCacheSim's LFUDA keys, and it looks up
+    # every key in between one at a time: 2.7e12 lookups by the 40th round
+    tokens = [0, 0, 1, 2] * 40
+    assert lfu_da(tokens, 2, "libCacheSim")[1] > 10**12
+    monkeypatch.setattr(zoo, "REPLAY_BASE_SECONDS", 1.0)
+    monkeypatch.setattr(zoo, "DEFAULT_SECONDS_PER_READ", 0.0)
+    with pytest.raises(PolicyFailed, match=r"LFUDA failed at capacity 2 \(still running after 1 s: stopped\)"):
+        get_policy("lcs:lfuda").run(reads(tokens), 2)
 
 
 def test_randomised_algorithms_give_the_same_hits_whatever_ran_before():

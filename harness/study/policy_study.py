@@ -115,12 +115,13 @@ def policy_plots(df: pd.DataFrame, folder: Path) -> list[str]:
             ax.plot(p.capacity_kxl, p.hit_rate, label=name, **style)
         b = best[best.log == log]
         if "best_zoo_hit_rate" in b:
-            ax.plot(b.capacity_kxl, b.best_zoo_hit_rate, color="tab:purple", ls=":", lw=2, marker="^",
+            ax.plot(b.capacity_kxl, b.best_zoo_hit_rate, color="deepskyblue", ls=":", lw=2, marker="^",
                     label="best online libCacheSim")
         xs = sorted(g.capacity_kxl.unique())
         ax.set(xscale="log", xlabel="reserved capacity (x k x layers x requests tokens)", ylabel="token hit rate",
                title=f"Reservation policies: {log}", ylim=(0, 1))
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()  # the log axis would label its minor ticks over the capacities
         ax.legend(fontsize=7, ncol=2)
         out.append(save(fig, folder / f"policies_{_slug(log)}.png"))
     return out

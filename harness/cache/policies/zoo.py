@@ -26,6 +26,7 @@ Every replay runs in a forked child process, in a fresh thread there:
 - a failure inside the library becomes a ``PolicyFailed`` naming the algorithm and the
   library's last message, not the death of ``dsa-harness`` (in libcachesim 0.3.5, S3FIFO and
   FlashProb abort on caches too small to split, LFUDA dies of SIGSEGV on some small caches);
+  so does a replay that runs past its time allowance (``SECONDS_PER_READ``), which is stopped;
 - the library's own log lines (GLCache prints one per cache) stay out of the command's output.
 
 ``lcs:belady`` is libCacheSim's Belady: MIN *without* bypass (a missed object is always
@@ -38,6 +39,8 @@ from __future__ import annotations
 import faulthandler
 import os
 import re
+import select
+import signal
 import struct
 import tempfile
 import threading
@@ -86,6 +89,13 @@ ALGORITHMS: dict[str, tuple[str, str]] = {
     "belady": ("Belady", "libCacheSim's Belady: MIN without bypass (uses the future; a bound)"),
 }
 SLOW = {"lrb"}           # left out of the default sweep: a minute and a half per 1M-read replay
+# A replay that takes longer than REPLAY_BASE_SECONDS + SECONDS_PER_READ x reads is stopped and
+# reported as failed: libcachesim 0.3.5's LFUDA looks up every key between two used ones, and
+# with hits adding the age to a key, keys double, so a few hundred reads can take it hours. The
+# allowance is 20x the slowest algorithm's time per read (Hyperbolic, 2.5 us; LRB 90 us).
+REPLAY_BASE_SECONDS = 10.0
+SECONDS_PER_READ = {"lrb": 2e-3}
+DEFAULT_SECONDS_PER_READ = 50e-6
 OFFLINE = {"belady"}     # reads the future, like the project's min
 
 PREFIX = "lcs:"
@@ -101,7 +111,9 @@ class ZooPolicy(Policy):
     algorithm = ""
 
     def fa_hits(self, reads, capacity):
-        return trace_of(reads).hits(self.name, self.algorithm, capacity)
+        suffix = self.name[len(PREFIX):]
+        budget = REPLAY_BASE_SECONDS + len(reads) * SECONDS_PER_READ.get(suffix, DEFAULT_SECONDS_PER_READ)
+        return trace_of(reads).hits(self.name, self.algorithm, capacity, budget)
 
 
 def trace_of(reads: TokenReads) -> OracleTrace:
@@ -133,9 +145,10 @@ class OracleTrace:
         self.reads = n
         self._remove = weakref.finalize(self, os.unlink, self.path)
 
-    def hits(self, policy: str, algorithm: str, capacity: int) -> int:
+    def hits(self, policy: str, algorithm: str, capacity: int, budget: float) -> int:
         """Hits of libCacheSim's ``algorithm`` with room for ``capacity`` tokens, replayed in a
-        forked child (see the module docstring); a crash there is a UserError."""
+        forked child (see the module docstring); a crash there, or a replay still running after
+        ``budget`` seconds, is a PolicyFailed."""
         import libcachesim  # noqa: F401  (loaded once here, not in every child)
 
         result, wr = os.pipe()
@@ -159,13 +172,17 @@ class OracleTrace:
                 os._exit(code)
         os.close(wr)
         with os.fdopen(result, "rb") as f:
-            data = f.read()
+            finished = select.select([f], [], [], budget)[0]
+            if not finished:
+                os.kill(pid, signal.SIGKILL)
+            data = f.read() if finished else b""
         _, status = os.waitpid(pid, 0)
         errors.seek(0)
         log = errors.read().decode(errors="replace")
         errors.close()
         if len(data) != 8:
-            why = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+            why = (f"still running after {budget:,.0f} s: stopped" if not finished
+                   else f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                    else f"exit {os.WEXITSTATUS(status)}")
             raise PolicyFailed(f"policy {policy}: libCacheSim's {algorithm} failed at capacity {capacity:,} "
                                f"({why}){_last_message(log)}")
