@@ -66,7 +66,7 @@ def main():
             dt = time.perf_counter() - t
             swept += dt if cls.default_sweep else 0
             left_out += [] if cls.default_sweep else [name]
-            print(f"  {name:16s} {len(reads) / dt / 1e6:7.2f} M reads/s, hit rate {hits / len(reads):.3f}")
+            print(f"  {name:16s} {len(reads) / dt / 1e6:7.3f} M reads/s ({dt:5.1f} s), hit rate {hits / len(reads):.3f}")
         print(f"  the zoo of the default sweep: {swept:.1f} s per capacity (without {', '.join(left_out)})")
 
         src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout("paged"))

@@ -24,7 +24,7 @@ def policy_sweep(path: str | Path, policies: list[str] | None = None, fractions=
 
     By default every policy whose ``default_sweep`` is set (all but ``lru``, the same as
     token-lru on a token cache, and the slow ``lcs:lrb``). A policy that fails at a capacity
-    (``PolicyFailed``: a libCacheSim algorithm that aborts on a cache too small to split) gets
+    (``PolicyFailed``: a libCacheSim algorithm that aborts on a cache of a few tokens) gets
     no hits there (NaN) and its message in ``failure``."""
     log = IndexLog(path)
     reads = TokenReads.from_log(log)

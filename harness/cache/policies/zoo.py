@@ -24,8 +24,9 @@ Every replay runs in a forked child process, in a fresh thread there:
   seeded 0: utils/mymath.c), so a fresh thread makes the randomised ones (LHD, LeCaR, Cacheus,
   Random, FlashProb, ...) give the same hits whatever ran before them;
 - a failure inside the library becomes a ``PolicyFailed`` naming the algorithm and the
-  library's last message, not the death of ``dsa-harness`` (in libcachesim 0.3.5, S3FIFO and
-  FlashProb abort on caches too small to split, LFUDA dies of SIGSEGV on some small caches);
+  library's last message, not the death of ``dsa-harness`` (in libcachesim 0.3.5, S3FIFO,
+  WTinyLFU and FlashProb abort on caches of a few objects, too small to split; LFUDA dies of
+  SIGSEGV on some small caches);
   so does a replay that runs past its time allowance (``SECONDS_PER_READ``), which is stopped;
 - the library's own log lines (GLCache prints one per cache) stay out of the command's output.
 
