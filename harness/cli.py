@@ -413,22 +413,30 @@ def demo(out, jobs):
 def policies(logs, out, names, params):
     """List the reservation policies; with index LOGS, sweep them over capacities.
 
-    The sweep runs every policy on the fully associative token cache at 1/8, 1/4, 1/2, 1 and 2
-    times one decode step's footprint (k x layers x requests tokens), beside MIN."""
+    Two families: the project's policies (dsa-llc) and libCacheSim's eviction algorithms
+    (lcs:<algorithm>). The sweep runs every policy on the fully associative token cache at 1/8,
+    1/4, 1/2, 1 and 2 times one decode step's footprint (k x layers x requests tokens), beside MIN.
+    The listing gives, for the policies that also run in the LLC's reserved ways, their state in
+    bits (a 32 MiB, 16-way LLC with 8 ways reserved, DeepSeek-V3.2 tokens; see the README)."""
     from harness.cache.policies import POLICIES, get_policy
 
     if not logs:
-        click.echo(f"{'policy':<12} {'LLC ways':<9} description")
+        click.echo(f"{'policy':<16} {'family':<12} {'state in the LLC reserved ways (- not run there)':<62} description")
         for name, cls in POLICIES.items():
-            where = "yes" if name in _reserved_policies() else "-"
-            click.echo(f"{name:<12} {where:<9} {cls.description}")
+            cost = cls.hardware_cost()
+            click.echo(f"{name:<16} {cls.family:<12} {cost.summary() if cost else '-':<62} {cls.description}")
         return
     if not out:
         raise click.UsageError("give --out for a sweep over LOGS")
     import pandas as pd
 
     from harness.core.units import atomic_path
-    from harness.study.policy_study import policy_markdown, policy_plots, policy_sweep
+    from harness.study.policy_study import (
+        policy_markdown,
+        policy_plots,
+        policy_sweep,
+        streak_vs_zoo,
+    )
 
     by_policy: dict = {}
     for item in params:
@@ -449,20 +457,20 @@ def policies(logs, out, names, params):
         df.to_csv(tmp / "policies.csv", index=False)
         plots = policy_plots(df, tmp)
         (tmp / "policies.md").write_text(policy_markdown(df, plots))
+    for failure in df.failure[df.failure != ""]:
+        click.echo(f"warning: {failure}", err=True)
     for log, g in df.groupby("log", sort=False):
-        quarter = g[g.capacity_kxl == 0.25].set_index("policy")
-        best = quarter.drop(index=["min"], errors="ignore").hit_rate.idxmax()
+        quarter = g[(g.capacity_kxl == 0.25) & ~g.offline & g.hit_rate.notna()].set_index("policy")
+        if quarter.empty:
+            continue
+        best = quarter.hit_rate.idxmax()
         line = f"{log}: at k x L / 4 the best policy is {best} ({quarter.hit_rate[best]:.3f}"
         if "share_of_min" in quarter:
             line += f", {quarter.share_of_min[best]:.0%} of MIN's hits"
         click.echo(line + ")")
+    for line in streak_vs_zoo(df):
+        click.echo(line)
     click.echo(f"wrote {out}/policies.md")
-
-
-def _reserved_policies():
-    from harness.cache.llc import RESERVED_POLICIES
-
-    return RESERVED_POLICIES
 
 
 def format_result(r: dict) -> str:

@@ -1,8 +1,10 @@
 """Small builders shared by the tests."""
 
 import numpy as np
+from hypothesis import strategies as st
 
 from harness.cache.llc import LLCConfig, LLCState
+from harness.cache.policies import TokenReads
 from harness.core.accesstrace import LineAccesses
 from harness.core.classes import CLASS_CODE
 
@@ -38,3 +40,30 @@ def write_log(folder, rows, requests, steps, layers, topk, **meta):
         for r, s, layer, ctx, pos in rows:
             w.add(r, s, layer, ctx, np.array(pos))
         return w.close()
+
+
+def reads(tokens, layers=None, steps=None, pos=None, ctx=None, topk=1, n_layers=None):
+    """TokenReads of hand-written tokens (dense ids); layers/steps default to 0."""
+    n = len(tokens)
+    z = np.zeros(n, np.int32)
+    arr = lambda v: z.copy() if v is None else np.asarray(v, np.int32)  # noqa: E731
+    lay = arr(layers)
+    return TokenReads(np.asarray(tokens, np.int32), lay, z.copy(), arr(pos if pos is not None else tokens),
+                      arr(steps), arr(ctx) if ctx is not None else z + 1000, n_layers or int(lay.max()) + 1,
+                      1, topk, 1000)
+
+
+@st.composite
+def streams(draw):
+    """Random reads: 3 layers, steps of 4 reads per layer, tokens of a layer from a pool."""
+    steps = draw(st.integers(1, 12))
+    tokens, layers, step_of = [], [], []
+    for s in range(steps):
+        for layer in range(3):
+            picks = draw(st.lists(st.integers(0, 7), min_size=1, max_size=4, unique=True))
+            for p in sorted(picks):
+                tokens.append(layer * 8 + p)
+                layers.append(layer)
+                step_of.append(s)
+    return reads(tokens, layers, step_of, pos=[t % 8 for t in tokens], ctx=[20 + s for s in step_of], topk=4,
+                 n_layers=3)

@@ -125,6 +125,7 @@ def test_sweep_runs_collects_reports_and_resumes(tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     html = (tmp_path / "report" / "report.html").read_text()
     assert md.startswith("# Does reserving LLC ways") and "the best reservation is" in md
+    assert "| best online libCacheSim |" in md  # the policy section shows libCacheSim's algorithms
     assert "data:image/png;base64," in html and "<table" in html
 
 

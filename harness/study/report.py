@@ -260,7 +260,7 @@ def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, 
     from harness.analysis.plots import locality_plots
     from harness.core.units import atomic_path
     from harness.study.collect import collect
-    from harness.study.policy_study import policy_plots, policy_sweep
+    from harness.study.policy_study import family_table, policy_plots, policy_sweep, streak_vs_zoo
 
     sweep_dir = Path(sweep_dir)
     df, bad = collect(sweep_dir)
@@ -302,10 +302,18 @@ def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, 
             pol.to_parquet(tmp / "policies.parquet", index=False)
             doc.h(2, "Reservation policies below one decode step's footprint")
             doc.p("Token hit rate of a fully associative reservation of a fraction of k x layers x requests "
-                  "tokens, every policy beside token-LRU and MIN (share of MIN's hits).")
-            quarter = pol[pol.capacity_kxl == 0.25].pivot_table(index="policy", columns="log", values="share_of_min",
-                                                               sort=False)
-            doc.table(quarter.reset_index().rename(columns=lambda c: f"share of MIN at kL/4: {c}" if c != "policy" else c))
+                  "tokens, every policy beside token-LRU and MIN (share of MIN's hits): the project's policies "
+                  "(dsa-llc) and libCacheSim's eviction algorithms (lcs:, the field's standard simulator; "
+                  "lcs:belady is MIN without bypass, left out of the best online algorithm).")
+            for line in streak_vs_zoo(pol):
+                doc.p(line)
+            doc.table(family_table(pol))
+            quarter = pol[pol.capacity_kxl == 0.25].pivot_table(index=["policy", "family"], columns="log",
+                                                               values="share_of_min", sort=False, dropna=False)
+            doc.table(quarter.reset_index().rename(columns=lambda c: f"share of MIN at kL/4: {c}"
+                                                   if c not in ("policy", "family") else c))
+            for failure in pol.failure[pol.failure != ""]:
+                doc.p(f"Failed (no hits counted): {failure}")
             for p in policy_plots(pol, tmp):
                 doc.image(p)
         doc.h(2, "All runs")

@@ -2,12 +2,20 @@
 
 ``dsa-harness policies`` lists them. Every policy runs on the fully associative token cache
 (``Policy.fa_hits``); those in ``harness.cache.llc.RESERVED_POLICIES`` also run in the LLC's reserved ways.
+Two families: the project's own, and libCacheSim's eviction algorithms (``lcs:<algorithm>``,
+``harness.cache.policies.zoo``).
 """
 
 from __future__ import annotations
 
 from harness.cache.policies.admit import Admit
-from harness.cache.policies.base import Policy, TokenReads
+from harness.cache.policies.base import (
+    HardwareCost,
+    HardwareReference,
+    Policy,
+    PolicyFailed,
+    TokenReads,
+)
 from harness.cache.policies.belady import Belady
 from harness.cache.policies.bip import BIP
 from harness.cache.policies.brrip import BRRIP
@@ -19,10 +27,11 @@ from harness.cache.policies.prev_step import PrevStep
 from harness.cache.policies.rrip import SRRIP
 from harness.cache.policies.streak import Streak
 from harness.cache.policies.token_lru import TokenLRU
+from harness.cache.policies.zoo import ZOO
 from harness.core.errors import UserError
 
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (
-    LineLRU, TokenLRU, SRRIP, BRRIP, BIP, LFU, Admit, LayerQuota, PrevStep, PinRecent, Streak, Belady)}
+    LineLRU, TokenLRU, SRRIP, BRRIP, BIP, LFU, Admit, LayerQuota, PrevStep, PinRecent, Streak, Belady, *ZOO)}
 
 
 def get_policy(name: str, **params) -> Policy:
@@ -31,4 +40,4 @@ def get_policy(name: str, **params) -> Policy:
     return POLICIES[name](**params)
 
 
-__all__ = ["POLICIES", "Policy", "TokenReads", "get_policy"]
+__all__ = ["POLICIES", "HardwareCost", "HardwareReference", "Policy", "PolicyFailed", "TokenReads", "get_policy"]

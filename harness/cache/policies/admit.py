@@ -4,7 +4,15 @@ Every read, hit or miss, counts towards its token's frequency; all frequencies h
 ``window`` reads (default 8 x the capacity) so the estimate follows the recent past. A missed
 token is inserted while the cache has room; when it is full it is inserted only if its
 frequency is higher than that of the LRU token, which is then evicted; otherwise the missed
-token is not cached (the reservation keeps the colder-looking token out)."""
+token is not cached (the reservation keeps the colder-looking token out).
+
+Hardware cost: per resident record a recency rank (ceil(log2 T) bits) and the record bookkeeping
+of every token policy (``HardwareCost``); a history entry for every token read so far, in a
+table the kernel keeps at load <= 1/2 (a power of two of slots, at least 2 x 4096): the token's
+tag and its frequency, at most its reads, one per decode step: ceil(log2(D + 1)) bits. Halving
+all counters at the end of each window (TinyLFU's reset: Einziger, Friedman and Manes, "TinyLFU:
+A Highly Efficient Cache Admission Policy", ACM Transactions on Storage 13(4), 2017) needs no
+per-entry state; the simulator halves lazily from a per-entry epoch, which gives the same counts."""
 
 from __future__ import annotations
 
@@ -12,7 +20,7 @@ import numba as nb
 import numpy as np
 
 from harness.cache import dlist
-from harness.cache.policies.base import Policy, check_int
+from harness.cache.policies.base import REFERENCE, HardwareCost, Policy, check_int
 
 # Frequencies halve every ADMIT_WINDOW x capacity reads (in the LLC's reserved ways: x reserved
 # lines of kv reads).
@@ -23,6 +31,10 @@ class Admit(Policy):
     name = "admit"
     description = "LRU that admits a missed token only if it is read more often than the LRU token"
     defaults = {"window": 0}  # 0: ADMIT_WINDOW (8) x capacity, as in the LLC's reserved ways
+
+    @classmethod
+    def hardware_cost(cls, ref=REFERENCE):
+        return HardwareCost.token_policy(ref.rank_bits, ref, history_bits=ref.token_id_bits + ref.step_bits)
 
     def check(self, reads, capacity):
         super().check(reads, capacity)

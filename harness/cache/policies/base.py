@@ -8,10 +8,13 @@ implements it for the fully associative token cache (the study's capacity sweeps
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
+from harness.cache.tokencache import NEVER, _next_use_backward
 from harness.core.errors import UserError
 
 
@@ -53,6 +56,13 @@ class TokenReads:
         """One decode step's selections: k x layers x requests tokens."""
         return self.topk * self.layers * self.requests
 
+    @cached_property
+    def next_use(self) -> np.ndarray:
+        """For each read, the index of the next read of the same token, or ``NEVER`` (int64)."""
+        nxt = np.empty(len(self.tid), dtype=np.int64)
+        _next_use_backward(self.tid, 0, np.full(self.id_space, NEVER, dtype=np.int64), nxt)
+        return nxt
+
     @classmethod
     def from_log(cls, log) -> TokenReads:
         parts = {k: [] for k in ("tid", "layer", "request", "pos", "step", "ctx")}
@@ -70,13 +80,123 @@ class TokenReads:
                    log.layers, log.requests, int(log.meta["indexer"]["topk"]), width)
 
 
+@dataclass(frozen=True)
+class HardwareReference:
+    """The LLC reservation and decode at which the policies' hardware costs are evaluated: the
+    bench's 32 MiB, 16-way LLC with 8 ways reserved (64 B lines: 32768 sets), DeepSeek-V3.2's
+    token ids, decodes of up to 4095 steps."""
+
+    sets: int = 32 * 2**20 // (16 * 64)
+    reserved_ways: int = 8
+    max_steps: int = 4095
+    # A token tag names (layer, position): DeepSeek-V3.2 has 61 layers (config.json,
+    # num_hidden_layers) and a 128K-token context (DeepSeek-V3.2-Exp model card): 6 + 17 bits.
+    token_id_bits: int = math.ceil(math.log2(61 * 128 * 1024))
+
+    @property
+    def records(self) -> int:
+        """Token records: at most one per reserved line (T = sets x reserved ways), as the LLC
+        kernel allocates them."""
+        return self.sets * self.reserved_ways
+
+    @property
+    def record_slots(self) -> int:
+        """Slots of the record table: the kernel's hash tables keep load <= 1/2 in a power of two."""
+        return table_slots(self.records)
+
+    def bits(self, n: int) -> int:
+        """Bits to tell ``n`` values apart."""
+        return max(1, math.ceil(math.log2(n)))
+
+    @property
+    def rank_bits(self) -> int:
+        """A token's recency rank among up to T resident tokens: exact LRU order of T tokens needs
+        log2(T!) / T > log2(T) - 1.45 bits each; ceil(log2 T) is counted."""
+        return self.bits(self.records)
+
+    @property
+    def step_bits(self) -> int:
+        """A decode step number or a count of steps (0 .. max_steps)."""
+        return self.bits(self.max_steps + 1)
+
+
+REFERENCE = HardwareReference()
+
+
+def table_slots(entries: int) -> int:
+    """Slots of a table holding ``entries`` at load <= 1/2, a power of two (as
+    ``harness.cache.hashtab.new_table`` sizes every table of the LLC kernel)."""
+    return 1 << max(4, int(2 * max(1, entries) - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class HardwareCost:
+    """Bits of replacement state a policy adds to the LLC's reserved ways.
+
+    ``line_bits`` per reserved line; ``token_bits`` per slot of the table of resident token
+    records (``record_slots`` slots: two per record the reservation can hold); ``history_bits``
+    per slot of a history table of every token read so far (a power of two of slots at load
+    <= 1/2: 2 to 4 slots per token read, growing with the tokens read); ``global_bits`` once.
+
+    Every token policy shares the record bookkeeping: a record holds the token's tag
+    (``token_id_bits``) and a reserved line holds the index of its token's record
+    (ceil(log2 record_slots) bits). Whole-token eviction finds a token's other lines from its
+    tag (a token's lines are consecutive addresses), so no per-line links are counted; the
+    simulator links them only to be fast."""
+
+    line_bits: int
+    token_bits: int = 0
+    history_bits: int = 0
+    global_bits: int = 0
+    reference: HardwareReference = REFERENCE
+
+    @classmethod
+    def token_policy(cls, state_bits: int, ref: HardwareReference, history_bits: int = 0,
+                     global_bits: int = 0) -> HardwareCost:
+        """A token policy: the record bookkeeping plus ``state_bits`` of policy state per record."""
+        return cls(ref.bits(ref.record_slots), ref.token_id_bits + state_bits, history_bits, global_bits, ref)
+
+    def kib(self) -> float:
+        """KiB of state of the resident part (lines, records, globals) at the reference; the
+        history grows with the tokens read and is not included."""
+        ref = self.reference
+        records = ref.record_slots if self.token_bits else 0
+        return (ref.records * self.line_bits + records * self.token_bits + self.global_bits) / 8 / 1024
+
+    def summary(self) -> str:
+        """One line: bits per reserved line, per token record, per history entry, and the KiB
+        of the resident part at the reference (tables counted with their empty slots)."""
+        text = f"{self.line_bits} b/line"
+        if self.token_bits:
+            text += f" + {self.token_bits} b/token"
+        if self.history_bits:
+            text += f" + history {self.history_bits} b/token read"
+        return text + f" ({self.kib():,.0f} KiB)"
+
+
+class PolicyFailed(UserError):
+    """A policy could not run at this capacity: a failure of the code behind it, not of the input
+    (the capacity study records it and goes on)."""
+
+
 class Policy:
     """A reservation policy. Subclasses set ``name``, ``description`` (one line), ``defaults``
-    (parameters) and implement :meth:`fa_hits`."""
+    (parameters) and implement :meth:`fa_hits`; those that also run in the LLC's reserved ways
+    state their :meth:`hardware_cost`. ``family`` tells the project's policies from libCacheSim's
+    (``harness.cache.policies.zoo``); ``offline`` marks a bound that reads the future;
+    ``default_sweep`` is False for a policy the capacity study leaves out unless named."""
 
     name = ""
     description = ""
     defaults: dict = {}
+    family = "dsa-llc"
+    offline = False
+    default_sweep = True
+
+    @classmethod
+    def hardware_cost(cls, ref: HardwareReference = REFERENCE) -> HardwareCost | None:
+        """State this policy needs in the LLC's reserved ways (None: not run there)."""
+        return None
 
     def __init__(self, **params):
         unknown = set(params) - set(self.defaults)

@@ -10,17 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from harness.cache.policies.base import Policy
-from harness.cache.tokencache import NEVER, _next_use_backward, min_chunk, min_state
+from harness.cache.tokencache import min_chunk, min_state
 
 
 class Belady(Policy):
     name = "min"
     description = "Belady's MIN with bypass: the offline optimum (uses the future; a bound)"
+    offline = True
 
     def fa_hits(self, reads, capacity):
-        n = len(reads)
-        nxt = np.empty(n, dtype=np.int64)
-        _next_use_backward(reads.tid, 0, np.full(reads.id_space, NEVER, dtype=np.int64), nxt)
         state = np.zeros(3, dtype=np.int64)
-        min_chunk(reads.tid, nxt, capacity, *min_state(reads.id_space, capacity), state)
+        min_chunk(reads.tid, reads.next_use, capacity, *min_state(reads.id_space, capacity), state)
         return int(state[2])

@@ -3,7 +3,12 @@
 Hits move a token to the most recent end, as LRU. A missed token is inserted at the least
 recent end (it is the next victim unless it is hit before the next miss), except every 32nd
 insertion (``mru_every``, counted), which goes to the most recent end. Like BRRIP this lets a
-cyclic sweep pass without displacing the tokens that stay."""
+cyclic sweep pass without displacing the tokens that stay (Qureshi et al., "Adaptive
+Insertion Policies for High Performance Caching", ISCA 2007: BIP with epsilon = 1/32).
+
+Hardware cost: per record a recency rank (ceil(log2 T) bits; an insertion at the LRU end is the
+lowest rank), one global counter of insertions modulo 32 (5 bits), and the record bookkeeping of
+every token policy (``HardwareCost``)."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import numba as nb
 import numpy as np
 
 from harness.cache import dlist
-from harness.cache.policies.base import Policy, check_int
+from harness.cache.policies.base import REFERENCE, HardwareCost, Policy, check_int
 
 # Bimodal insertion (BIP, and BRRIP's 'long' prediction): every 32nd inserted token is treated as
 # likely to be reused; the FA policies and the LLC's reserved ways use the same.
@@ -22,6 +27,10 @@ class BIP(Policy):
     name = "bip"
     description = "LRU with bimodal insertion: new tokens at the LRU end, every 32nd at the MRU end"
     defaults = {"mru_every": BIMODAL_EVERY}  # the LLC's reserved ways use the same
+
+    @classmethod
+    def hardware_cost(cls, ref=REFERENCE):
+        return HardwareCost.token_policy(ref.rank_bits, ref, global_bits=ref.bits(BIMODAL_EVERY))
 
     def check(self, reads, capacity):
         super().check(reads, capacity)

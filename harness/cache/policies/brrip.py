@@ -3,19 +3,26 @@
 As ``srrip``, except that a missed token is inserted with RRPV 3 ("distant": the next victim
 unless it is hit first), and only every 32nd insertion (``long_every``, counted, not random) with
 RRPV 2. This resists cyclic sweeps larger than the cache: most of a sweep passes through without
-displacing the tokens that stay."""
+displacing the tokens that stay.
+
+Hardware cost: as ``srrip``, plus one global counter of insertions modulo 32 (5 bits)."""
 
 from __future__ import annotations
 
-from harness.cache.policies.base import Policy, check_int
+from harness.cache.policies.base import REFERENCE, HardwareCost, Policy, check_int
 from harness.cache.policies.bip import BIMODAL_EVERY
-from harness.cache.policies.rrip import rrip_hits
+from harness.cache.policies.rrip import SRRIP, rrip_hits
 
 
 class BRRIP(Policy):
     name = "brrip"
     description = "token BRRIP: new tokens inserted 'distant' (RRPV 3), every 32nd 'long' (RRPV 2)"
     defaults = {"long_every": BIMODAL_EVERY}  # the LLC's reserved ways use the same
+
+    @classmethod
+    def hardware_cost(cls, ref=REFERENCE):
+        return HardwareCost.token_policy(SRRIP.RRPV_BITS + ref.rank_bits, ref,
+                                         global_bits=ref.bits(BIMODAL_EVERY))
 
     def check(self, reads, capacity):
         super().check(reads, capacity)

@@ -5,7 +5,22 @@ inserted and ``L`` the cache's age: a hit increments ``count`` and sets ``K = L 
 inserted token gets ``count = 1, K = L + 1``. The victim is the token with the smallest K (ties:
 the least recently read); on each eviction ``L`` becomes the victim's K. Aging lets tokens that
 were popular long ago fall out once newer tokens catch up. Tokens sit in one list per key, so
-every step is O(1) (amortised)."""
+every step is O(1) (amortised). LFU-DA as defined by Arlitt et al., "Evaluating Content
+Management Techniques for Web Proxy Caches", ACM SIGMETRICS Performance Evaluation Review 27(4),
+2000 (GDSF with unit cost and size).
+
+libCacheSim's LFUDA (``lcs:lfuda``) differs in two rules, modelled and checked against it in
+tests/test_zoo.py: a hit adds the current age to the key (``K = K + L``) instead of setting
+``K = L + count``, so before the first eviction (L = 0) a hit only refreshes recency; and L,
+set to the victim's key at an eviction, also moves up to the smallest key left above it
+whenever the list of key L empties (by an eviction or by a hit). Ties go to the least recently
+read token in both. With no key left above L (a cache of one token), libCacheSim's next
+eviction searches an empty list and dies (SIGSEGV; a failed run in the study).
+
+Hardware cost: per record the key, kept relative to L: every resident key lies in [L, L + D]
+(a token is read at most once per decode step, so count <= D steps), so ceil(log2(D + 1)) bits
+hold K - L; a recency rank for the tie-break (ceil(log2 T) bits); L itself, one global register
+of as many bits; plus the record bookkeeping of every token policy (``HardwareCost``)."""
 
 from __future__ import annotations
 
@@ -13,12 +28,16 @@ import numba as nb
 import numpy as np
 
 from harness.cache import dlist
-from harness.cache.policies.base import Policy
+from harness.cache.policies.base import REFERENCE, HardwareCost, Policy
 
 
 class LFU(Policy):
     name = "lfu"
     description = "LFU with dynamic aging: evict the smallest (age + reads since insertion)"
+
+    @classmethod
+    def hardware_cost(cls, ref=REFERENCE):
+        return HardwareCost.token_policy(ref.step_bits + ref.rank_bits, ref, global_bits=ref.step_bits)
 
     def fa_hits(self, reads, capacity):
         d = reads.id_space

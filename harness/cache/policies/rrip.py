@@ -6,7 +6,14 @@ a scan of single-use tokens cannot flush tokens that were reused). When the cach
 victim is a token with RRPV 3; if there is none, every RRPV is incremented until one reaches 3
 (aging), then that token is evicted. Among several tokens at the largest RRPV the one whose RRPV
 was set longest ago goes first. Aging is global to the (fully associative) cache and kept as an
-offset, so it costs nothing per token; four lists, one per RRPV, make every step O(1)."""
+offset, so it costs nothing per token; four lists, one per RRPV, make every step O(1).
+
+Hardware cost: per record the 2-bit RRPV (Jaleel et al., "High Performance Cache Replacement
+Using Re-Reference Interval Prediction (RRIP)", ISCA 2010: M = 2 bits per block; with the global
+aging offset the live RRPVs span four values, so two bits still hold them) and, for the
+oldest-first tie-break among tokens at the largest RRPV, a recency rank (ceil(log2 T) bits);
+hardware SRRIP breaks ties by way index and needs only the 2 bits. Plus the record bookkeeping
+of every token policy (``HardwareCost``)."""
 
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ import numba as nb
 import numpy as np
 
 from harness.cache import dlist
-from harness.cache.policies.base import Policy
+from harness.cache.policies.base import REFERENCE, HardwareCost, Policy
 
 NONE = np.iinfo(np.int64).min  # level[id] of a token that is not cached
 
@@ -23,6 +30,11 @@ class SRRIP(Policy):
     name = "srrip"
     description = "token SRRIP: 2-bit re-reference prediction, new tokens inserted at 'long' (RRPV 2)"
     long_every = 1  # every insertion predicts "long"
+    RRPV_BITS = 2
+
+    @classmethod
+    def hardware_cost(cls, ref=REFERENCE):
+        return HardwareCost.token_policy(cls.RRPV_BITS + ref.rank_bits, ref)
 
     def fa_hits(self, reads, capacity):
         return rrip_hits(reads.tid, capacity, reads.id_space, self.long_every)

@@ -13,6 +13,14 @@ read first, so every step is O(1) apart from the demotion pass over a finished l
 Why: between two reads of a token, (layers - 1) x k other tokens pass, a cyclic sweep that
 defeats LRU below one step's footprint. Keeping a stable set of tokens that have been re-selected
 step after step, and refusing newcomers that are less likely to be, turns that sweep into hits.
+
+Hardware cost (as the LLC's reserved ways run it, ``harness.cache.llc``): a history entry for
+every token read so far, its tag, last read step and streak (ceil(log2(D + 1)) bits each, D the
+longest decode), in a table the kernel keeps at load <= 1/2 (a power of two of slots, at least
+2 x 4096). Per resident record: its streak and last read step (the key, and the demotion test
+when its layer's step ends), a recency rank for ties (ceil(log2 T) bits), and its links in its
+layer's list of records (two record indices) that the demotion walks; plus the record
+bookkeeping of every token policy (``HardwareCost``).
 """
 
 from __future__ import annotations
@@ -21,12 +29,18 @@ import numba as nb
 import numpy as np
 
 from harness.cache import dlist
-from harness.cache.policies.base import Policy
+from harness.cache.policies.base import REFERENCE, HardwareCost, Policy
 
 
 class Streak(Policy):
     name = "streak"
     description = "predictive: keep tokens re-selected in the most consecutive steps, admit only stronger ones"
+
+    @classmethod
+    def hardware_cost(cls, ref=REFERENCE):
+        link = ref.bits(ref.record_slots)
+        return HardwareCost.token_policy(2 * ref.step_bits + ref.rank_bits + 2 * link, ref,
+                                         history_bits=ref.token_id_bits + 2 * ref.step_bits)
 
     def fa_hits(self, reads, capacity):
         d = reads.id_space
