@@ -135,27 +135,38 @@ def _token_bound(row) -> str:
 
 def identities(df: pd.DataFrame) -> list[str]:
     """Sentences naming the policies whose runs give identical results in every configuration
-    and reservation where both ran, with the reason when it follows from the geometry."""
+    and reservation where they all ran (one sentence per group, per geometry), with the reason
+    when it follows from the geometry."""
     ok = df[(df._status == "ok") & (df.backend == "builtin") & (df.reserve_ways > 0)]
     if ok.empty:
         return []
     key = configuration_columns(ok) + ["reserve_ways"]
     out = []
     for geometry, g in ok.groupby("geometry", sort=True):
-        policies = sorted(set(g.policy))
-        for i, a in enumerate(policies):
-            for b in policies[i + 1:]:
-                pair = g[g.policy == a].merge(g[g.policy == b], on=key, suffixes=("_a", "_b"))
-                if pair.empty or not all((pair[f"{r}_a"] == pair[f"{r}_b"]).all() for r in RESULTS):
-                    continue
-                text = f"{a} and {b} give identical results in all {len(pair)} {geometry} runs where both ran"
-                lines = pair.lines_per_token_a.dropna()
-                sets = (pair.llc_bytes // (pair.ways * 64))
-                if {a, b} == {"lru", "token-lru"} and len(lines) and ((sets % lines.iloc[0]) == 0).all():
-                    m = int(lines.iloc[0])
-                    text += (f": a token is {m} lines, {m} divides the number of sets, so every token's lines fill "
-                             f"one aligned group of {m} sets that only whole tokens share; all sets of a group hold "
-                             f"the same tokens in the same order, and line LRU evicts whole tokens by recency, as "
-                             f"token-lru does")
-                out.append(text + ".")
+        groups: list[list[str]] = []
+        for policy in sorted(set(g.policy)):
+            for group in groups:
+                if _identical(g, group[0], policy, key):
+                    group.append(policy)
+                    break
+            else:
+                groups.append([policy])
+        for group in (grp for grp in groups if len(grp) > 1):
+            runs = g[g.policy == group[0]].merge(g[g.policy == group[1]][key], on=key)
+            names = ", ".join(group[:-1]) + f" and {group[-1]}"
+            text = f"{names} give identical results in all {len(runs)} {geometry} runs where they all ran"
+            lines = runs.lines_per_token.dropna()
+            sets = runs.llc_bytes // (runs.ways * 64)
+            if {"lru", "token-lru"} <= set(group) and len(lines) and ((sets % lines.iloc[0]) == 0).all():
+                m = int(lines.iloc[0])
+                text += (f": a token is {m} lines, {m} divides the number of sets, so every token's lines fill "
+                         f"one aligned group of {m} sets that only whole tokens share; all sets of a group hold "
+                         f"the same tokens in the same order, and line LRU evicts whole tokens by recency, as "
+                         f"token-lru does")
+            out.append(text + ".")
     return out
+
+
+def _identical(g: pd.DataFrame, a: str, b: str, key: list[str]) -> bool:
+    pair = g[g.policy == a].merge(g[g.policy == b], on=key, suffixes=("_a", "_b"))
+    return not pair.empty and all((pair[f"{r}_a"] == pair[f"{r}_b"]).all() for r in RESULTS)

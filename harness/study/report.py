@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,16 @@ from harness.core.units import format_size
 from harness.study.headline import CLASSES, comparisons, headline, identities, verdict
 
 
-def first_screen_table(h: pd.DataFrame) -> pd.DataFrame:
-    """The headline as a compact table with readable headers and units; the configuration
+def first_screen_table(h: pd.DataFrame, best_only: bool = True) -> pd.DataFrame:
+    """The headline as a compact table with readable headers and units, one row per configuration
+    (its best policy; ``best_only=False``: every policy's best reservation); the configuration
     columns that take one value in the whole sweep are left out (the text names them)."""
     if h.empty:
         return h
+    if best_only:
+        from harness.study.headline import configuration_columns
+
+        h = h.loc[h.groupby(configuration_columns(h), dropna=False).speedup.idxmax()]
     t = pd.DataFrame({"backbone": h.backbone, "geometry": h.geometry, "LLC": h.llc_bytes.map(format_size)})
     for col, name in (("prompt_tokens", "context"), ("topk", "k"), ("requests", "batch"),
                       ("timing_platform", "platform")):
@@ -128,9 +134,13 @@ def speedup_plot(h: pd.DataFrame, folder: Path) -> str | None:
             if row.empty:
                 continue
             x, y = j + i * width, float(row.speedup.iloc[0])
-            ax.bar(x, y, width=width, color=f"C{i}", label=policy if j == 0 else None)
-            ax.text(x, y, str(int(row.reserve_ways.iloc[0])), ha="center", va="bottom", fontsize=6)
+            # bars grow up or down from 1.0 (no change), so small gains and losses are visible
+            ax.bar(x, y - 1.0, bottom=1.0, width=width, color=f"C{i}", label=policy if j == 0 else None)
+            ax.text(x, y, str(int(row.reserve_ways.iloc[0])), ha="center", va="bottom" if y >= 1 else "top",
+                    fontsize=6)
     ax.axhline(1.0, color="black", lw=0.8)
+    spread = max(abs(h.speedup.max() - 1), abs(h.speedup.min() - 1), 0.02) * 1.25
+    ax.set_ylim(1 - spread, 1 + spread)
     labels = ["\n".join([str(k[0]), str(k[1]), f"{int(k[2]) >> 20} MiB"] + [f"{c} {v}" for c, v in zip(key[3:], k[3:])])
               for k, _ in groups]
     ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, labels, fontsize=7)
@@ -197,6 +207,24 @@ def class_misses_plot(df: pd.DataFrame, h: pd.DataFrame, folder: Path) -> str | 
 
 # --- the document -------------------------------------------------------------------------
 
+_NUMBER = re.compile(r"^[-+]?[\d.,]+(e[-+]?\d+)?x?$|^$")
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    """An HTML table: numbers right-aligned, text left-aligned, floats to 3 decimals."""
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "" if v != v else f"{v:.3f}"
+        return html.escape(str(v))
+
+    cells = [[cell(v) for v in row] for row in df.itertuples(index=False)]
+    left = [not all(_NUMBER.match(r[i]) for r in cells) for i in range(len(df.columns))]
+    style = ['' if not lt else ' class="text"' for lt in left]
+    head = "".join(f"<th{st}>{html.escape(str(c))}</th>" for c, st in zip(df.columns, style))
+    rows = "".join("<tr>" + "".join(f"<td{st}>{v}</td>" for v, st in zip(r, style)) + "</tr>" for r in cells)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
 class Doc:
     """Blocks rendered both as Markdown and as a self-contained HTML page."""
 
@@ -230,8 +258,6 @@ class Doc:
         return "\n\n".join(out) + "\n"
 
     def html(self) -> str:
-        import re
-
         body = []
         for kind, v in self.blocks:
             if kind == "h":
@@ -241,7 +267,7 @@ class Doc:
                 text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
                 body.append(f"<p>{text}</p>")
             elif kind == "table":
-                body.append(v.to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="", border=0))
+                body.append(f'<div class="scroll">{_html_table(v)}</div>')  # a wide table scrolls, not the page
             else:
                 data = base64.b64encode(v.read_bytes()).decode()
                 body.append(f'<img alt="{v.stem}" src="data:image/png;base64,{data}">')
@@ -249,7 +275,7 @@ class Doc:
                  "table{border-collapse:collapse;font-size:12px;margin:1em 0}"
                  "th{background:#f4f4f4;font-weight:600}"
                  "td,th{border-bottom:1px solid #ddd;padding:3px 6px;text-align:right}"
-                 "td:first-child,th:first-child{text-align:left}img{max-width:100%}")
+                 ".text{text-align:left}img{max-width:100%}.scroll{overflow-x:auto}")
         return (f"<!doctype html><html><head><meta charset='utf-8'><title>dsa-llc report</title>"
                 f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
@@ -281,6 +307,8 @@ def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, 
             doc.p(line)
         doc.table(first_screen_table(h))
         doc.image(speedup_plot(h, tmp))
+        doc.h(2, "Every policy's best reservation")
+        doc.table(first_screen_table(h, best_only=False))
         doc.image(class_misses_plot(df, h, tmp))
         for p in scale_plots(comparisons(df), tmp):
             doc.image(p)
