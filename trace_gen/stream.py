@@ -186,10 +186,11 @@ class StreamSource:
         return cls(log, get_geometry(o["geometry"], log.meta),
                    Layout(o["layout"], o["page_tokens"], o["page_order"], o["layout_seed"], o["weights"]))
 
-    def phases(self) -> pd.DataFrame:
-        """One row per phase of the stream, in stream order: ``phase`` (the id its accesses
-        carry), ``step``, ``layer`` (geometry layer), ``kind`` (0 index, 1 gather) and ``flops``,
-        the compute that follows the phase for the whole batch (trace_gen.geometry)."""
+    def phases(self, steps: int | None = None) -> pd.DataFrame:
+        """One row per phase of the stream (of its first ``steps`` decode steps, when given), in
+        stream order: ``phase`` (the id its accesses carry), ``step``, ``layer`` (geometry layer),
+        ``kind`` (0 index, 1 gather) and ``flops``, the compute that follows the phase for the
+        whole batch (trace_gen.geometry)."""
         ctx = self.log.table(["step", "layer", "ctx_len", "positions"])
         rows = pd.DataFrame({"step": ctx.column("step").to_numpy(), "log_layer": ctx.column("layer").to_numpy(),
                              "ctx_len": ctx.column("ctx_len").to_numpy(),
@@ -197,9 +198,9 @@ class StreamSource:
         per = rows.groupby(["step", "log_layer"], sort=True).agg(ctx=("ctx_len", "sum"), sel=("selected", "sum"),
                                                                  n=("ctx_len", "size")).reset_index()
         g = self.geometry
-        steps = per.step.unique()
-        layer = np.tile(np.arange(g.layers), len(steps))
-        step = np.repeat(steps, g.layers)
+        kept = per.step.unique()[:steps]
+        layer = np.tile(np.arange(g.layers), len(kept))
+        step = np.repeat(kept, g.layers)
         src = per.set_index(["step", "log_layer"]).loc[list(zip(step, self.layer_map[layer]))]
         index = pd.DataFrame({"step": step, "layer": layer, "kind": INDEX_PHASE,
                               "flops": src.ctx.to_numpy() * g.index_flops_per_token})
@@ -218,8 +219,10 @@ class StreamSource:
                        + (self.max_k + 1) * lines(g.kv_bytes))
         return lines(a.weight_bytes) + self.log.requests * per_request
 
-    def chunks(self, as_lines: bool = True, chunk_lines: int = CHUNK_LINES, reuse: bool = False) -> Iterator:
-        """Yield :class:`LineAccesses` (``as_lines``) or :class:`Requests` chunks.
+    def chunks(self, as_lines: bool = True, chunk_lines: int = CHUNK_LINES, reuse: bool = False,
+               steps: int | None = None) -> Iterator:
+        """Yield :class:`LineAccesses` (``as_lines``) or :class:`Requests` chunks (of the first
+        ``steps`` decode steps only, when given).
 
         With ``reuse`` every chunk lives in the same buffers, valid only until the next chunk is
         requested: the fast path for consumers that process a chunk and move on (fresh pages
@@ -227,9 +230,15 @@ class StreamSource:
         bound = self._bound_per_layer_step()
         cap = max(chunk_lines, bound)
         shared = _Buffers(cap, as_lines) if reuse else None
+        remaining = steps
         for block in self.log.blocks():
+            if remaining is not None and remaining <= 0:
+                return
             self._check_block(block)
             step_starts = np.arange(0, len(block.step), self.log.layers * self.log.requests, dtype=np.int64)
+            if remaining is not None:
+                step_starts = step_starts[:remaining]
+                remaining -= len(step_starts)
             pos = np.zeros(2, dtype=np.int64)  # resume point: step index in block, geometry layer
             while pos[0] < len(step_starts):
                 out = shared or _Buffers(cap, as_lines)
