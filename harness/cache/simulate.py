@@ -46,13 +46,13 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
     stream = TokenStream() if bounds else None
     try:
         for chunk in chunks:
-            acc = chunk.lines() if isinstance(chunk, Requests) else chunk
-            if len(acc) == 0:
-                continue
-            _, reads, step_runs = state.access(acc.line, acc.cls, acc.token, acc.write, acc.step)
-            runs.append(step_runs)
-            if stream is not None:
-                stream.append(reads)
+            for acc in chunk.line_chunks() if isinstance(chunk, Requests) else (chunk,):
+                if len(acc) == 0:
+                    continue
+                _, reads, step_runs = state.access(acc.line, acc.cls, acc.token, acc.write, acc.step)
+                runs.append(step_runs)
+                if stream is not None:
+                    stream.append(reads)
         state.finish()
         summary = _summarise(state, runs, timing)
         summary["bounds"] = _bounds(stream, cfg, state.lines_per_token()) if stream else None

@@ -17,6 +17,7 @@ DRAM bandwidth (128 GB/s).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -34,8 +35,9 @@ class TimingConfig:
 
     def validate(self) -> None:
         for name, value in asdict(self).items():
-            if value <= 0:
-                raise UserError(f"timing parameter {name} must be positive, got {value}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
+                raise UserError(f"timing parameter {name} must be a positive finite number, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
