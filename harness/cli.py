@@ -309,8 +309,8 @@ backbone_options = option_group(
 
 def _set_threads(threads):
     if threads is not None:
-        if threads < 1:
-            raise click.BadParameter("must be at least 1", param_hint="--threads")
+        if not 1 <= threads <= 1024:
+            raise click.BadParameter(f"must be between 1 and 1024, got {threads}", param_hint="--threads")
         import torch
 
         torch.set_num_threads(threads)

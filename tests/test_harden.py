@@ -473,6 +473,15 @@ def test_leftovers_of_killed_processes_are_cleaned_and_legacy_log_folders_reused
     assert not any(p.exists() for p in leftovers)
 
 
+def test_an_unreadable_index_log_is_decoded_again(sweep_copy):
+    (log,) = (sweep_copy / "logs").iterdir()
+    data = (log / "index_log.parquet").read_bytes()
+    (log / "index_log.parquet").write_bytes(data[: len(data) // 2])
+    shutil.rmtree(sweep_copy / "runs")
+    assert execute(loads_spec(SPEC), sweep_copy, jobs=1, progress=False)["ok"] == 3
+    assert (log / "index_log.parquet").stat().st_size > len(data) // 2
+
+
 def test_a_failed_decode_gives_its_cause_to_every_run_and_reruns_report_it(tmp_path, monkeypatch):
     monkeypatch.setenv("DSA_LLC_CACHE", str(tmp_path / "cache"))
     spec = tmp_path / "spec.toml"

@@ -119,6 +119,12 @@ class LLCConfig:
     def sets(self) -> int:
         return self.size // (self.ways * self.line)
 
+    def memory_bytes(self) -> int:
+        """Memory the simulator's state of this LLC takes: per line a tag, a stamp and a dirty
+        bit; per reserved line of a token policy a token record and its list links."""
+        tracked = self.sets * self.reserve_ways if self.policy != "lru" else 0
+        return self.sets * self.ways * 17 + tracked * (8 * N_FIELDS + 8 * 6)
+
     @property
     def reserved_bytes(self) -> int:
         return self.sets * self.reserve_ways * self.line
@@ -135,7 +141,7 @@ class LLCState:
         self.cfg = cfg
         n = cfg.sets * cfg.ways
         tracked = cfg.sets * cfg.reserve_ways if cfg.policy != "lru" else 0
-        require_memory(n * 17 + tracked * (8 * N_FIELDS + 8 * 6), f"an LLC of {format_size(cfg.size)}")
+        require_memory(cfg.memory_bytes(), f"an LLC of {format_size(cfg.size)}")
         self.tag = np.full(n, -1, dtype=np.int64)
         # An invalid way's stamp is -(ways - way): below every real stamp and lowest for way 0,
         # so the LRU scan picks the lowest free way first without a separate pass.

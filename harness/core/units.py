@@ -74,10 +74,11 @@ def available_memory() -> int | None:
 
 
 def require_memory(nbytes: int | float, what: str) -> None:
-    """Refuse (one-line UserError) work that would need more memory than the machine has
-    available, before allocating it: an allocation that large fails or gets the process killed."""
+    """Refuse (one-line UserError), before allocating it, work that would need more than half the
+    memory the machine has available: an allocation that large fails or gets the process (or a
+    neighbour) killed, and no sensible input needs it."""
     available = available_memory()
-    if available is not None and nbytes > available:
+    if available is not None and nbytes > available / 2:
         raise UserError(f"{what} would need {nbytes / 2**30:,.1f} GiB of memory; "
                         f"{available / 2**30:,.1f} GiB are available")
 

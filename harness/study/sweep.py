@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import platform
 import re
@@ -41,7 +42,8 @@ from harness.cache import RESULTS_VERSION
 from harness.core.canon import config_hash
 from harness.core.errors import UserError, first_line, problems_error
 from harness.core.fields import Field
-from harness.core.units import remove_path, write_text_atomic
+from harness.core.locks import FileLock, LockHeld
+from harness.core.units import remove_path, require_memory, write_text_atomic
 from harness.study.runs import is_stale, read_run, write_run
 
 if sys.version_info >= (3, 11):
@@ -53,6 +55,7 @@ __all__ = ["SCHEMA", "Spec", "execute", "is_stale", "load_spec", "loads_spec", "
 
 MAX_INT32 = (1 << 31) - 1
 BACKENDS = ("builtin", "gem5")
+MAX_GRID_POINTS = 5_000_000  # checked in seconds; examples/full_sweep.toml has 215,040
 
 
 def _choices(module: str, name: str, extra: tuple = ()):
@@ -65,6 +68,7 @@ def _choices(module: str, name: str, extra: tuple = ()):
 
 
 def _check(module: str, name: str):
+    """A value check that lives in a module imported only when a value is checked."""
     def check(value):
         import importlib
 
@@ -74,7 +78,7 @@ def _check(module: str, name: str):
 
 def _check_clock(value: str) -> None:
     if not re.fullmatch(r"\d+(\.\d+)?\s*[kMG]?Hz", value):
-        raise UserError(f"gem5.clock {value!r} is not a frequency such as 2GHz")
+        raise UserError(f"clock {value!r} is not a frequency such as 2GHz")
 
 
 # Every key of a spec: default, type and range (harness.core.fields), by section.
@@ -117,13 +121,15 @@ SCHEMA = {
     },
     "gem5": {
         "binary": Field(None, "str", nullable=True),
-        "timeout": Field(3600.0, "float", 0, lo_open=True),
-        "tick_spacing_ps": Field(1_000_000, "int", 1),
+        "timeout": Field(3600.0, "float", 0, 1e7, lo_open=True),  # seconds: up to ~4 months
+        "tick_spacing_ps": Field(1_000_000, "int", 1, 10**9),  # ticks of 2**63 / 10**9 packets fit int64
         "dram": Field("DDR4_2400_8x8", "str"),
         "clock": Field("2GHz", "str", check_value=_check_clock),
     },
 }
 GRID_SECTIONS = ("decode", "stream", "llc", "timing")
+# Sections checked together: a group's canonical configs may depend on each other's values.
+GROUPS = (("decode",), ("stream",), ("llc", "timing"))
 AXES = {(s, k) for s in GRID_SECTIONS for k in SCHEMA[s]} | {("sweep", "backend")}
 FLAT = {k: (s, k) for s, k in AXES}  # exclude tables name grid keys without their section
 
@@ -168,20 +174,25 @@ def parse_spec(raw: dict, where: str = "spec") -> Spec:
     reported once, all together (see the module docstring)."""
     problems: list[str] = []
     axes = _axes(raw, problems)
-    excludes = _excludes(raw.get("exclude", []), problems)
-    sections = {s: _section_points(s, axes, problems) for s in GRID_SECTIONS}
+    excludes = _excludes(raw.get("exclude", []) if isinstance(raw, dict) else [], problems)
+    points = math.prod(len(axes[(s, k)]) for s, k in AXES)
+    if points > MAX_GRID_POINTS:
+        problems.append(f"the grid has {points:,} points before exclusions; at most {MAX_GRID_POINTS:,}")
+        raise problems_error(f"sweep spec {where}", problems)
+    groups = [_group_points(group, axes, problems) for group in GROUPS]
     spec = Spec(raw)
-    if all(sections.values()) and axes[("sweep", "backend")]:
+    if all(groups) and axes[("sweep", "backend")]:
         gem5 = {k: (axes[("gem5", k)] or [None])[0] for k in SCHEMA["gem5"]}  # None: invalid, reported
         seen = set()
-        for parts in itertools.product(*(sections[s] for s in GRID_SECTIONS), axes[("sweep", "backend")]):
+        for parts in itertools.product(*groups, axes[("sweep", "backend")]):
             *points, backend = parts
             flat = {"backend": backend}
             for given, _ in points:
                 flat.update(given)
             if any(all(flat.get(k) == v for k, v in ex.items()) for ex in excludes):
                 continue
-            run = dict(zip(GRID_SECTIONS, (dict(canonical) for _, canonical in points)), backend=backend)
+            canonical = {section: dict(c) for _, group in points for section, c in group.items()}
+            run = {section: canonical[section] for section in GRID_SECTIONS} | {"backend": backend}
             if backend == "gem5":
                 try:
                     from harness.cache.llc import LLCConfig
@@ -206,7 +217,8 @@ def parse_spec(raw: dict, where: str = "spec") -> Spec:
 
 
 def _axes(raw, problems: list[str]) -> dict:
-    """Each key's checked values (defaults for absent keys; invalid values reported, left out)."""
+    """Each key's checked values (defaults for absent keys, a key without a default is required;
+    invalid values are reported and left out)."""
     given: dict = {}
     if not isinstance(raw, dict):
         problems.append("the spec is not a table")
@@ -229,15 +241,13 @@ def _axes(raw, problems: list[str]) -> dict:
                     problems.append(f"{name} is an empty list")
                 else:
                     given[(section, key)] = value if isinstance(value, list) else [value]
-    if "backbone" not in (raw.get("decode") if isinstance(raw.get("decode"), dict) else {}):
-        problems.append("decode.backbone is required")
     axes = {}
     for section, fields in SCHEMA.items():
         for key, f in fields.items():
             values = []
-            for value in given.get((section, key), [f.default]):
-                if value is None and key == "backbone":
-                    continue
+            if (section, key) not in given and f.default is None and not f.nullable:
+                problems.append(f"{section}.{key} is required")
+            for value in given.get((section, key), [] if f.default is None and not f.nullable else [f.default]):
                 try:
                     checked = f.check(f"{section}.{key}", value)
                 except UserError as e:
@@ -269,46 +279,54 @@ def _excludes(excludes, problems: list[str]) -> list[dict]:
     return out
 
 
-def _section_points(section: str, axes: dict, problems: list[str]) -> list[tuple[dict, dict]]:
-    """Each combination of a grid section's values that forms a valid configuration, as (the
-    values given, the canonical section config); the invalid ones reported."""
-    keys = list(SCHEMA[section])
+def _group_points(group: tuple[str, ...], axes: dict, problems: list[str]) -> list[tuple[dict, dict]]:
+    """Each combination of a group's values that forms a valid configuration, as (the values
+    given, by key; the canonical config of each section of the group); the invalid ones reported."""
+    keys = [(s, k) for s in group for k in SCHEMA[s]]
     out = []
-    for values in itertools.product(*(axes[(section, k)] for k in keys)):
-        given = dict(zip(keys, values))
+    for values in itertools.product(*(axes[key] for key in keys)):
+        given = {s: {} for s in group}
+        for (s, k), v in zip(keys, values):
+            given[s][k] = v
         try:
-            canonical = _canonical(section, given)
+            canonical = {s: _canonical(s, given) for s in group}
         except UserError as e:
-            problems.append(f"{section}: {e}")
+            problems.append(str(e))
             continue
-        out.append((given, canonical))
+        out.append(({k: v for (_, k), v in zip(keys, values)}, canonical))
     return out
 
 
-def _canonical(section: str, v: dict) -> dict:
-    """A section's canonical config (equal runs get equal configs), validated as a whole."""
-    if section == "decode":
-        from trace_gen.decode import DecodeConfig
+def _canonical(section: str, given: dict) -> dict:
+    """A section's canonical config (equal runs get equal configs), validated as a whole, from
+    the values of its group (``given``: section -> key -> value)."""
+    v = given[section]
+    try:
+        if section == "decode":
+            from trace_gen.decode import DecodeConfig
 
-        DecodeConfig(**v).validate()
-        return dict(v)
-    if section == "stream":
-        from trace_gen.stream import Layout
+            DecodeConfig(**v).validate()
+            return dict(v)
+        if section == "stream":
+            from trace_gen.stream import Layout
 
-        Layout(v["layout"], v["page_tokens"], v["page_order"], v["layout_seed"], v["weights"]).validate()
-        return dict(v)
-    if section == "llc":
-        from harness.cache.llc import LLCConfig
+            Layout(v["layout"], v["page_tokens"], v["page_order"], v["layout_seed"], v["weights"]).validate()
+            return dict(v)
+        if section == "llc":
+            from harness.cache.llc import LLCConfig
 
-        llc = LLCConfig.make(v["size"], v["ways"], v["reserve_ways"], v["policy"], v["whole_token_eviction"])
-        if llc.reserve_ways == 0 or llc.policy == "lru":  # the policy and whole-token flag do not apply
-            llc = LLCConfig(llc.size, llc.ways, llc.reserve_ways, "lru" if llc.reserve_ways == 0 else llc.policy, True)
-        return llc.to_dict()
-    from harness.cache.timing import TimingConfig
+            llc = LLCConfig.make(v["size"], v["ways"], v["reserve_ways"], v["policy"], v["whole_token_eviction"])
+            require_memory(llc.memory_bytes(), f"an LLC of {v['size']}")
+            if llc.reserve_ways == 0 or llc.policy == "lru":  # the policy and whole-token flag do not apply
+                llc = LLCConfig(llc.size, llc.ways, llc.reserve_ways, "lru" if llc.reserve_ways == 0 else llc.policy, True)
+            return llc.to_dict()
+        from harness.cache.timing import TimingConfig
 
-    timing = TimingConfig(**v)
-    timing.validate()
-    return timing.to_dict()
+        timing = TimingConfig(**v)
+        timing.validate()
+        return timing.to_dict()
+    except UserError as e:
+        raise UserError(f"{section}: {e}") from None
 
 
 def decode_id(decode: dict) -> str:
@@ -334,39 +352,39 @@ def log_dir(folder: Path, decode: dict) -> Path:
 
 
 def log_ready(folder: Path, decode: dict) -> bool:
-    return (log_dir(folder, decode) / "metadata.json").exists()
+    """Is the decode's index log there and readable (metadata, schema and row count; a log that
+    is not is decoded again)?"""
+    from trace_gen.indexlog import IndexLog
+
+    path = log_dir(folder, decode)
+    if not (path / "metadata.json").exists():
+        return False
+    try:
+        IndexLog(path)
+    except UserError:
+        return False
+    return True
 
 
 # --- the sweep folder ---------------------------------------------------------------------
 
 class SweepLock:
-    """An exclusive lock on a sweep folder (``fcntl.flock`` on ``.lock``), released when the
-    holder exits, however it exits. ``wait``: block until the holder is done, else refuse."""
+    """An exclusive lock on a sweep folder (``.lock``, ``harness.core.locks``), released when
+    the holder exits, however it exits. ``wait``: block until the holder is done, else refuse."""
 
     def __init__(self, folder: Path, wait: bool = False):
-        self.path, self.wait = folder / ".lock", wait
-        self._file = None
+        self.folder = folder
+        self._lock = FileLock(folder / ".lock", wait)
 
     def __enter__(self):
-        import fcntl
-
-        self._file = open(self.path, "a+")
         try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
-            self._file.close()
-            raise UserError(f"another sweep ({holder}) is running in {self.path.parent}; "
-                            "pass --wait to wait for it") from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"pid {os.getpid()} on {platform.node()}")
-        self._file.flush()
+            self._lock.__enter__()
+        except LockHeld as e:
+            raise UserError(f"another sweep ({e}) is running in {self.folder}; pass --wait to wait for it") from None
         return self
 
     def __exit__(self, *exc):
-        self._file.close()
+        self._lock.__exit__(*exc)
 
 
 def check_folder(folder: Path) -> None:

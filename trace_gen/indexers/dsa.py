@@ -27,8 +27,10 @@ import time
 import torch
 
 from harness.core.canon import config_hash
-from harness.core.errors import problems_error
+from harness.core.errors import first_line, problems_error
 from harness.core.fields import Field, check_fields
+from harness.core.locks import FileLock
+from harness.core.units import atomic_path, write_text_atomic
 from trace_gen.indexers.base import Indexer, LayerInputs
 
 
@@ -185,27 +187,36 @@ def fit_key(backbone, settings: dict) -> str:
 
 
 def load_or_fit(backbone, settings: dict, refit: bool = False, progress=True):
-    """The cached fit for this backbone and settings, fitting (and caching) it if missing."""
+    """The cached fit for this backbone and settings, fitting (and caching) it if missing. A lock
+    per fit lets one process fit while others needing the same fit wait and then load it."""
     from trace_gen.backbones import cache_dir
 
     folder = cache_dir("indexers")
     key = fit_key(backbone, settings)
     path, meta_path = folder / f"{key}.pt", folder / f"{key}.json"
-    if path.exists() and meta_path.exists() and not refit:
-        state = torch.load(path, weights_only=True)
-        layers = []
-        for sd in state:
-            heads, d_i, head_dim = sd["b"].shape
-            layer = LayerIndexer(heads, head_dim, sd["a"].shape[1], d_i)
-            layer.load_state_dict(sd)
-            layers.append(layer)
-        return layers, {**json.loads(meta_path.read_text()), "cache_file": str(path)}
-    layers, fit = calibrate(backbone, settings, progress)
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save([layer.state_dict() for layer in layers], tmp)
-    tmp.rename(path)
-    meta_path.write_text(json.dumps(fit, indent=1))
+    with FileLock(folder / f"{key}.lock"):
+        if path.exists() and meta_path.exists() and not refit:
+            try:
+                return _load_fit(path, meta_path)
+            except Exception as e:  # a cache file that cannot be read is fitted again
+                print(f"the cached dsa indexer fit {path} is unreadable ({first_line(e)}); fitting again",
+                      file=sys.stderr)
+        layers, fit = calibrate(backbone, settings, progress)
+        with atomic_path(path) as tmp:
+            torch.save([layer.state_dict() for layer in layers], tmp)
+        write_text_atomic(meta_path, json.dumps(fit, indent=1))
     return layers, {**fit, "cache_file": str(path)}
+
+
+def _load_fit(path, meta_path) -> tuple[list[LayerIndexer], dict]:
+    state = torch.load(path, weights_only=True)
+    layers = []
+    for sd in state:
+        heads, d_i, head_dim = sd["b"].shape
+        layer = LayerIndexer(heads, head_dim, sd["a"].shape[1], d_i)
+        layer.load_state_dict(sd)
+        layers.append(layer)
+    return layers, {**json.loads(meta_path.read_text()), "cache_file": str(path)}
 
 
 class DsaIndexer(Indexer):
