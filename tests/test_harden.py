@@ -559,3 +559,20 @@ def test_spec_digest_and_run_ids_are_unchanged_by_the_checks():
                               "dram_bytes_per_cycle": 64.0}
     assert run0["llc"] == {"size": 65536, "ways": 8, "reserve_ways": 0, "policy": "lru",
                            "whole_token_eviction": True, "line": 64}
+
+
+@pytest.mark.slow  # two whole demo runs (a tiny spec), about 20 s
+def test_demo_replaces_only_its_own_report(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSA_LLC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("harness.study.demo.DEMO_SPEC", SPEC.replace("[0, 2, 4]", "[0, 2]"))
+    out = tmp_path / "study"
+    (out / "report").mkdir(parents=True)
+    (out / "report" / "notes.txt").write_text("keep me")
+    one_error(run("demo", "--out", out, "--jobs", "1"), "did not write")
+    assert tree(out) == ["report", "report/notes.txt"]  # refused before the sweep ran
+    (out / "report" / "notes.txt").unlink()
+    assert run("demo", "--out", out, "--jobs", "1").exit_code == 0
+    first = (out / "report" / "report.md").stat().st_mtime_ns
+    res = run("demo", "--out", out, "--jobs", "1")
+    assert res.exit_code == 0 and "0 runs done" in res.output, res.output
+    assert (out / "report" / "report.md").stat().st_mtime_ns != first
