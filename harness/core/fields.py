@@ -87,10 +87,15 @@ class Field:
     def _range(self, name: str, value, most) -> None:
         lo, hi = self.lo, self.hi if self.hi is not None else most
         if lo is not None and (value <= lo if self.lo_open else value < lo):
-            bound = f"greater than {lo:g}" if self.lo_open else f"at least {lo:g}"
+            bound = f"greater than {_number(lo)}" if self.lo_open else f"at least {_number(lo)}"
             raise UserError(f"{name} must be {bound}, got {value!r}")
         if value > hi:
-            raise UserError(f"{name} must be at most {hi:g}, got {value!r}")
+            raise UserError(f"{name} must be at most {_number(hi)}, got {value!r}")
+
+
+def _number(x) -> str:
+    """A bound as people write it: 2,147,483,647 or 0.5."""
+    return f"{int(x):,}" if float(x).is_integer() and abs(x) < 1e18 else f"{x:g}"
 
 
 def check_fields(fields: dict[str, Field], values: dict, prefix: str = "") -> tuple[dict, list[str]]:
