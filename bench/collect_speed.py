@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.core.canon import config_hash
 from harness.study.collect import collect
 from harness.study.sweep import execute, parse_spec
 
@@ -27,16 +28,16 @@ def main():
         folder = Path(tmp) / "sweep"
         execute(parse_spec(SPEC), folder, jobs=1, progress=False)
         (src,) = [p for p in (folder / "runs").iterdir()]
-        for i in range(a.runs - 1):
-            dst = folder / "runs" / f"{i:012x}"
+        for i in range(a.runs - 1):  # each copy a distinct config, its folder named by its hash
+            cfg = json.loads((src / "config.json").read_text())
+            cfg["stream"]["layout_seed"] = i + 1
+            dst = folder / "runs" / config_hash(cfg)
             shutil.copytree(src, dst)
-            cfg = json.loads((dst / "config.json").read_text())
-            cfg["llc"]["reserve_ways"] = i % 8
             (dst / "config.json").write_text(json.dumps(cfg))
         t = time.perf_counter()
         df, bad = collect(folder, folder / "results.parquet")
         dt = time.perf_counter() - t
-        print(f"collect: {len(df):,} run folders in {dt:.1f} s ({len(bad)} unreadable)")
+        print(f"collect: {len(df):,} run folders in {dt:.1f} s ({len(bad)} corrupt)")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,14 @@
-"""``dsa-harness``: a thin click layer over the library. Errors the user can fix print one line."""
+"""``dsa-harness``: a thin click layer over the library.
+
+Every failure the user can meet prints exactly one ``error:`` line on stderr (a spec with several
+problems lists them on the lines below it) and exits non-zero, never with a traceback; bare
+``dsa-harness`` prints the help. Outputs follow one rule (``harness.core.outputs``), checked
+before any work starts."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -10,7 +16,7 @@ import click
 from harness import __version__
 from harness.cache.platforms import DEFAULT_PLATFORM, PLATFORMS
 from harness.cache.timing import TIMING_MODELS
-from harness.core.errors import UserError
+from harness.core.errors import UserError, first_line, problems_error
 
 
 class _Group(click.Group):
@@ -19,18 +25,36 @@ class _Group(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # bare `dsa-harness`: the help, not an error
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
         except click.exceptions.Abort:
-            click.echo("error: aborted", err=True)
-            sys.exit(1)
+            _fail("aborted")
         except click.ClickException as e:
-            click.echo(f"error: {e.format_message()}", err=True)
-            sys.exit(e.exit_code)
+            _fail(e.format_message(), code=e.exit_code)
         except UserError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+            _fail(str(e), e.details)
+        except MemoryError:
+            _fail("out of memory: the input needs more memory than this machine has available")
+        except OSError as e:  # a full disk, an unwritable path, a closed pipe
+            where = f": {e.filename}" if getattr(e, "filename", None) else ""
+            _fail(f"{e.strerror or first_line(e)}{where}")
+        except Exception as e:
+            if os.environ.get("DSA_LLC_TRACEBACK"):
+                raise
+            _fail(f"internal error ({type(e).__name__}: {first_line(e)}); please report it "
+                  "(DSA_LLC_TRACEBACK=1 shows the traceback)")
         if standalone_mode:
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv
+
+
+def _fail(message: str, details=(), code: int = 1):
+    """The one ``error:`` line (and a spec's further problems below it), then exit."""
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    for detail in details:
+        click.echo(f"  - {' '.join(detail.split())}", err=True)
+    sys.exit(code or 1)
 
 
 @click.group(cls=_Group)
@@ -46,6 +70,27 @@ def option_group(*options):
             f = option(f)
         return f
     return apply
+
+
+def check_options(sections: dict[str, dict], options: dict | None = None) -> dict[str, dict]:
+    """Option values, by spec section (``{"llc": {"ways": 8}}``), checked by the sweep spec's
+    fields of the same keys (one checker for specs and options: ``harness.study.sweep.SCHEMA``);
+    every problem in one UserError. ``options`` names the option of a key when it is not
+    ``--<key>``."""
+    from harness.study.sweep import SCHEMA
+
+    out, problems = {}, []
+    for section, values in sections.items():
+        out[section] = {}
+        for key, value in values.items():
+            option = (options or {}).get(key, "--" + key.replace("_", "-"))
+            try:
+                out[section][key] = SCHEMA[section][key].check(option, value)
+            except UserError as e:
+                problems.append(str(e))
+    if problems:
+        raise problems_error("", problems)
+    return out
 
 
 # Platform, LLC geometry, reservation and timing options shared by the simulating commands.
@@ -82,17 +127,25 @@ TIMING_OVERRIDES = ("llc_hit_cycles", "dram_latency_cycles", "max_outstanding", 
                     "issue_per_cycle", "warmup_steps")
 
 
-def _llc_and_timing(kw: dict):
+def _llc_and_timing(kw: dict, extra: dict | None = None):
+    """The LLC and timing configs of the options in ``kw``, checked together with the option
+    sections in ``extra`` (returned checked as well)."""
     from harness.cache.llc import LLCConfig
     from harness.cache.platforms import get_platform
     from harness.cache.timing import TimingConfig
 
-    platform = get_platform(kw["platform"])
-    cfg = LLCConfig.make(kw["llc_size"] if kw["llc_size"] is not None else platform.llc_size,
-                         kw["ways"] if kw["ways"] is not None else platform.llc_ways,
-                         kw["reserve_ways"], kw["policy"], kw["whole_token_eviction"])
-    timing = TimingConfig.make(kw["platform"], kw["timing_model"], **{k: kw[k] for k in TIMING_OVERRIDES})
-    return cfg, timing
+    timing_values = {"platform": kw["platform"], "model": kw["timing_model"], **{k: kw[k] for k in TIMING_OVERRIDES}}
+    checked = check_options({"llc": {"size": kw["llc_size"], "ways": kw["ways"], "reserve_ways": kw["reserve_ways"],
+                                     "policy": kw["policy"], "whole_token_eviction": kw["whole_token_eviction"]},
+                             "timing": timing_values, **(extra or {})},
+                            {"size": "--llc-size", "timeout": "--gem5-timeout", "model": "--timing-model"})
+    llc, t = checked["llc"], checked["timing"]
+    platform = get_platform(t["platform"])
+    cfg = LLCConfig.make(platform.llc_size if llc["size"] is None else llc["size"],
+                         platform.llc_ways if llc["ways"] is None else llc["ways"],
+                         llc["reserve_ways"], llc["policy"], llc["whole_token_eviction"])
+    timing = TimingConfig.make(t["platform"], t["model"], **{k: t[k] for k in TIMING_OVERRIDES})
+    return cfg, timing, checked
 
 
 # How an index log becomes an access stream: KV geometry and layout.
@@ -111,6 +164,10 @@ stream_options = option_group(
     click.option("--weights/--no-weights", default=False, show_default=True,
                  help="Stream each layer's weights once per step (geometry's weight_bytes)."),
 )
+STREAM_KEYS = ("geometry", "layout", "page_tokens", "page_order", "layout_seed", "weights")
+
+overwrite_option = click.option("--overwrite", is_flag=True,
+                                help="Replace an existing --out (only an earlier output of this command).")
 
 
 def _stream_provenance(src) -> dict:
@@ -141,40 +198,72 @@ def _stream_provenance(src) -> dict:
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="table",
               show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the JSON result here.")
+@overwrite_option
 def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeout, tick_spacing_ps,
-             dram, clock, l1_size, fmt, out, **kw):
+             dram, clock, l1_size, fmt, out, overwrite, **kw):
     """Simulate an access stream through the built-in LLC model or gem5.
 
     The stream is a generic access trace (--access-trace) or is generated on the fly from an
     index log under a KV geometry and layout (--index-log)."""
     from harness.cache.simulate import simulate as run
     from harness.core.accesstrace import read_access_trace
-    from harness.core.units import write_text_atomic
+    from harness.core.outputs import check_output_file
+    from harness.core.units import atomic_path, parse_size
     from trace_gen.stream import StreamSource
 
     if bool(access_trace) == bool(index_log):
         raise click.UsageError("give exactly one of --access-trace and --index-log")
-    cfg, timing = _llc_and_timing(kw)
+    cfg, timing, checked = _llc_and_timing(kw, {
+        "stream": {k: kw[k] for k in STREAM_KEYS},
+        "gem5": {"timeout": gem5_timeout, "tick_spacing_ps": tick_spacing_ps, "clock": clock}})
+    stream, gem5 = checked["stream"], checked["gem5"]
+    if l1_size is not None:
+        parse_size(l1_size, "--l1-size")
+    check = (lambda: check_output_file(out, overwrite)) if out else None  # noqa: E731
+    if check:
+        check()
+    if backend == "gem5":
+        from harness.gem5.launcher import check_extension, check_llc, find_gem5
+
+        check_llc(cfg)
+        check_extension(find_gem5(gem5_binary))
+        if gem5_out:
+            _prepare_gem5_out(gem5_out, overwrite)
     address_map, phases, batch = None, None, 1
     if access_trace:
         chunks, source = read_access_trace(access_trace), {"access_trace": str(access_trace)}
     else:
-        src = StreamSource.from_options(index_log, kw)
+        src = StreamSource.from_options(index_log, stream)
         chunks, source = src.chunks(as_lines=True, reuse=True), _stream_provenance(src)
         address_map, phases, batch = src.amap.describe(), src.phases(), src.log.requests
     if backend == "gem5":
         from harness.gem5.launcher import simulate_gem5
         from trace_gen.writers import line_chunks_of
 
-        result = simulate_gem5(line_chunks_of(chunks), cfg, address_map, gem5_binary, gem5_out, gem5_timeout,
-                               tick_spacing_ps, dram, clock, l1_size, extra_config={"input": source})
+        result = simulate_gem5(line_chunks_of(chunks), cfg, address_map, gem5_binary, gem5_out, gem5["timeout"],
+                               gem5["tick_spacing_ps"], dram, gem5["clock"], l1_size, extra_config={"input": source})
     else:
         result = run(chunks, cfg, timing, bounds=kw["bounds"], extra_config={"input": source},
                      phases=phases, batch=batch)
-    text = json.dumps(result, indent=1)
+    text = json.dumps(result, indent=1, allow_nan=False)
     if out:
-        write_text_atomic(out, text + "\n")
+        with atomic_path(out, check) as tmp:
+            tmp.write_text(text + "\n")
     click.echo(text if fmt == "json" else format_result(result))
+
+
+def _prepare_gem5_out(folder: str, overwrite: bool) -> None:
+    """--gem5-out: new or empty, or (with --overwrite) an earlier gem5 output folder, emptied for
+    the new run; gem5 writes into it as it runs (its log stays there when it fails)."""
+    import shutil
+
+    from harness.core.outputs import check_output_folder, mark_folder
+
+    path = check_output_folder(folder, "simulate", overwrite)
+    if path.is_dir() and any(path.iterdir()):
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    mark_folder(path, "simulate", backend="gem5")
 
 
 @cli.command()
@@ -185,20 +274,29 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
 @click.option("--tick-spacing-ps", type=int, default=1_000_000, show_default=True,
               help="gem5: picoseconds between packets (1 us keeps requests from overlapping).")
-def stream(index_log, fmt, out, tick_spacing_ps, **kw):
+@overwrite_option
+def stream(index_log, fmt, out, tick_spacing_ps, overwrite, **kw):
     """Write the access stream of an index log to a file."""
+    from harness.core.outputs import check_output_file
     from trace_gen.stream import StreamSource
     from trace_gen.writers import write_gem5_trace, write_parquet_trace
 
-    src = StreamSource.from_options(index_log, kw)
+    checked = check_options({"stream": {k: kw[k] for k in STREAM_KEYS}, "gem5": {"tick_spacing_ps": tick_spacing_ps}})
+    options, spacing = checked["stream"], checked["gem5"]["tick_spacing_ps"]
+    outputs = [out] if fmt == "parquet" else [out, f"{out}.json"]
+
+    def check():
+        for path in outputs:
+            check_output_file(path, overwrite)
+
+    check()
+    src = StreamSource.from_options(index_log, options)
     prov = _stream_provenance(src)
     if fmt == "parquet":
-        n = write_parquet_trace(out, src.chunks(as_lines=False, reuse=True), prov)
+        n = write_parquet_trace(out, src.chunks(as_lines=False, reuse=True), prov, check)
         click.echo(f"wrote {n:,} requests to {out}")
     else:
-        if tick_spacing_ps < 1:
-            raise click.BadParameter("must be at least 1", param_hint="--tick-spacing-ps")
-        n = write_gem5_trace(out, src.chunks(as_lines=True, reuse=True), prov, tick_spacing_ps)
+        n = write_gem5_trace(out, src.chunks(as_lines=True, reuse=True), prov, spacing, check)
         click.echo(f"wrote {n:,} packets to {out} (address map in {out}.json)")
 
 
@@ -232,8 +330,8 @@ backbone_options = option_group(
 
 def _set_threads(threads):
     if threads is not None:
-        if threads < 1:
-            raise click.BadParameter("must be at least 1", param_hint="--threads")
+        if not 1 <= threads <= 1024:
+            raise click.BadParameter(f"must be between 1 and 1024, got {threads}", param_hint="--threads")
         import torch
 
         torch.set_num_threads(threads)
@@ -259,20 +357,27 @@ def _set_threads(threads):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--refit", is_flag=True, help="Fit the dsa indexer again even if a fit is cached.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Index log folder to write.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing log in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an index log in --out (nothing else).")
 @click.option("--progress/--no-progress", default=True)
 def decode(backbone, indexer_option, threads, indexer, topk, prompt_tokens, steps, requests, text,
            sink_tokens, local_window, observe_only, recall, seed, refit, out, overwrite, progress):
     """Decode with sparse attention on a backbone and write the index log."""
     from trace_gen.decode import DecodeConfig
     from trace_gen.decode import decode as run
+    from trace_gen.indexers.dsa import fit_settings
 
-    _set_threads(threads)
-    cfg = DecodeConfig(backbone, indexer, topk, prompt_tokens, steps, requests, text, sink_tokens,
-                       local_window, observe_only, recall, seed)
+    values = check_options({"decode": dict(backbone=backbone, indexer=indexer, topk=topk, prompt_tokens=prompt_tokens,
+                                           steps=steps, requests=requests, text=text, sink_tokens=sink_tokens,
+                                           local_window=local_window, seed=seed)})["decode"]
+    cfg = DecodeConfig(**values, observe_only=observe_only, recall=recall)
+    cfg.validate()
     options = _indexer_options(indexer_option)
+    if options and indexer != "dsa":
+        raise click.UsageError(f"--indexer-option sets the dsa indexer's fit; indexer {indexer} takes none")
+    fit_settings(options)
     if refit:
         options["refit"] = True
+    _set_threads(threads)
     path = run(cfg, out, overwrite=overwrite, progress=progress, indexer_options=options)
     from trace_gen.indexlog import IndexLog
 
@@ -287,12 +392,13 @@ def decode(backbone, indexer_option, threads, indexer, topk, prompt_tokens, step
 @click.option("--refit", is_flag=True, help="Fit again even if a fit is cached.")
 def calibrate(backbone, indexer_option, threads, refit):
     """Fit (or show the cached fit of) the dsa indexer for a backbone."""
-    from trace_gen.backbones import load_backbone
+    from trace_gen.backbones import check_backbone, load_backbone
     from trace_gen.indexers.dsa import fit_settings, load_or_fit
 
+    check_backbone(backbone)
+    settings = fit_settings(_indexer_options(indexer_option))
     _set_threads(threads)
     bb = load_backbone(backbone)
-    settings = fit_settings(_indexer_options(indexer_option))
     _, fit = load_or_fit(bb, settings, refit=refit)
     click.echo(f"dsa indexer for {bb.name}: d_I={settings['d_I']}, H_I={bb.config.num_attention_heads}, "
                f"key {int(settings['d_I']) + 4} B/token/layer; mean KL {fit['mean_kl_final']:.4f} after "
@@ -306,11 +412,14 @@ def calibrate(backbone, indexer_option, threads, refit):
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Report folder to write.")
 @click.option("--geometry", default=None,
               help="Also give capacities in bytes under this KV geometry (native or a preset).")
-def analyze(logs, out, geometry):
+@overwrite_option
+def analyze(logs, out, geometry, overwrite):
     """Locality of one or more index logs: tables, plots and a Markdown summary."""
     from harness.analysis.locality import analyze as run
 
-    tables = run(list(logs), out, geometry)
+    if geometry is not None:
+        check_options({"stream": {"geometry": geometry}})
+    tables = run(list(logs), out, geometry, overwrite=overwrite)
     s = tables["summary"]
     for row in s.itertuples():
         click.echo(f"{row.log}: overlap {row.overlap_mean:.3f}, runs/selection {row.runs_mean:.1f}, "
@@ -324,8 +433,14 @@ sweep_options = option_group(
     click.option("--scheduler", default=None, help="A Dask scheduler address (tcp://host:8786) instead of local processes."),
     click.option("--rerun-failed", is_flag=True, help="Run again the runs that failed before."),
     click.option("--force", is_flag=True, help="Use a sweep folder made by a different spec."),
+    click.option("--wait", is_flag=True, help="If another sweep runs in the folder, wait for it (else refuse)."),
     click.option("--gem5", "gem5_binary", default=None, help="gem5 binary for gem5 runs (default: $GEM5)."),
 )
+
+
+def _check_jobs(jobs):
+    if jobs is not None and jobs < 1:
+        raise click.BadParameter(f"must be at least 1, got {jobs}", param_hint="--jobs")
 
 
 @cli.command()
@@ -333,51 +448,66 @@ sweep_options = option_group(
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Sweep folder.")
 @sweep_options
 @click.option("--dry-run", is_flag=True, help="Validate the spec and list the runs, run nothing.")
-def sweep(spec, out, jobs, scheduler, rerun_failed, force, gem5_binary, dry_run):
+def sweep(spec, out, jobs, scheduler, rerun_failed, force, wait, gem5_binary, dry_run):
     """Run a TOML sweep spec; re-running skips the runs that are done."""
-    from harness.study.sweep import execute, load_spec, run_id, run_state
+    from pathlib import Path
 
+    from harness.study.sweep import check_folder, execute, load_spec, run_id, run_state
+
+    _check_jobs(jobs)
     s = load_spec(spec)
-    if dry_run:
-        from pathlib import Path
+    if s.uses_gem5:
+        from harness.gem5.launcher import find_gem5
 
-        done = sum(run_state(Path(out), run_id(r)) == "ok" for r in s.runs) if Path(out, "runs").is_dir() else 0
-        click.echo(f"{len(s.runs)} runs over {len(s.decodes)} index logs; {done} already done in {out}")
+        find_gem5(gem5_binary or s.raw.get("gem5", {}).get("binary"))
+    folder = Path(out)
+    check_folder(folder)
+    if dry_run:
+        states = [run_state(folder, run_id(r)) for r in s.runs] if (folder / "runs").is_dir() else []
+        done, failed = states.count("ok"), states.count("failed")
+        click.echo(f"{len(s.runs)} runs over {len(s.decodes)} index logs; in {out}: {done} done, {failed} failed, "
+                   f"{len(s.runs) - done - failed} to run")
         return
-    counts = execute(s, out, jobs, scheduler, rerun_failed, force, gem5_binary=gem5_binary)
-    click.echo(f"{counts['ok']} runs done, {counts['failed']} failed, {counts['skipped']} skipped (done before) in {out}")
-    if counts["failed"]:
-        raise SystemExit(1)
+    counts = execute(s, out, jobs, scheduler, rerun_failed, force, gem5_binary=gem5_binary, wait=wait)
+    click.echo(f"{counts['ok']} runs done, {counts['failed']} failed, {counts['skipped']} skipped "
+               f"(finished or failed before) in {out}")
+    failed = counts["failed"] + counts["still_failed"]
+    if failed:
+        retry = " (--rerun-failed retries them)" if counts["still_failed"] else ""
+        raise UserError(f"{failed} of {len(s.runs)} runs failed{retry}; each one's error is in "
+                        f"{out}/runs/<id>/error.json")
 
 
 @cli.command()
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Parquet file to write (default: SWEEP_DIR/results.parquet).")
-def collect(sweep_dir, out):
+@overwrite_option
+def collect(sweep_dir, out, overwrite):
     """Collect a sweep's runs into one tidy Parquet table."""
     from pathlib import Path
 
     from harness.study.collect import collect as run
 
     out = out or str(Path(sweep_dir) / "results.parquet")
-    df, bad = run(sweep_dir, out)
-    for b in bad:
-        click.echo(f"unreadable run {b}", err=True)
+    df, corrupt = run(sweep_dir, out, overwrite=overwrite)
+    for problem in corrupt:
+        click.echo(f"corrupt run {problem}", err=True)
     n = df._status.value_counts() if len(df) else {}
     click.echo(f"collected {len(df)} runs ({n.get('ok', 0)} ok, {n.get('failed', 0)} failed, "
-               f"{n.get('stale', 0)} stale, {len(bad)} unreadable) into {out}")
+               f"{n.get('stale', 0)} stale, {n.get('corrupt', 0)} corrupt) into {out}")
 
 
 @cli.command()
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Report folder.")
 @click.option("--policies/--no-policies", default=True, help="Include the policy sweep on the index logs.")
-def report(sweep_dir, out, policies):
+@overwrite_option
+def report(sweep_dir, out, policies, overwrite):
     """Write the study report (Markdown and HTML with plots) for a sweep folder."""
     from harness.study.report import build_report
 
-    r = build_report(sweep_dir, out, policies=policies)
+    r = build_report(sweep_dir, out, policies=policies, overwrite=overwrite)
     for line in r["verdict"]:
         click.echo(line.replace("**", ""))
     click.echo(f"wrote {out}/report.md and {out}/report.html")
@@ -388,17 +518,22 @@ def report(sweep_dir, out, policies):
               help="Folder for the sweep (OUT/sweep) and the report (OUT/report).")
 @click.option("--jobs", type=int, default=None, help="Worker processes (default: the number of cores).")
 def demo(out, jobs):
-    """The main job: the whole study on embedded defaults, then its report in OUT/report."""
+    """The main job: the whole study on embedded defaults, then its report in OUT/report
+    (an earlier demo's report there is replaced)."""
     from pathlib import Path
 
+    from harness.core.outputs import check_output_folder
     from harness.study.demo import DEMO_SPEC
     from harness.study.report import build_report
-    from harness.study.sweep import execute, loads_spec
+    from harness.study.sweep import check_folder, execute, loads_spec
 
+    _check_jobs(jobs)
     spec = loads_spec(DEMO_SPEC, "demo spec")
+    check_folder(Path(out) / "sweep")
+    check_output_folder(Path(out) / "report", "report", overwrite=True)
     click.echo(f"demo: {len(spec.runs)} simulations over {len(spec.decodes)} decodes, into {out}/")
     counts = execute(spec, Path(out) / "sweep", jobs, force=True)
-    r = build_report(Path(out) / "sweep", Path(out) / "report")
+    r = build_report(Path(out) / "sweep", Path(out) / "report", overwrite=True)
     for line in r["verdict"]:
         click.echo(line.replace("**", ""))
     click.echo(f"{counts['ok']} runs done, {counts['failed']} failed; report: {out}/report/report.html")
@@ -410,7 +545,8 @@ def demo(out, jobs):
 @click.option("--policy", "names", multiple=True, help="Only these policies (repeatable; default all).")
 @click.option("--param", "params", multiple=True, metavar="POLICY.KEY=VALUE",
               help="A policy parameter, e.g. pin-recent.window=64.")
-def policies(logs, out, names, params):
+@overwrite_option
+def policies(logs, out, names, params, overwrite):
     """List the reservation policies; with index LOGS, sweep them over capacities.
 
     Two families: the project's policies (dsa-llc) and libCacheSim's eviction algorithms
@@ -421,6 +557,8 @@ def policies(logs, out, names, params):
     from harness.cache.policies import POLICIES, get_policy
 
     if not logs:
+        if out or names or params:
+            raise click.UsageError("--out, --policy and --param need index LOGS to sweep")
         click.echo(f"{'policy':<16} {'family':<12} {'state in the LLC reserved ways (- not run there)':<62} description")
         for name, cls in POLICIES.items():
             cost = cls.hardware_cost()
@@ -430,6 +568,7 @@ def policies(logs, out, names, params):
         raise click.UsageError("give --out for a sweep over LOGS")
     import pandas as pd
 
+    from harness.core.outputs import check_output_folder, mark_folder
     from harness.core.units import atomic_path
     from harness.study.policy_study import (
         policy_markdown,
@@ -447,12 +586,15 @@ def policies(logs, out, names, params):
         by_policy.setdefault(name, {})[param] = int(value) if value.lstrip("-").isdigit() else value
     for name in list(names) + list(by_policy):
         get_policy(name, **by_policy.get(name, {}))  # unknown names and parameters fail here
-    chosen = list(names) or None
+    check = lambda: check_output_folder(out, "policies", overwrite)  # noqa: E731
+    check()
+    chosen = list(dict.fromkeys(names)) or None
     if chosen and "min" not in chosen:
         chosen.append("min")
     df = pd.concat([policy_sweep(p, chosen, params=by_policy) for p in logs], ignore_index=True)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, check) as tmp:
         tmp.mkdir()
+        mark_folder(tmp, "policies")
         df.to_parquet(tmp / "policies.parquet", index=False)
         df.to_csv(tmp / "policies.csv", index=False)
         plots = policy_plots(df, tmp)
@@ -461,11 +603,14 @@ def policies(logs, out, names, params):
         click.echo(f"warning: {failure}", err=True)
     for log, g in df.groupby("log", sort=False):
         quarter = g[(g.capacity_kxl == 0.25) & ~g.offline & g.hit_rate.notna()].set_index("policy")
-        if quarter.empty:
+        if quarter.empty:  # only offline policies ran (MIN)
+            at_quarter = g[g.capacity_kxl == 0.25].set_index("policy")
+            if "min" in at_quarter.index:
+                click.echo(f"{log}: at k x L / 4 MIN hits {at_quarter.hit_rate['min']:.3f} of the token reads")
             continue
         best = quarter.hit_rate.idxmax()
         line = f"{log}: at k x L / 4 the best policy is {best} ({quarter.hit_rate[best]:.3f}"
-        if "share_of_min" in quarter:
+        if "share_of_min" in quarter and quarter.share_of_min[best] == quarter.share_of_min[best]:
             line += f", {quarter.share_of_min[best]:.0%} of MIN's hits"
         click.echo(line + ")")
     for line in streak_vs_zoo(df):
@@ -494,7 +639,7 @@ def format_result(r: dict) -> str:
     if "gem5" in r:
         g = r["gem5"]
         lines.append(f"gem5: evictions {r['evictions']:,}, writebacks {r['writebacks']:,}, "
-                     f"{g['sim_ticks']:,} ticks simulated in {g['host_seconds']:.1f} s "
+                     f"{g['sim_ticks']:,} ticks simulated in {g['host_seconds'] or 0:.1f} s "
                      f"({(g['line_accesses_per_host_second'] or 0) / 1e6:.2f} M accesses/s); "
                      f"output in {g['outdir']}")
         return "\n".join(lines)

@@ -156,7 +156,7 @@ def test_existing_log_is_refused_unless_overwrite(tmp_path):
             "--steps", "2", "--out", out]
     assert cli_decode(*base).exit_code == 0
     res = cli_decode(*base)
-    assert res.exit_code != 0 and "already holds files" in res.output
+    assert res.exit_code != 0 and "holds an earlier `dsa-harness decode` output" in res.output
     assert cli_decode(*base, "--overwrite").exit_code == 0
 
 

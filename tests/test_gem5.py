@@ -211,7 +211,7 @@ def test_gem5_sweep_matches_builtin_and_records_failures(gem5_binary, tmp_path, 
     spec = loads_spec(GEM5_SWEEP)
     folder = tmp_path / "sweep"
     assert execute(spec, folder, jobs=2, progress=False, gem5_binary=gem5_binary) == \
-        {"skipped": 0, "ok": 4, "failed": 0}
+        {"skipped": 0, "ok": 4, "failed": 0, "still_failed": 0}
     df, _ = collect(folder)
     cols = ["hits_lines", "misses_lines", "kv_hit_rate"]
     b = df[df.backend == "builtin"].sort_values("reserve_ways")[cols].reset_index(drop=True)
@@ -220,7 +220,7 @@ def test_gem5_sweep_matches_builtin_and_records_failures(gem5_binary, tmp_path, 
     # a gem5 run that fails (here: times out) is recorded as failed; the others are unaffected
     counts = execute(loads_spec(GEM5_SWEEP + "\n[gem5]\ntimeout = 0.01\n"),
                      tmp_path / "fail", jobs=2, progress=False, gem5_binary=gem5_binary)
-    assert counts == {"skipped": 0, "ok": 2, "failed": 2}
+    assert counts == {"skipped": 0, "ok": 2, "failed": 2, "still_failed": 0}
     df, _ = collect(tmp_path / "fail")
     assert set(df[df._status == "failed"].backend) == {"gem5"}
     assert df[df._status == "failed"]._error.str.contains("timed out").all()

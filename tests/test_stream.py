@@ -209,8 +209,8 @@ def test_bad_input(tmp_path, tiny_log):
     out = tmp_path / "o.parquet"
     cases = [
         (["--geometry", "gpt-9"], "unknown geometry 'gpt-9'"),
-        (["--page-tokens", "0"], "page size must be a positive integer"),
-        (["--page-tokens", "-4"], "page size must be a positive integer"),
+        (["--page-tokens", "0"], "--page-tokens must be at least 1, got 0"),
+        (["--page-tokens", "-4"], "--page-tokens must be at least 1, got -4"),
         (["--page-tokens", "x"], "'x' is not a valid integer"),
     ]
     for args, message in cases:

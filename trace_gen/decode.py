@@ -20,10 +20,11 @@ import numpy as np
 from harness import __version__
 from harness.core.canon import config_hash
 from harness.core.errors import UserError
+from harness.core.outputs import check_output_folder
 from trace_gen import attention as attn
-from trace_gen.backbones import load_backbone
+from trace_gen.backbones import check_backbone, load_backbone
 from trace_gen.indexers import get_indexer
-from trace_gen.indexlog import IndexLogWriter
+from trace_gen.indexlog import MAX_INT32, MAX_REQUESTS, IndexLogWriter, is_index_log_folder
 from trace_gen.prefill import prompt_windows, tokenize
 from trace_gen.text import load_text
 
@@ -47,9 +48,13 @@ class DecodeConfig:
         for name in ("topk", "prompt_tokens", "steps", "requests"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
-        for name in ("sink_tokens", "local_window"):
+        for name in ("sink_tokens", "local_window", "seed"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name.replace('_', ' ')} must not be negative, got {getattr(self, name)}")
+        if self.requests > MAX_REQUESTS:
+            raise UserError(f"requests must be at most {MAX_REQUESTS}, got {self.requests}")
+        if self.prompt_tokens + self.steps > MAX_INT32:
+            raise UserError(f"prompt tokens + steps must stay below 2**31, got {self.prompt_tokens + self.steps:,}")
 
 
 class DecodeSession:
@@ -110,17 +115,25 @@ class DecodeSession:
 
 
 def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
-           indexer_options: dict | None = None) -> Path:
-    """Run one DSA decode and write its index log to ``out``; returns the folder."""
+           indexer_options: dict | None = None, on_progress=None) -> Path:
+    """Run one DSA decode and write its index log to ``out``; returns the folder.
+
+    ``out`` follows the output rule (``harness.core.outputs``): new or empty, or an index log
+    replaced with ``overwrite``. ``progress`` shows a progress bar on stderr;
+    ``on_progress(phase, done, total)``, when given, hears of the loading (``"load <backbone>"``,
+    0, 0), the indexer fit (``"fit <backbone>"``, layers) and the decode (``"decode <backbone>"``,
+    steps)."""
     import torch
     from tqdm import tqdm
     from transformers import DynamicCache
 
     cfg.validate()
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out} already holds files; pass --overwrite to replace it")
+    check_output_folder(out, "decode", overwrite, owned=is_index_log_folder)
     indexer_cls = get_indexer(cfg.indexer)
+    check_backbone(cfg.backbone)
+    if on_progress is not None:
+        on_progress(f"load {cfg.backbone}", 0, 0)
     text, text_meta = load_text(cfg.text)
     backbone = load_backbone(cfg.backbone, seed=cfg.seed, topk=cfg.topk)
     max_ctx = cfg.prompt_tokens + cfg.steps
@@ -130,7 +143,7 @@ def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress
                         f"{backbone.name}'s context of {limit:,} tokens")
     ids, offsets = prompt_windows(tokenize(backbone, text), cfg.prompt_tokens, cfg.requests, cfg.seed)
     torch.manual_seed(cfg.seed)
-    indexer = indexer_cls(backbone, cfg.topk, max_ctx, cfg.requests, indexer_options or {})
+    indexer = indexer_cls(backbone, cfg.topk, max_ctx, cfg.requests, indexer_options or {}, on_progress)
     attn.register(backbone.model)
     session = DecodeSession(indexer, cfg.topk, cfg.sink_tokens, cfg.local_window, cfg.observe_only, cfg.recall)
     meta = {
@@ -165,6 +178,8 @@ def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress
                                None if recall is None else float(recall[r]),
                                None if best is None else float(best[r]))
             session.rows.clear()
+            if on_progress is not None:
+                on_progress(f"decode {backbone.name}", step + 1, cfg.steps)
         t2 = time.perf_counter()
         writer.metadata["timing"] = {"prefill_s": t1 - t0, "decode_s": t2 - t1,
                                      "decode_tokens_per_s": cfg.steps * cfg.requests / (t2 - t1)}

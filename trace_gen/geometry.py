@@ -32,6 +32,8 @@ from harness.core.classes import LINE_BYTES
 from harness.core.errors import UserError
 
 DSA_INDEX_KEY_BYTES = 132  # 128 FP8 values + FP32 scale (DeepSeek-V3.2 indexer cache)
+MAX_LAYERS = (1 << 16) - 1  # token ids hold the layer in 16 bits (trace_gen.stream.token_id)
+MAX_TOKEN_BYTES = 1 << 30  # per token and layer: far beyond any model, small enough for int64 addresses
 
 
 @dataclass(frozen=True)
@@ -142,10 +144,14 @@ def native_geometry(backbone: dict, indexer: dict) -> Geometry:
             layer_params = (hidden * (2 * heads * head_dim + 2 * kv_heads * head_dim)
                             + 3 * hidden * int(backbone.get("intermediate_size", 0)))
         index_flops = 2 * int(indexer.get("H_I", 0)) * int(indexer.get("d_I", 0))
-        key_bytes = int(indexer["key_bytes"])
-    except (KeyError, TypeError, ValueError) as e:
+        index_bytes = int(indexer.get("key_bytes", 0))
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         raise UserError(f"the log's backbone config lacks what the native geometry needs ({e})") from None
-    return Geometry(f"native:{backbone.get('name', 'backbone')}", layers, kv, key_bytes, dtype_bytes * layer_params,
+    if not (1 <= layers <= MAX_LAYERS and 1 <= kv <= MAX_TOKEN_BYTES and 0 <= index_bytes <= MAX_TOKEN_BYTES):
+        raise UserError(f"the log's backbone config gives an impossible native geometry: {layers} layers, "
+                        f"{kv} B of KV and {index_bytes} B of indexer key per token (layers 1 .. "
+                        f"{MAX_LAYERS}, bytes up to {MAX_TOKEN_BYTES:,})")
+    return Geometry(f"native:{backbone.get('name', 'backbone')}", layers, kv, index_bytes, dtype_bytes * layer_params,
                     "the backbone's own config and dtype", index_flops, attn, 2 * layer_params)
 
 
@@ -154,7 +160,7 @@ def get_geometry(name: str, log_meta: dict | None = None) -> Geometry:
     if name == "native":
         if not log_meta:
             raise UserError("geometry 'native' needs an index log (it comes from the log's backbone)")
-        return native_geometry(log_meta["backbone"]["config"], log_meta["indexer"])
+        return native_geometry(log_meta["backbone"].get("config") or {}, log_meta["indexer"])
     if name not in PRESETS:
         raise UserError(f"unknown geometry {name!r}; known: native, {', '.join(PRESETS)}")
     return PRESETS[name]

@@ -21,16 +21,18 @@ leaves a half-written log.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harness.core.errors import UserError, first_line
+from harness.core.errors import UserError, first_line, problems_error
+from harness.core.fields import Field
+from harness.core.outputs import check_output_folder
+from harness.core.units import make_parents, remove_empty, remove_path, replace_path, temp_name
 
 SCHEMA_VERSION = 1
 LOG_FILE = "index_log.parquet"
@@ -45,21 +47,37 @@ ARROW_SCHEMA = pa.schema([
 ])
 
 
+def is_index_log_folder(folder: Path) -> bool:
+    """Does ``folder`` hold an index log and nothing else (what ``decode --overwrite`` may replace)?"""
+    try:
+        names = {p.name for p in Path(folder).iterdir()}
+    except OSError:
+        return False
+    return {LOG_FILE, META_FILE} <= names and names <= {LOG_FILE, META_FILE, GENERATED_FILE}
+
+
 class IndexLogWriter:
-    """Write an index log folder atomically: rows go to a temporary folder renamed on close."""
+    """Write an index log folder atomically: rows go to a temporary folder renamed on close.
+
+    ``folder`` must be new or empty, or (with ``overwrite``) hold an index log and nothing else
+    (the output rule of ``harness.core.outputs``)."""
 
     def __init__(self, folder: str | Path, metadata: dict, overwrite: bool = False,
                  rows_per_group: int = 4096):
         self.folder = Path(folder)
-        if self.folder.exists() and not overwrite and any(self.folder.iterdir()):
-            raise UserError(f"{self.folder} already holds files; pass --overwrite to replace it")
-        self.folder.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=self.folder.parent))
+        self._overwrite = overwrite
+        self._check_output()
+        self._made = make_parents(self.folder)
+        self._tmp = temp_name(self.folder)
+        self._tmp.mkdir()
         self.metadata = {"schema_version": SCHEMA_VERSION, **metadata}
         schema = ARROW_SCHEMA.with_metadata({_META_KEY: json.dumps(self.metadata).encode()})
         self._writer = pq.ParquetWriter(self._tmp / LOG_FILE, schema, compression="zstd")
         self._rows: list[tuple] = []
         self._rows_per_group = rows_per_group
+
+    def _check_output(self) -> None:
+        check_output_folder(self.folder, "decode", self._overwrite, owned=is_index_log_folder)
 
     def add(self, request: int, step: int, layer: int, ctx_len: int, positions: np.ndarray,
             recall: float | None = None, recall_best: float | None = None) -> None:
@@ -86,24 +104,23 @@ class IndexLogWriter:
         self._writer.write_table(table)
         self._rows.clear()
 
-    def close(self, generated: dict | None = None, extra_files: dict | None = None) -> Path:
+    def close(self, generated: dict | None = None) -> Path:
         """Finish the log and move it into place; returns the folder."""
         self._flush()
         self._writer.close()
         (self._tmp / META_FILE).write_text(json.dumps(self.metadata, indent=1) + "\n")
         (self._tmp / GENERATED_FILE).write_text(json.dumps(generated or {}, indent=1) + "\n")
-        for name, text in (extra_files or {}).items():
-            (self._tmp / name).write_text(text)
         if self.folder.exists():
-            shutil.rmtree(self.folder)
-        self._tmp.rename(self.folder)
+            self._check_output()  # still ours to replace
+        replace_path(self._tmp, self.folder)
         return self.folder
 
     def abort(self) -> None:
         try:
             self._writer.close()
         finally:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            remove_path(self._tmp)
+            remove_empty(self._made)
 
     def __enter__(self):
         return self
@@ -125,43 +142,151 @@ class StepBlock:
     positions: np.ndarray  # int32, concatenated selections
 
 
+# Limits that keep every derived quantity inside its integer type: token ids pack the request
+# into bits 48-62 and the layer into bits 32-47 (trace_gen.stream.token_id), positions are int32.
+MAX_REQUESTS = (1 << 15) - 1
+MAX_LAYERS = (1 << 16) - 1
+MAX_INT32 = (1 << 31) - 1
+
+_META_FIELDS = {
+    "requests": Field(None, "int", 1, MAX_REQUESTS),
+    "steps": Field(None, "int", 0, MAX_INT32),
+    "layers": Field(None, "int", 1, MAX_LAYERS),
+}
+_BACKBONE_FIELDS = {"name": Field(None, "str")}
+_INDEXER_FIELDS = {"name": Field(None, "str"), "topk": Field(None, "int", 1, MAX_INT32),
+                   "key_bytes": Field(0, "int", 0, MAX_INT32)}
+_ROW_COLUMNS = ("request", "step", "layer", "ctx_len")
+
+
+def check_metadata(meta, where: str) -> dict:
+    """The index log metadata, type-checked (every problem in one UserError)."""
+    if not isinstance(meta, dict):
+        raise UserError(f"{where}: the metadata is not a JSON object")
+    version = meta.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise UserError(f"{where} has schema version {version!r}; this dsa-llc reads version {SCHEMA_VERSION}")
+    problems = []
+
+    def fields(section: dict, spec: dict, prefix: str, required=()):
+        for key, field in spec.items():
+            if key not in section:
+                if key in required:
+                    problems.append(f"{prefix}{key} is missing")
+                continue
+            try:
+                field.check(f"{prefix}{key}", section[key])
+            except UserError as e:
+                problems.append(str(e))
+
+    fields(meta, _META_FIELDS, "", required=_META_FIELDS)
+    for name, spec, required in (("backbone", _BACKBONE_FIELDS, ("name",)),
+                                 ("indexer", _INDEXER_FIELDS, ("name", "topk"))):
+        section = meta.get(name)
+        if not isinstance(section, dict):
+            problems.append(f"{name} is missing or not an object")
+            continue
+        fields(section, spec, f"{name}.", required)
+    config = meta.get("backbone", {}).get("config", {}) if isinstance(meta.get("backbone"), dict) else {}
+    if not isinstance(config, dict):
+        problems.append("backbone.config is not an object")
+    elif "layer_types" in config and not (isinstance(config["layer_types"], list)
+                                          and all(isinstance(t, str) for t in config["layer_types"])):
+        problems.append("backbone.config.layer_types is not a list of strings")
+    if problems:
+        raise problems_error(f"{where}: invalid metadata", problems)
+    return meta
+
+
 class IndexLog:
-    """A log folder opened for reading; checks the schema version and the file's integrity."""
+    """A log folder opened for reading, checked before any number comes out of it.
+
+    Opening checks the metadata (parsed and type-checked), the Parquet schema and the row
+    count. The rows are checked as they are read (:meth:`blocks`; :meth:`validate` reads them
+    all once and is called by :meth:`table`): every (step, layer, request) row present, in that
+    order, for steps ``0 .. steps - 1``; no nulls; ``1 <= ctx_len < 2**31``, the same for every
+    layer of a step and request and never decreasing from step to step; positions sorted,
+    unique, ``0 <= p < ctx_len`` and at most ``topk`` of them per row. Any violation is a
+    one-line UserError, so no reader computes on a log that breaks its format."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         if not self.folder.exists():
             raise UserError(f"index log {self.folder} does not exist")
         path = self.folder / LOG_FILE if self.folder.is_dir() else self.folder
-        if not path.exists():
+        if not path.is_file():
             raise UserError(f"{self.folder} is not an index log (no {LOG_FILE})")
         try:
             self._pf = pq.ParquetFile(path)
             raw = (self._pf.schema_arrow.metadata or {}).get(_META_KEY)
         except Exception as e:
             raise UserError(f"index log {path} is corrupt or truncated: {first_line(e)}") from None
-        if raw is None:
-            raise UserError(f"index log {path} has no dsa-llc metadata")
+        self.path = path
         # metadata.json is the complete record (the writer adds timings after the Parquet
         # header was written); the copy in the Parquet file serves a file moved on its own
         side = self.folder / META_FILE if self.folder.is_dir() else None
-        self.meta = json.loads(side.read_text()) if side and side.exists() else json.loads(raw)
-        version = self.meta.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise UserError(f"index log {path} has schema version {version}; this dsa-llc reads "
-                            f"version {SCHEMA_VERSION}")
-        self.path = path
+        if side is not None and side.exists():
+            self.meta = _read_json(side, "index log metadata")
+            where = str(side)
+        elif raw is not None:
+            try:
+                self.meta = json.loads(raw)
+            except ValueError:
+                raise UserError(f"index log {path}: its embedded metadata is not valid JSON") from None
+            where = f"index log {path}"
+        else:
+            raise UserError(f"index log {path} has no dsa-llc metadata")
+        check_metadata(self.meta, where)
+        self._check_schema()
         self.requests = int(self.meta["requests"])
         self.layers = int(self.meta["layers"])
         self.steps = int(self.meta["steps"])
+        self.topk = int(self.meta["indexer"]["topk"])
         self.rows = self._pf.metadata.num_rows
+        expect = self.steps * self.layers * self.requests
+        if self.rows != expect:
+            raise UserError(f"index log {path} has {self.rows:,} rows; its metadata promises "
+                            f"{self.steps} steps x {self.layers} layers x {self.requests} requests "
+                            f"= {expect:,}")
+        self._shape: LogShape | None = None
+
+    def _check_schema(self) -> None:
+        schema = self._pf.schema_arrow
+        problems = []
+        for name in (*_ROW_COLUMNS, "positions"):
+            if name not in schema.names:
+                problems.append(f"no column {name!r}")
+                continue
+            t = schema.field(name).type
+            if name == "positions":
+                ok = (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_integer(t.value_type)
+            else:
+                ok = pa.types.is_integer(t)
+            if not ok:
+                problems.append(f"column {name!r} has type {t}")
+        if problems:
+            raise problems_error(f"index log {self.path}", problems)
 
     @property
     def generated(self) -> dict:
         p = self.folder / GENERATED_FILE
-        return json.loads(p.read_text()) if p.exists() else {}
+        return _read_json(p, "generated text") if p.exists() else {}
+
+    def validate(self) -> LogShape:
+        """Read every row once and check it (see the class docstring); returns the log's shape.
+        Remembered: later calls cost nothing."""
+        if self._shape is None:
+            for _ in self.blocks():
+                pass
+        return self._shape
+
+    @property
+    def shape(self) -> LogShape:
+        return self.validate()
 
     def table(self, columns: list[str] | None = None) -> pa.Table:
+        """The rows as an Arrow table (after :meth:`validate`)."""
+        self.validate()
         try:
             return self._pf.read(columns=columns)
         except Exception as e:
@@ -171,35 +296,132 @@ class IndexLog:
         return self.table().to_pandas()
 
     def blocks(self, rows_per_block: int = 1 << 14):
-        """Yield :class:`StepBlock` s covering whole steps, in decode order."""
+        """Yield :class:`StepBlock` s covering whole steps, in decode order, each checked."""
         per_step = self.layers * self.requests
         rows_per_block = max(per_step, rows_per_block // per_step * per_step)
+        checker = _RowChecker(self)
         pending: list[pa.RecordBatch] = []
         have = 0
         try:
             for batch in self._pf.iter_batches(batch_size=rows_per_block,
-                                               columns=["request", "step", "layer", "ctx_len", "positions"]):
+                                               columns=[*_ROW_COLUMNS, "positions"]):
                 pending.append(batch)
                 have += batch.num_rows
                 while have >= rows_per_block:
                     table = pa.Table.from_batches(pending)
-                    yield _block(table.slice(0, rows_per_block))
+                    yield checker.block(table.slice(0, rows_per_block))
                     rest = table.slice(rows_per_block)
                     pending, have = rest.to_batches(), rest.num_rows
             if have:
-                yield _block(pa.Table.from_batches(pending))
+                yield checker.block(pa.Table.from_batches(pending))
         except UserError:
             raise
         except Exception as e:
             raise UserError(f"index log {self.path} is corrupt or truncated: {first_line(e)}") from None
+        shape = checker.finish()
+        if self._shape is None:
+            self._shape = shape
 
 
-def _block(table: pa.Table) -> StepBlock:
-    pos = table.column("positions").combine_chunks()
-    offsets = pos.offsets.to_numpy().astype(np.int64)
-    values = pos.values.to_numpy()
-    values = values[offsets[0]:offsets[-1]] if len(offsets) else values
-    offsets = offsets - (offsets[0] if len(offsets) else 0)
-    return StepBlock(*(table.column(c).to_numpy().astype(np.int64) for c in ("request", "step", "layer", "ctx_len")),
-                     offsets, values.astype(np.int32, copy=False))
+@dataclass(frozen=True)
+class LogShape:
+    """What a full pass over a log's rows measured (buffers are sized from it, not from the
+    metadata): each request's ctx_len at its first and last step, the largest ctx_len and the
+    most positions in one row, and the positions in all rows."""
 
+    first_ctx: np.ndarray  # int64 [requests]
+    last_ctx: np.ndarray   # int64 [requests]
+    max_ctx: int
+    max_row: int
+    selections: int        # positions in all rows
+
+
+class _RowChecker:
+    """The row checks of :class:`IndexLog`, block by block, carrying what crosses blocks."""
+
+    def __init__(self, log: IndexLog):
+        self.log = log
+        self.where = f"index log {log.path}"
+        self.next_step = 0
+        self.first_ctx = np.zeros(log.requests, dtype=np.int64)
+        self.last_ctx = np.zeros(log.requests, dtype=np.int64)
+        self.max_row = 0
+        self.selections = 0
+
+    def fail(self, what: str):
+        raise UserError(f"{self.where}: {what}")
+
+    def block(self, table: pa.Table) -> StepBlock:
+        log = self.log
+        per_step = log.layers * log.requests
+        n = table.num_rows
+        for name in (*_ROW_COLUMNS, "positions"):
+            if table.column(name).null_count:
+                self.fail(f"column {name!r} has empty values")
+        cols = {c: table.column(c).to_numpy().astype(np.int64) for c in _ROW_COLUMNS}
+        steps_here = n // per_step
+        if n % per_step:
+            self.fail("the rows do not make up whole steps")
+        expect_layer = np.tile(np.repeat(np.arange(log.layers), log.requests), steps_here)
+        expect_req = np.tile(np.arange(log.requests), steps_here * log.layers)
+        expect_step = np.repeat(np.arange(self.next_step, self.next_step + steps_here), per_step)
+        for name, expect in (("step", expect_step), ("layer", expect_layer), ("request", expect_req)):
+            if not np.array_equal(cols[name], expect):
+                row = int(np.argmax(cols[name] != expect))
+                self.fail(f"row {self.next_step * per_step + row:,} is not (step {expect_step[row]}, "
+                          f"layer {expect_layer[row]}, request {expect_req[row]}): every (step, layer, "
+                          "request) row must be present, in that order")
+        ctx = cols["ctx_len"]
+        if n and (ctx.min() < 1 or ctx.max() > MAX_INT32):
+            self.fail(f"ctx_len {int(ctx[(ctx < 1) | (ctx > MAX_INT32)][0])} is out of range (1 .. 2**31 - 1)")
+        grid = ctx.reshape(steps_here, log.layers, log.requests)
+        if (grid != grid[:, :1, :]).any():
+            self.fail("ctx_len differs between the layers of one step")
+        by_step = grid[:, 0, :]
+        prev = np.concatenate([self.last_ctx[None, :] if self.next_step else by_step[:1], by_step[:-1]])
+        if (by_step < prev).any():
+            self.fail("ctx_len decreases from one step to the next")
+        pos = table.column("positions").combine_chunks()
+        if pos.values.null_count and pc.list_flatten(pos).null_count:
+            self.fail("column 'positions' has empty values")
+        offsets = pos.offsets.to_numpy().astype(np.int64)
+        values = pos.values.to_numpy(zero_copy_only=False)
+        values = values[offsets[0]:offsets[-1]].astype(np.int64)
+        offsets = offsets - offsets[0]
+        counts = np.diff(offsets)
+        if len(counts) and counts.max() > log.topk:
+            row = int(np.argmax(counts > log.topk))
+            self.fail(f"a row selects {int(counts[row])} positions, more than topk = {log.topk} "
+                      f"(step {int(cols['step'][row])}, layer {int(cols['layer'][row])})")
+        if len(values):
+            if values.min() < 0 or (values >= np.repeat(ctx, counts)).any():
+                self.fail("a selected position lies outside its context (0 <= position < ctx_len)")
+            rising = values[1:] > values[:-1]
+            starts = offsets[(offsets > 0) & (offsets < len(values))]
+            rising[starts - 1] = True  # the first position of a row follows another row's last
+            if not rising.all():
+                self.fail("a row's positions are not sorted and unique")
+        if steps_here:
+            if self.next_step == 0:
+                self.first_ctx = by_step[0].copy()
+            self.last_ctx = by_step[-1].copy()
+        self.next_step += steps_here
+        self.max_row = max(self.max_row, int(counts.max()) if len(counts) else 0)
+        self.selections += len(values)
+        return StepBlock(cols["request"], cols["step"], cols["layer"], ctx, offsets,
+                         values.astype(np.int32))
+
+    def finish(self) -> LogShape:
+        if self.next_step != self.log.steps:
+            self.fail(f"it holds {self.next_step} steps; its metadata promises {self.log.steps}")
+        return LogShape(self.first_ctx, self.last_ctx,
+                        int(self.last_ctx.max()) if self.next_step else 0, self.max_row, self.selections)
+
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not UTF-8 text") from None
+    except ValueError as e:
+        raise UserError(f"{what} {path} is not valid JSON: {first_line(e)}") from None

@@ -43,13 +43,17 @@ import pyarrow.compute as pc
 from harness.core.accesstrace import LineAccesses, Requests
 from harness.core.classes import INDEX, KV, KV_WRITE, LINE_BYTES, LINE_SHIFT, WEIGHTS
 from harness.core.errors import UserError
+from harness.core.fields import Field
+from harness.core.units import require_memory
 from trace_gen.geometry import Geometry
-from trace_gen.indexlog import IndexLog, StepBlock
+from trace_gen.indexlog import IndexLog
 
 LAYOUTS = ("contiguous", "paged")
 PHASE_KINDS = ("index", "gather")
 INDEX_PHASE, GATHER_PHASE = range(len(PHASE_KINDS))
 PAGE_ORDERS = ("in-order", "shuffled")
+LAYOUT_SEED = Field(0, "int", 0, (1 << 63) - 1)
+WEIGHTS_FLAG = Field(False, "bool")
 REGION_ALIGN = 4096
 CHUNK_LINES = 1 << 22
 
@@ -83,6 +87,8 @@ class Layout:
             raise UserError(f"page size must be a positive integer number of tokens, got {self.page_tokens!r}")
         if self.page_order not in PAGE_ORDERS:
             raise UserError(f"unknown page order {self.page_order!r}; known: {', '.join(PAGE_ORDERS)}")
+        LAYOUT_SEED.check("layout seed", self.seed)
+        WEIGHTS_FLAG.check("weights", self.weights)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,22 +124,31 @@ class AddressMap:
         self.weights_base = self.index_base + self.index_bytes_region
         self.weight_bytes = g.weight_bytes if layout.weights else 0
         self.size = self.weights_base + _align(g.layers * self.weight_bytes)
+        if self.size >= 1 << 63:
+            raise UserError(f"the address space of this stream ({self.size:,} B: {g.layers} layers x "
+                            f"{slots:,} token slots x {g.token_stride} B) exceeds 2**63 bytes")
 
     def _page_table(self, first_ctx: np.ndarray, last_ctx: np.ndarray) -> np.ndarray:
+        """Physical page of each (request, logical page): the prompts' pages request by
+        request, then the decode's pages in the order decoding reaches them (by position, then
+        request), as a server allocates them; pages no step reaches are 0 (never addressed)."""
         p = self.page_tokens
         pages = -(-self.max_ctx // p)
-        phys = np.full((self.requests, pages), -1, dtype=np.int64)
-        nxt = 0
-        for r in range(self.requests):  # prefill: the prompt's pages, request by request
-            for j in range(-(-(int(first_ctx[r]) - 1) // p)):
-                phys[r, j] = nxt
-                nxt += 1
-        for pos in range(int(first_ctx.min()) - 1, self.max_ctx):  # decode, interleaved
-            for r in range(self.requests):
-                if first_ctx[r] - 1 <= pos < last_ctx[r] and phys[r, pos // p] < 0:
-                    phys[r, pos // p] = nxt
-                    nxt += 1
-        phys[phys < 0] = 0  # pages past a request's last step are never addressed
+        require_memory(self.requests * pages * 8 * 3, f"the page table of {self.requests} requests x "
+                       f"{pages:,} pages")
+        phys = np.zeros((self.requests, pages), dtype=np.int64)
+        prompt_pages = -(-(first_ctx - 1) // p)  # pages of positions 0 .. first_ctx - 2
+        last_page = (last_ctx - 1) // p          # page of the last decoded position
+        req = np.repeat(np.arange(self.requests), prompt_pages)
+        page = np.arange(len(req)) - np.repeat(np.cumsum(prompt_pages) - prompt_pages, prompt_pages)
+        phys[req, page] = np.arange(len(req))
+        # decode: request r first touches its page j at position max(j * p, first_ctx - 1)
+        count = np.maximum(last_page - prompt_pages + 1, 0)
+        req = np.repeat(np.arange(self.requests), count)
+        page = np.arange(len(req)) - np.repeat(np.cumsum(count) - count, count) + np.repeat(prompt_pages, count)
+        reached = np.maximum(page * p, first_ctx[req] - 1)
+        order = np.lexsort((req, reached))
+        phys[req[order], page[order]] = int(prompt_pages.sum()) + np.arange(len(req))
         if self.layout.page_order == "shuffled":
             perm = np.random.default_rng(self.layout.seed).permutation(int(phys.max()) + 1)
             phys = perm[phys]
@@ -163,16 +178,16 @@ class StreamSource:
     def __init__(self, log: IndexLog, geometry: Geometry, layout: Layout):
         layout.validate()
         self.log, self.geometry, self.layout = log, geometry, layout
-        ctx = log.table(["request", "step", "ctx_len"]).to_pandas()
-        if ctx.empty:
+        shape = log.validate()
+        if log.rows == 0:
             raise UserError(f"index log {log.folder} has no rows")
-        per_request = ctx.groupby("request").ctx_len
-        if len(per_request) != log.requests:
-            raise UserError(f"index log {log.folder}: some requests have no rows")
-        self.amap = AddressMap(geometry, layout, per_request.min().sort_index().to_numpy(),
-                               per_request.max().sort_index().to_numpy())
+        self.amap = AddressMap(geometry, layout, shape.first_ctx, shape.last_ctx)
         self.layer_map = geometry.layer_map(log.layers).astype(np.int64)
-        self.max_k = int(log.meta["indexer"]["topk"])
+        self.max_row = shape.max_row  # from the data: the buffers must hold what the rows hold
+        self.bound = self._bound_per_layer_step()
+        require_memory(max(CHUNK_LINES, self.bound) * _Buffers.BYTES_PER_ACCESS,
+                       f"one decode step of one layer of {log.folder} "
+                       f"({self.bound:,} accesses at ctx_len {self.amap.max_ctx:,})")
 
     @classmethod
     def from_options(cls, index_log, options: dict) -> StreamSource:
@@ -213,10 +228,11 @@ class StreamSource:
     def _bound_per_layer_step(self) -> int:
         """Most line accesses one (step, geometry layer) can produce."""
         g, a = self.geometry, self.amap
-        lines = lambda nbytes: nbytes // LINE_BYTES + 2  # noqa: E731
+        lines = lambda nbytes: nbytes // LINE_BYTES + 2  # noqa: E731  (any alignment)
         pages = -(-a.max_ctx // a.page_tokens)
-        per_request = (lines(g.index_bytes) + lines(a.max_ctx * g.index_bytes) + pages
-                       + (self.max_k + 1) * lines(g.kv_bytes))
+        # the key scan reads one range per page: each may straddle one more line than its bytes fill
+        per_request = (lines(g.index_bytes) + lines(a.max_ctx * g.index_bytes) + 2 * pages
+                       + (self.max_row + 1) * lines(g.kv_bytes))
         return lines(a.weight_bytes) + self.log.requests * per_request
 
     def chunks(self, as_lines: bool = True, chunk_lines: int = CHUNK_LINES, reuse: bool = False,
@@ -227,14 +243,13 @@ class StreamSource:
         With ``reuse`` every chunk lives in the same buffers, valid only until the next chunk is
         requested: the fast path for consumers that process a chunk and move on (fresh pages
         cost a page fault each, which dominated generation time on a VM)."""
-        bound = self._bound_per_layer_step()
+        bound = self.bound
         cap = max(chunk_lines, bound)
         shared = _Buffers(cap, as_lines) if reuse else None
         remaining = steps
         for block in self.log.blocks():
             if remaining is not None and remaining <= 0:
                 return
-            self._check_block(block)
             step_starts = np.arange(0, len(block.step), self.log.layers * self.log.requests, dtype=np.int64)
             if remaining is not None:
                 step_starts = step_starts[:remaining]
@@ -251,22 +266,10 @@ class StreamSource:
                           out.addr, out.size, out.cls, out.write, out.token, out.step, out.phase, out.request)
                 yield out.take(n)
 
-    def _check_block(self, b: StepBlock) -> None:
-        per_step = self.log.layers * self.log.requests
-        n = len(b.step)
-        expect_layer = np.tile(np.repeat(np.arange(self.log.layers), self.log.requests), n // per_step)
-        expect_req = np.tile(np.arange(self.log.requests), n // self.log.requests)
-        if (n % per_step or not np.array_equal(b.layer, expect_layer)
-                or not np.array_equal(b.request, expect_req)
-                or (b.step.reshape(-1, per_step) != b.step[::per_step, None]).any()):
-            raise UserError(f"index log {self.log.folder}: rows are not complete (step, layer, request) "
-                            "groups in order; was it written by dsa-harness decode?")
-        if len(b.positions) and (b.positions.min() < 0 or
-                                 (b.positions >= np.repeat(b.ctx_len, np.diff(b.offsets))).any()):
-            raise UserError(f"index log {self.log.folder}: a selected position lies outside its context")
-
 
 class _Buffers:
+    BYTES_PER_ACCESS = 8 + 8 + 1 + 1 + 8 + 8 + 8 + 8  # addr, size, cls, write, token, step, phase, request
+
     def __init__(self, cap: int, as_lines: bool):
         self.as_lines = as_lines
         self.addr = np.zeros(cap, dtype=np.int64)
@@ -290,6 +293,8 @@ class _Buffers:
 def _put(n, addr, nbytes, c, w, tok, step, ph, rq, as_lines, o):
     """Append one request (or its lines) to the output buffers ``o``."""
     o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req = o
+    if nbytes <= 0:  # e.g. an indexer key of 0 bytes (a log without an indexer cache)
+        return n
     if as_lines:
         first = addr >> LINE_SHIFT
         last = (addr + nbytes - 1) >> LINE_SHIFT

@@ -13,6 +13,7 @@ Both built-in texts depend on the Python version that runs the harness; the meta
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import sysconfig
 from pathlib import Path
@@ -24,6 +25,18 @@ _SOURCE_MODULES = ("argparse.py", "dataclasses.py", "functools.py", "inspect.py"
                    "pathlib.py", "subprocess.py", "tarfile.py", "zipfile.py", "email/message.py",
                    "http/client.py", "json/decoder.py", "logging/__init__.py", "unittest/case.py",
                    "asyncio/base_events.py", "collections/__init__.py", "difflib.py", "textwrap.py")
+
+
+def check_text(name: str) -> None:
+    """Is ``name`` a text :func:`load_text` can load (a built-in name or a readable file)?
+    Checked without reading it, as a sweep checks its spec."""
+    if name in TEXTS:
+        return
+    path = Path(name)
+    if not path.is_file():
+        raise UserError(f"text file {name} does not exist (built-in texts: {', '.join(TEXTS)})")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"text file {name} is not readable")
 
 
 def load_text(name: str) -> tuple[str, dict]:
@@ -39,9 +52,8 @@ def load_text(name: str) -> tuple[str, dict]:
         text = "\n\n".join(topics[k] for k in sorted(topics))
         info = {"files": ["pydoc_data/topics.py"]}
     else:
+        check_text(name)
         path = Path(name)
-        if not path.is_file():
-            raise UserError(f"text file {name} does not exist (built-in texts: {', '.join(TEXTS)})")
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:

@@ -6,7 +6,7 @@ Both are written to a temporary name and renamed when complete; both record what
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +35,12 @@ def requests_table(r: Requests) -> pa.Table:
     })
 
 
-def write_parquet_trace(path: str | Path, chunks: Iterable[Requests], provenance: dict) -> int:
-    """Write request chunks as a generic access trace; returns the number of requests."""
+def write_parquet_trace(path: str | Path, chunks: Iterable[Requests], provenance: dict,
+                        check: Callable[[], object] | None = None) -> int:
+    """Write request chunks as a generic access trace; returns the number of requests.
+    ``check``: the output rule, checked again before an existing file is replaced."""
     n = 0
-    with atomic_path(path) as tmp:
+    with atomic_path(path, check) as tmp:
         writer = None
         try:
             for chunk in chunks:
@@ -59,18 +61,22 @@ def write_parquet_trace(path: str | Path, chunks: Iterable[Requests], provenance
 
 
 def write_gem5_trace(path: str | Path, chunks: Iterable[LineAccesses], provenance: dict,
-                     tick_spacing: int = 1_000_000) -> int:
+                     tick_spacing: int = 1_000_000, check: Callable[[], object] | None = None) -> int:
     """Write line accesses as a gzip'd gem5 packet trace plus ``<path>.json`` (provenance and
-    the address map a gem5 config needs); returns the number of packets."""
+    the address map a gem5 config needs); returns the number of packets. ``check``: the output
+    rule, checked again before an existing file is replaced."""
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, check) as tmp:
         n = gem5trace.write_packet_trace(tmp, chunks, tick_spacing)
         side = {**provenance, "packets": n, "tick_spacing_ps": tick_spacing}
-        with atomic_path(path.with_name(path.name + ".json")) as tmp_json:
+        with atomic_path(path.with_name(path.name + ".json"), check) as tmp_json:
             tmp_json.write_text(json.dumps(side, indent=1) + "\n")
     return n
 
 
 def line_chunks_of(chunks: Iterable[Requests | LineAccesses]) -> Iterable[LineAccesses]:
     for c in chunks:
-        yield c.lines() if isinstance(c, Requests) else c
+        if isinstance(c, Requests):
+            yield from c.line_chunks()
+        else:
+            yield c

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.cache.policies.base import dense_token_ids
+from harness.cache.policies.base import dense_id_space, dense_token_ids
 from harness.cache.tokencache import StackDistances, TokenStream, min_hits
 from harness.core.errors import UserError
 from harness.core.mdtable import markdown_table
+from harness.core.units import require_memory
 from trace_gen.indexlog import IndexLog
 
 PAGE_SIZES = (16, 64)
@@ -116,11 +117,13 @@ def analyze_log(path: str | Path, token_bytes: int | None = None, min_capacities
     log = IndexLog(path)
     if log.rows == 0:
         raise UserError(f"index log {log.folder} has no rows: nothing to analyse")
+    width, id_space = dense_id_space(log)
+    # one (request, layer) at a time: a steps x width selection matrix and its running sums
+    require_memory(log.steps * width * 6 + id_space * 16, f"the locality analysis of {log.folder}")
     df = log.table(["request", "step", "layer", "ctx_len", "positions"]).to_pandas()
-    topk = int(log.meta["indexer"]["topk"])
+    topk = log.topk
     backbone = log.meta["backbone"]["name"]
     label = f"{backbone}/{log.meta['indexer']['name']}/k{topk}"
-    width = int(df.ctx_len.max())
     types = log.meta["backbone"].get("config", {}).get("layer_types") or ["full"] * log.layers
     rows, hists = [], []
     for (request, layer), g in df.groupby(["request", "layer"], sort=True):
@@ -137,7 +140,7 @@ def analyze_log(path: str | Path, token_bytes: int | None = None, min_capacities
     reuse.loc[reuse.index[-1], "distance_steps"] = f">={REUSE_CAP}"
 
     # one pass over the token stream in decode order, all layers and each layer
-    with TokenStream(id_space=log.requests * log.layers * width) as stream:
+    with TokenStream(id_space=id_space) as stream:
         layer_of = []
         for block in log.blocks():
             stream.append(dense_token_ids(block, log.layers, width))
@@ -194,14 +197,20 @@ def analyze_log(path: str | Path, token_bytes: int | None = None, min_capacities
     return LogAnalysis(backbone, label, per_layer, reuse, mrc, summary)
 
 
-def analyze(paths: list[str | Path], out: str | Path, geometry: str | None = None) -> dict:
-    """Analyse several logs side by side; write tables, plots and summary.md into ``out``."""
+def analyze(paths: list[str | Path], out: str | Path, geometry: str | None = None,
+            overwrite: bool = False) -> dict:
+    """Analyse several logs side by side; write tables, plots and summary.md into the folder
+    ``out`` (the output rule of ``harness.core.outputs``: an earlier analyze output is replaced
+    only with ``overwrite``)."""
     from harness.analysis.plots import locality_plots
+    from harness.core.outputs import check_output_folder, mark_folder
     from harness.core.units import atomic_path
     from trace_gen.geometry import get_geometry
 
     if not paths:
         raise UserError("give at least one index log")
+    check = lambda: check_output_folder(out, "analyze", overwrite)  # noqa: E731
+    check()
     logs = [IndexLog(p) for p in paths]
     versions = {log.meta.get("schema_version") for log in logs}
     if len(versions) > 1:
@@ -211,8 +220,9 @@ def analyze(paths: list[str | Path], out: str | Path, geometry: str | None = Non
         token_bytes = get_geometry(geometry, log.meta).token_stride if geometry else None
         results.append(analyze_log(p, token_bytes))
     tables = locality_tables(results, paths)
-    with atomic_path(Path(out)) as tmp:
+    with atomic_path(Path(out), check) as tmp:
         tmp.mkdir()
+        mark_folder(tmp, "analyze")
         for name, table in tables.items():
             table.to_parquet(tmp / f"{name}.parquet", index=False)
             table.to_csv(tmp / f"{name}.csv", index=False)

@@ -45,7 +45,7 @@ from harness.cache.policies.admit import ADMIT_WINDOW
 from harness.cache.policies.bip import BIMODAL_EVERY
 from harness.core.classes import KV, KV_WRITE, LINE_BYTES, TRAFFIC_CLASSES
 from harness.core.errors import UserError
-from harness.core.units import format_size, parse_size
+from harness.core.units import format_size, parse_size, require_memory
 
 # Policies of the reserved ways, by kernel code (harness.cache.policies documents each one).
 # 0 is line LRU; the others keep one record per resident token with a victim key.
@@ -91,12 +91,16 @@ class LLCConfig:
 
     @classmethod
     def make(cls, size, ways=16, reserve_ways=0, policy="token-lru", whole_token_eviction=True):
-        cfg = cls(parse_size(size, "LLC size"), int(ways), int(reserve_ways), str(policy),
-                  bool(whole_token_eviction))
+        cfg = cls(parse_size(size, "LLC size"), ways, reserve_ways, policy, whole_token_eviction)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
+        for name, kind, what in (("ways", int, "an integer"), ("reserve_ways", int, "an integer"),
+                                 ("policy", str, "a string"), ("whole_token_eviction", bool, "true or false")):
+            value = getattr(self, name)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise UserError(f"LLC {name} must be {what}, got {value!r}")
         if self.line != LINE_BYTES:
             raise UserError(f"line size must be {LINE_BYTES} bytes, got {self.line}")
         if self.ways < 1:
@@ -117,6 +121,12 @@ class LLCConfig:
     def sets(self) -> int:
         return self.size // (self.ways * self.line)
 
+    def memory_bytes(self) -> int:
+        """Memory the simulator's state of this LLC takes: per line a tag, a stamp and a dirty
+        bit; per reserved line of a token policy a token record and its list links."""
+        tracked = self.sets * self.reserve_ways if self.policy != "lru" else 0
+        return self.sets * self.ways * 17 + tracked * (8 * N_FIELDS + 8 * 6)
+
     @property
     def reserved_bytes(self) -> int:
         return self.sets * self.reserve_ways * self.line
@@ -132,6 +142,8 @@ class LLCState:
         cfg.validate()
         self.cfg = cfg
         n = cfg.sets * cfg.ways
+        tracked = cfg.sets * cfg.reserve_ways if cfg.policy != "lru" else 0
+        require_memory(cfg.memory_bytes(), f"an LLC of {format_size(cfg.size)}")
         self.tag = np.full(n, -1, dtype=np.int64)
         # An invalid way's stamp is -(ways - way): below every real stamp and lowest for way 0,
         # so the LRU scan picks the lowest free way first without a separate pass.
@@ -141,7 +153,6 @@ class LLCState:
         # Token policies: a reserved line's token record, and the token's resident lines linked.
         # Records sit at stable indices (a free list recycles them); a hash table maps token
         # ids to records for fills, while victim scans read records through `owner` directly.
-        tracked = cfg.sets * cfg.reserve_ways if cfg.policy != "lru" else 0
         self.owner = np.full(n if tracked else 1, -1, dtype=np.int64)
         self.next = np.full(n if tracked else 1, -1, dtype=np.int64)
         self.prev = np.full(n if tracked else 1, -1, dtype=np.int64)

@@ -104,7 +104,7 @@ PLATFORMS = {p.name: p for p in [
              5.3e12 / _MI300X_CLOCK, _littles_law(5.3e12, 350e-9),
              round(17.2e12 / LINE_BYTES / _MI300X_CLOCK), 1307.4e12),
 ]}
-DEFAULT_PLATFORM = "xeon-8480"
+DEFAULT_PLATFORM = "h100-sxm"
 
 
 def get_platform(name: str) -> Platform:

@@ -54,14 +54,14 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
     stream = TokenStream() if bounds else None
     try:
         for chunk in chunks:
-            acc = chunk.lines() if isinstance(chunk, Requests) else chunk
-            if len(acc) == 0:
-                continue
-            _, refs, phase_runs = state.access(acc.line, acc.cls, acc.token, acc.write, acc.step, acc.phase,
-                                               acc.request)
-            runs.append(phase_runs)
-            if stream is not None:
-                stream.append(refs)
+            for acc in chunk.line_chunks() if isinstance(chunk, Requests) else (chunk,):
+                if len(acc) == 0:
+                    continue
+                _, refs, phase_runs = state.access(acc.line, acc.cls, acc.token, acc.write, acc.step, acc.phase,
+                                                   acc.request)
+                runs.append(phase_runs)
+                if stream is not None:
+                    stream.append(refs)
         state.finish()
         summary = _summarise(state)
         summary.update(step_time(per_phase(runs, phases), timing, batch))

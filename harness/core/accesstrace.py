@@ -3,10 +3,11 @@
 A trace is ``.npy`` (a 1-D array of byte addresses, unsigned or non-negative integers) or a
 Parquet/CSV table with column ``addr`` and optional ``size`` (bytes, default 1: the one line that
 holds ``addr``), ``op`` (``R``/``W``, either case, default ``R``), ``cls`` (a traffic class name,
-default ``other``), ``token`` (int64 token id, -1 for none), ``step`` (decode step, default 0) and
+default ``other``), ``token`` (int64 token id, -1 for none), ``step`` (decode step, default 0),
 ``phase`` (the phase id of trace_gen.stream, default the step: one phase per step) and ``request``
 (the request an access serves, for per-request counts, default 0).
-Files are read in chunks, so a trace larger than memory is simulated piece by piece.
+Files are read in chunks, so a trace larger than memory is simulated piece by piece. A trace
+must hold at least one request; every request ends below 2**63 bytes and spans at most 16 GiB.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from harness.core.classes import LINE_SHIFT, OTHER, TRAFFIC_CLASSES
 from harness.core.errors import UserError, first_line
 
 CHUNK_ROWS = 1 << 21
+CHUNK_LINES = 1 << 22  # line accesses handed to the simulator at once
+# One request may span at most 16 GiB (268 M lines, seconds of simulation): far above the largest
+# transfer the streams produce (one layer's weights of Llama-3.1-70B, 1.7 GB).
+MAX_REQUEST_BYTES = 1 << 34
+MAX_ADDRESS = (1 << 63) - 1
 COLUMNS = ("addr", "size", "op", "cls", "token", "step", "phase", "request")
 
 
@@ -63,14 +69,31 @@ class Requests:
 
     def lines(self) -> LineAccesses:
         """One access per cache line each request touches."""
+        return next(self.line_chunks(None), LineAccesses(*(np.zeros(0, np.int64),) * 5))
+
+    def line_chunks(self, max_lines: int | None = CHUNK_LINES):
+        """The line accesses of :meth:`lines` in pieces of at most ``max_lines`` (None: one
+        piece), so that a request spanning many lines never needs them all in memory at once."""
         first = self.addr >> LINE_SHIFT
         count = ((self.addr + self.size - 1) >> LINE_SHIFT) - first + 1
-        if len(count) == 0 or count.max() == 1:
-            return LineAccesses(first, self.write, self.cls, self.token, self.step, self.phase, self.request)
-        rep = np.repeat(np.arange(len(first)), count)
-        offset = np.arange(len(rep)) - np.repeat(np.cumsum(count) - count, count)
-        return LineAccesses(first[rep] + offset, self.write[rep], self.cls[rep],
-                            self.token[rep], self.step[rep], self.phase[rep], self.request[rep])
+        if len(count) == 0:
+            return
+        total = int(count.sum())
+        if count.max() == 1 and (max_lines is None or total <= max_lines):
+            yield LineAccesses(first, self.write, self.cls, self.token, self.step, self.phase, self.request)
+            return
+        starts = np.cumsum(count) - count  # index of each request's first line in the whole
+        step = total if max_lines is None else max_lines
+        for lo in range(0, total, step):
+            hi = min(lo + step, total)
+            i0 = int(np.searchsorted(starts, lo, side="right")) - 1
+            i1 = int(np.searchsorted(starts, hi, side="left"))
+            begin = np.maximum(lo - starts[i0:i1], 0)
+            n = np.minimum(hi - starts[i0:i1], count[i0:i1]) - begin
+            rep = np.repeat(np.arange(i0, i1), n)
+            offset = np.arange(hi - lo) - np.repeat(np.cumsum(n) - n, n) + np.repeat(begin, n)
+            yield LineAccesses(first[rep] + offset, self.write[rep], self.cls[rep],
+                               self.token[rep], self.step[rep], self.phase[rep], self.request[rep])
 
 
 @dataclass
@@ -121,6 +144,8 @@ def _read_npy(path: Path, chunk_rows: int) -> Iterator[Requests]:
         raise UserError(f"access trace {path}: expected a 1-D array of addresses, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
         raise UserError(f"access trace {path}: addresses must be integers, got dtype {arr.dtype}")
+    if len(arr) == 0:
+        raise UserError(f"access trace {path} is empty: it holds no addresses")
 
     def chunks():
         for start in range(0, len(arr), chunk_rows):
@@ -176,6 +201,8 @@ def _convert_batches(path: Path, batches) -> Iterator[Requests]:
         raise
     except Exception as e:
         raise UserError(f"cannot read access trace {path} near row {row}: {first_line(e)}") from None
+    if row == 0:
+        raise UserError(f"access trace {path} is empty: it holds no requests")
 
 
 def _int_column(path: Path, batch, name: str, row: int) -> np.ndarray:
@@ -198,7 +225,15 @@ def _convert(path: Path, batch, row: int) -> Requests:
         if len(size) and size.min() < 1:
             bad = row + int(np.argmax(size < 1))
             raise UserError(f"access trace {path}: size must be at least 1 byte (row {bad})")
+        if len(size) and size.max() > MAX_REQUEST_BYTES:
+            bad = row + int(np.argmax(size > MAX_REQUEST_BYTES))
+            raise UserError(f"access trace {path}: size {int(size.max()):,} at row {bad} exceeds "
+                            f"{MAX_REQUEST_BYTES:,} bytes (16 GiB) per request")
         out.size = size.astype(np.int64)
+        over = out.addr > MAX_ADDRESS - out.size + 1
+        if over.any():
+            raise UserError(f"access trace {path}: the request at row {row + int(np.argmax(over))} "
+                            "ends beyond 2**63 bytes")
     if "op" in names:
         op = pc.index_in(pc.utf8_upper(batch.column("op").cast(pa.string())),
                          value_set=pa.array(["R", "W"]))

@@ -134,9 +134,12 @@ def parse_stats(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dump", "stat", "subname", "value"])
 
 
-def _stat(df: pd.DataFrame, stat: str, sub: str = "", default=0.0) -> float:
+def _stat(df: pd.DataFrame, stat: str, sub: str = "", default=0.0) -> float | None:
+    """The last value of a statistic; ``default`` when gem5 did not report it (or reported
+    nan: results are JSON, which has no NaN)."""
     rows = df[(df.stat == stat) & (df.subname == sub)]
-    return float(rows.value.iloc[-1]) if len(rows) else default
+    value = float(rows.value.iloc[-1]) if len(rows) else default
+    return value if value is None or math.isfinite(value) else default
 
 
 def results_from_stats(stats: pd.DataFrame, classes: list[str], llc: str = "system.llc") -> dict:
@@ -159,11 +162,11 @@ def results_from_stats(stats: pd.DataFrame, classes: list[str], llc: str = "syst
     out["evictions"] = int(_stat(last, f"{llc}.replacements"))
     out["writebacks"] = int(_stat(last, f"{llc}.writebacks", "total"))
     sim_ticks = _stat(last, "simTicks")
-    host = _stat(last, "hostSeconds", default=math.nan)
+    host = _stat(last, "hostSeconds", default=None)
     out["gem5"] = {
         "sim_ticks": int(sim_ticks), "host_seconds": host,
         "line_accesses_per_host_second": accesses / host if host and host > 0 else None,
-        "avg_miss_latency_ticks": _stat(last, f"{llc}.demandAvgMissLatency", "total", math.nan),
+        "avg_miss_latency_ticks": _stat(last, f"{llc}.demandAvgMissLatency", "total", None),
         "mshr_misses": int(_stat(last, f"{llc}.overallMshrMisses", "total")),
         "mshr_hits": int(_stat(last, f"{llc}.demandMshrHits", "total")),
         "blocked_cycles_no_mshrs": int(_stat(last, f"{llc}.blockedCycles", "no_mshrs")),

@@ -1,8 +1,10 @@
 """Collect a sweep's run folders into one tidy table: one row per run.
 
-Columns: bookkeeping (``_run_id``, ``_status``: ok, failed or stale (made by an older built-in
-simulator, see ``harness.cache.RESULTS_VERSION``; the report leaves it out, the next sweep redoes it),
-``_error``, ``_host``, ``_version``, ``_results_version``, ``_started``, ``_seconds``), parameters under their plain names (backbone, geometry,
+Columns: bookkeeping (``_run_id``, ``_status``: ok, failed, stale (made by an older built-in
+simulator, see ``harness.cache.RESULTS_VERSION``; the report leaves it out, the next sweep redoes it)
+or corrupt (a folder that fails the run schema of ``harness.study.runs``; ``_error`` says why, the
+next sweep redoes it), ``_error``, ``_host``, ``_version``, ``_results_version``, ``_started``,
+``_seconds``), parameters under their plain names (backbone, geometry,
 reserve_ways, ...), and results with units in their names (``llc_bytes``, ``step_time_cycles``,
 ``tokens_per_s``, ``kv_hit_rate``, ``misses_lines``, ...); ``step_time_model`` names the model
 that produced the step time. gem5 and built-in runs share the table; a result a
@@ -11,14 +13,14 @@ backend does not produce is empty.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from harness.core.errors import UserError
+from harness.core.outputs import check_output_file
 from harness.core.units import atomic_path
-from harness.study.sweep import is_stale
+from harness.study.runs import FINISHED, read_run, run_folders
 
 DECODE_PARAMETERS = ("backbone", "indexer", "topk", "prompt_tokens", "steps", "requests", "text", "sink_tokens",
                      "local_window", "observe_only", "seed")
@@ -29,12 +31,12 @@ PARAMETERS = tuple("decode_steps" if k == "steps" else k for k in DECODE_PARAMET
 
 
 def _params(cfg: dict) -> dict:
-    d, s, llc, t = cfg["decode"], cfg["stream"], cfg["llc"], cfg["timing"]
-    out = {("decode_steps" if k == "steps" else k): d[k] for k in DECODE_PARAMETERS}
-    out.update({k: s[k] for k in STREAM_PARAMETERS})
-    out.update({"llc_bytes": llc["size"], "ways": llc["ways"], "reserve_ways": llc["reserve_ways"],
-                "policy": llc["policy"], "whole_token_eviction": llc["whole_token_eviction"],
-                "backend": cfg["backend"]})
+    d, s, llc, t = (cfg.get(k) if isinstance(cfg.get(k), dict) else {} for k in ("decode", "stream", "llc", "timing"))
+    out = {("decode_steps" if k == "steps" else k): d.get(k) for k in DECODE_PARAMETERS}
+    out.update({k: s.get(k) for k in STREAM_PARAMETERS})
+    out.update({"llc_bytes": llc.get("size"), "ways": llc.get("ways"), "reserve_ways": llc.get("reserve_ways"),
+                "policy": llc.get("policy"), "whole_token_eviction": llc.get("whole_token_eviction"),
+                "backend": cfg.get("backend")})
     out.update({f"timing_{k}": v for k, v in t.items()})
     return out
 
@@ -76,33 +78,40 @@ def _results(r: dict) -> dict:
     return out
 
 
-def collect(folder: str | Path, out: str | Path | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """The table of a sweep folder and the runs that could not be read (reported, skipped)."""
+def collect(folder: str | Path, out: str | Path | None = None, overwrite: bool = False
+            ) -> tuple[pd.DataFrame, list[str]]:
+    """The table of a sweep folder (one row per run folder, corrupt ones included), and a line
+    ``<run id>: <reason>`` per corrupt run. With ``out``, also write the table there (the output
+    rule of ``harness.core.outputs``: an existing file is replaced only with ``overwrite``)."""
     folder = Path(folder)
     runs = folder / "runs"
     if not runs.is_dir():
         raise UserError(f"{folder} is not a sweep folder (no runs/)")
-    rows, bad = [], []
-    for d in sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        try:
-            cfg = json.loads((d / "config.json").read_text())
-            prov = json.loads((d / "provenance.json").read_text())
-            if (d / "result.json").exists():
-                result, error = json.loads((d / "result.json").read_text()), None
-                status = "stale" if is_stale(cfg, prov) else "ok"
-            else:
-                status, result = "failed", {}
-                error = json.loads((d / "error.json").read_text())["error"]
-            row = {"_run_id": d.name, "_status": status, "_error": error, "_host": prov.get("host"),
-                   "_version": prov.get("version"), "_results_version": prov.get("results_version"),
-                   "_started": prov.get("started"), "_seconds": prov.get("seconds"),
-                   **_params(cfg), **_results(result)}
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            bad.append(f"{d.name}: {type(e).__name__}: {e}")
-            continue
-        rows.append(row)
-    df = pd.DataFrame(rows)
+    check = (lambda: check_output_file(out, overwrite)) if out is not None else None  # noqa: E731
+    if check:
+        check()
+    rows, corrupt = [], []
+    for d in run_folders(runs):
+        run = read_run(d)
+        if run.status == "corrupt":
+            corrupt.append(f"{d.name}: {run.error}")
+        prov = run.provenance
+        rows.append({"_run_id": d.name, "_status": run.status, "_error": run.error, "_host": prov.get("host"),
+                     "_version": prov.get("version"), "_results_version": prov.get("results_version"),
+                     "_started": prov.get("started"), "_seconds": prov.get("seconds"),
+                     **_params(run.config), **(_results(run.result) if run.status in FINISHED else {})})
+    df = _uniform_columns(pd.DataFrame(rows))
     if out is not None:
-        with atomic_path(out) as tmp:
+        with atomic_path(out, check) as tmp:
             df.to_parquet(tmp, index=False)
-    return df, bad
+    return df, corrupt
+
+
+def _uniform_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns whose values mix types (a hand-edited or foreign config) become text, so that the
+    table can always be written."""
+    for col in [c for c in df.columns if pd.api.types.is_object_dtype(df[c])]:
+        kinds = {type(v) for v in df[col] if v is not None and v == v}
+        if len(kinds) > 1 and not kinds <= {int, float}:
+            df[col] = df[col].map(lambda v: v if v is None or v != v else str(v))
+    return df

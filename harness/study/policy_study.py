@@ -71,7 +71,7 @@ def family_best(df: pd.DataFrame) -> pd.DataFrame:
             if "share_of_min" in best:
                 row[f"{label}_share_of_min"] = best.share_of_min
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else ["log", "capacity_kxl"])
 
 
 def streak_vs_zoo(df: pd.DataFrame, fraction: float = 0.25) -> list[str]:

@@ -280,14 +280,19 @@ class Doc:
                 f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
-def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, locality: bool = True) -> dict:
-    """Collect the sweep and write report.md, report.html, the plots and the tables into ``out``."""
+def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, locality: bool = True,
+                 overwrite: bool = False) -> dict:
+    """Collect the sweep and write report.md, report.html, the plots and the tables into ``out``
+    (an earlier report there is replaced only with ``overwrite``: ``harness.core.outputs``)."""
     from harness.analysis.locality import analyze_log, locality_tables
     from harness.analysis.plots import locality_plots
+    from harness.core.outputs import check_output_folder, mark_folder
     from harness.core.units import atomic_path
     from harness.study.collect import collect
     from harness.study.policy_study import family_table, policy_plots, policy_sweep, streak_vs_zoo
 
+    check = lambda: check_output_folder(out, "report", overwrite)  # noqa: E731
+    check()
     sweep_dir = Path(sweep_dir)
     df, bad = collect(sweep_dir)
     if df.empty:
@@ -296,8 +301,9 @@ def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, 
     logs = sorted(p for p in (sweep_dir / "logs").iterdir() if (p / "metadata.json").exists()) \
         if (sweep_dir / "logs").is_dir() else []
     doc = Doc()
-    with atomic_path(Path(out)) as tmp:
+    with atomic_path(Path(out), check) as tmp:
         tmp.mkdir()
+        mark_folder(tmp, "report")
         doc.h(1, "Does reserving LLC ways for KV tokens speed up DSA decode?")
         for line in verdict(df):
             doc.p(line)

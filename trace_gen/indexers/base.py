@@ -30,8 +30,10 @@ class Indexer:
     description = ""
     needs_dense = False  # scores come from the dense attention itself
 
-    def __init__(self, backbone, topk: int, max_ctx: int, batch: int, options: dict):
+    def __init__(self, backbone, topk: int, max_ctx: int, batch: int, options: dict, on_progress=None):
+        """``on_progress(phase, done, total)``, when given, hears of long preparation (a fit)."""
         self.backbone, self.topk, self.max_ctx, self.batch, self.options = backbone, topk, max_ctx, batch, options
+        self.on_progress = on_progress
 
     def prefill(self, layer: int, query: torch.Tensor, key: torch.Tensor) -> None:
         """See the prompt's keys (e.g. to fill an indexer key cache). Default: nothing."""

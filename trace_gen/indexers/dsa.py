@@ -27,26 +27,38 @@ import time
 import torch
 
 from harness.core.canon import config_hash
-from harness.core.errors import UserError
+from harness.core.errors import first_line, problems_error
+from harness.core.fields import Field, check_fields
+from harness.core.locks import FileLock
+from harness.core.units import atomic_path, write_text_atomic
 from trace_gen.indexers.base import Indexer, LayerInputs
 
-DEFAULTS = {"d_I": 64, "calibration_text": "python-docs", "calibration_tokens": 2048,
-            "calibration_windows": 2, "queries": 512, "iterations": 100, "lr": 1e-3,
-            "min_query_pos": 64, "seed": 0}
+
+def _check_text(name):
+    from trace_gen.text import check_text
+
+    check_text(name)
+
+
+FIT_FIELDS = {
+    "d_I": Field(64, "int", 1, 1 << 16), "calibration_text": Field("python-docs", "str", check_value=_check_text),
+    "calibration_tokens": Field(2048, "int", 1, 1 << 24), "calibration_windows": Field(2, "int", 1, 1 << 16),
+    "queries": Field(512, "int", 1, 1 << 24), "iterations": Field(100, "int", 0, 1 << 24),
+    "lr": Field(1e-3, "float", 0, lo_open=True), "min_query_pos": Field(64, "int", 0, 1 << 24),
+    "seed": Field(0, "int", 0),
+}
+DEFAULTS = {key: field.default for key, field in FIT_FIELDS.items()}
 
 
 def fit_settings(options: dict) -> dict:
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise UserError(f"unknown dsa indexer option(s): {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(DEFAULTS)}")
-    s = {**DEFAULTS, **options}
-    for key in ("d_I", "calibration_tokens", "calibration_windows", "queries"):
-        if int(s[key]) < 1:
-            raise UserError(f"dsa indexer option {key} must be at least 1, got {s[key]}")
-    if int(s["iterations"]) < 0:
-        raise UserError(f"dsa indexer option iterations must not be negative, got {s['iterations']}")
-    return s
+    """The fit settings: the defaults updated by ``options``, every value type- and range-checked
+    (one UserError listing every problem)."""
+    checked, problems = check_fields(FIT_FIELDS, options, "dsa indexer option ")
+    problems = [f"{p.replace('unknown key ', 'unknown ')} (known: {', '.join(FIT_FIELDS)})"
+                if p.startswith("unknown key") else p for p in problems]
+    if problems:
+        raise problems_error("--indexer-option", problems)
+    return {**DEFAULTS, **checked}
 
 
 class LayerIndexer(torch.nn.Module):
@@ -136,8 +148,10 @@ def fit_layer(query, key, mask, scaling, d_i, queries, iterations, lr, min_pos, 
     return layer, {"kl_initial": first - entropy, "kl_final": final - entropy}
 
 
-def calibrate(backbone, settings: dict, progress: bool = True) -> tuple[list[LayerIndexer], dict]:
-    """Fit every layer's indexer on the calibration text; returns the layers and a fit record."""
+def calibrate(backbone, settings: dict, progress=True) -> tuple[list[LayerIndexer], dict]:
+    """Fit every layer's indexer on the calibration text; returns the layers and a fit record.
+    ``progress``: True prints ``fitting the dsa indexer of <backbone>: layer i/n`` on stderr, a
+    callable hears ``("fit <backbone>", i, n)`` instead, False keeps quiet."""
     from trace_gen.prefill import capture_prefill, prompt_windows, tokenize
     from trace_gen.text import load_text
 
@@ -150,14 +164,17 @@ def calibrate(backbone, settings: dict, progress: bool = True) -> tuple[list[Lay
     layers, record = [], []
     for i in range(backbone.layers):
         query, key, mask, scaling = captured[i]
-        if progress:
-            print(f"\rfitting dsa indexer: layer {i + 1}/{backbone.layers}", end="", file=sys.stderr)
+        if callable(progress):
+            progress(f"fit {backbone.name}", i, backbone.layers)
+        elif progress:
+            print(f"\rfitting the dsa indexer of {backbone.name}: layer {i + 1}/{backbone.layers}", end="",
+                  file=sys.stderr)
         layer, stats = fit_layer(query, key, mask, scaling, int(settings["d_I"]), int(settings["queries"]),
                                  int(settings["iterations"]), float(settings["lr"]),
                                  int(settings["min_query_pos"]), gen)
         layers.append(layer)
         record.append(stats)
-    if progress:
+    if progress is True:
         print(file=sys.stderr)
     fit = {"settings": settings, "text": {**text_meta, "offsets": offsets}, "layers": record,
            "seconds": time.perf_counter() - t0,
@@ -169,38 +186,48 @@ def fit_key(backbone, settings: dict) -> str:
     return f"{backbone.name}-{config_hash({'backbone': backbone.source, 'fit': settings})}"
 
 
-def load_or_fit(backbone, settings: dict, refit: bool = False, progress: bool = True):
-    """The cached fit for this backbone and settings, fitting (and caching) it if missing."""
+def load_or_fit(backbone, settings: dict, refit: bool = False, progress=True):
+    """The cached fit for this backbone and settings, fitting (and caching) it if missing. A lock
+    per fit lets one process fit while others needing the same fit wait and then load it."""
     from trace_gen.backbones import cache_dir
 
     folder = cache_dir("indexers")
     key = fit_key(backbone, settings)
     path, meta_path = folder / f"{key}.pt", folder / f"{key}.json"
-    if path.exists() and meta_path.exists() and not refit:
-        state = torch.load(path, weights_only=True)
-        layers = []
-        for sd in state:
-            heads, d_i, head_dim = sd["b"].shape
-            layer = LayerIndexer(heads, head_dim, sd["a"].shape[1], d_i)
-            layer.load_state_dict(sd)
-            layers.append(layer)
-        return layers, {**json.loads(meta_path.read_text()), "cache_file": str(path)}
-    layers, fit = calibrate(backbone, settings, progress)
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save([layer.state_dict() for layer in layers], tmp)
-    tmp.rename(path)
-    meta_path.write_text(json.dumps(fit, indent=1))
+    with FileLock(folder / f"{key}.lock"):
+        if path.exists() and meta_path.exists() and not refit:
+            try:
+                return _load_fit(path, meta_path)
+            except Exception as e:  # a cache file that cannot be read is fitted again
+                print(f"the cached dsa indexer fit {path} is unreadable ({first_line(e)}); fitting again",
+                      file=sys.stderr)
+        layers, fit = calibrate(backbone, settings, progress)
+        with atomic_path(path) as tmp:
+            torch.save([layer.state_dict() for layer in layers], tmp)
+        write_text_atomic(meta_path, json.dumps(fit, indent=1))
     return layers, {**fit, "cache_file": str(path)}
+
+
+def _load_fit(path, meta_path) -> tuple[list[LayerIndexer], dict]:
+    state = torch.load(path, weights_only=True)
+    layers = []
+    for sd in state:
+        heads, d_i, head_dim = sd["b"].shape
+        layer = LayerIndexer(heads, head_dim, sd["a"].shape[1], d_i)
+        layer.load_state_dict(sd)
+        layers.append(layer)
+    return layers, {**json.loads(meta_path.read_text()), "cache_file": str(path)}
 
 
 class DsaIndexer(Indexer):
     name = "dsa"
     description = "DeepSeek-style lightning indexer, fitted to the backbone by distillation"
 
-    def __init__(self, backbone, topk, max_ctx, batch, options):
-        super().__init__(backbone, topk, max_ctx, batch, options)
+    def __init__(self, backbone, topk, max_ctx, batch, options, on_progress=None):
+        super().__init__(backbone, topk, max_ctx, batch, options, on_progress)
         self.settings = fit_settings({k: v for k, v in options.items() if k != "refit"})
-        self.layers, self.fit = load_or_fit(backbone, self.settings, bool(options.get("refit")))
+        self.layers, self.fit = load_or_fit(backbone, self.settings, bool(options.get("refit")),
+                                            on_progress or True)
         d_i = int(self.settings["d_I"])
         self.cache = torch.zeros(backbone.layers, batch, max_ctx, d_i)  # indexer keys, absolute positions
 

@@ -13,8 +13,8 @@ class NativeIndexer(Indexer):
     name = "native"
     description = "the backbone's own trained DSA indexer (DeepseekV32-type models)"
 
-    def __init__(self, backbone, topk, max_ctx, batch, options):
-        super().__init__(backbone, topk, max_ctx, batch, options)
+    def __init__(self, backbone, topk, max_ctx, batch, options, on_progress=None):
+        super().__init__(backbone, topk, max_ctx, batch, options, on_progress)
         cfg = backbone.config
         if not hasattr(cfg, "index_topk"):
             raise UserError(f"backbone {backbone.name} has no indexer of its own; use --indexer dsa or oracle")

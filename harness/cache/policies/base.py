@@ -16,6 +16,7 @@ import numpy as np
 
 from harness.cache.tokencache import NEVER, _next_use_backward
 from harness.core.errors import UserError
+from harness.core.units import require_memory
 
 
 def dense_token_ids(block, layers: int, width: int) -> np.ndarray:
@@ -24,6 +25,21 @@ def dense_token_ids(block, layers: int, width: int) -> np.ndarray:
     counts = np.diff(block.offsets)
     base = (block.request * layers + block.layer) * width
     return np.repeat(base, counts) + block.positions.astype(np.int64)
+
+
+def dense_id_space(log) -> tuple[int, int]:
+    """The width (largest ctx_len) and the size of the dense token id space of a validated
+    index log with rows; a one-line UserError when the ids would not fit the int32 the token
+    caches number them with."""
+    shape = log.validate()
+    if log.rows == 0:
+        raise UserError(f"index log {log.folder} has no rows")
+    id_space = log.requests * log.layers * shape.max_ctx
+    if id_space >= 1 << 31:
+        raise UserError(f"index log {log.folder}: {log.requests} requests x {log.layers} layers x "
+                        f"ctx_len {shape.max_ctx:,} give {id_space:,} token ids, more than the 2**31 "
+                        "the token caches can number")
+    return shape.max_ctx, id_space
 
 
 @dataclass
@@ -65,8 +81,11 @@ class TokenReads:
 
     @classmethod
     def from_log(cls, log) -> TokenReads:
+        """The token reads of a validated index log (``trace_gen.indexlog.IndexLog``)."""
+        width, id_space = dense_id_space(log)
+        selections = log.shape.selections
+        require_memory(selections * 48 + id_space * 40, f"the {selections:,} token reads of {log.folder}")
         parts = {k: [] for k in ("tid", "layer", "request", "pos", "step", "ctx")}
-        width = int(log.table(["ctx_len"]).column("ctx_len").to_numpy().max())
         for b in log.blocks():
             n = np.diff(b.offsets)
             parts["layer"].append(np.repeat(b.layer, n))
@@ -75,9 +94,9 @@ class TokenReads:
             parts["ctx"].append(np.repeat(b.ctx_len, n))
             parts["pos"].append(b.positions)
             parts["tid"].append(dense_token_ids(b, log.layers, width))
-        cat = {k: np.concatenate(v).astype(np.int32) for k, v in parts.items() if v}
+        cat = {k: np.concatenate(v).astype(np.int32) for k, v in parts.items()}
         return cls(cat["tid"], cat["layer"], cat["request"], cat["pos"], cat["step"], cat["ctx"],
-                   log.layers, log.requests, int(log.meta["indexer"]["topk"]), width)
+                   log.layers, log.requests, log.topk, width)
 
 
 @dataclass(frozen=True)
