@@ -515,9 +515,11 @@ def test_bare_command_prints_the_help():
 def test_progress_weighs_work_and_names_the_decode_in_flight(tmp_path):
     from harness.study.progress import SweepProgress, decode_cost, sim_cost
 
-    spec = loads_spec(SPEC.replace("tiny-llama", "smollm2-135m").replace("steps = 3", "steps = 24")
-                      .replace("prompt_tokens = 64", "prompt_tokens = 2048"))
-    decode = spec.runs[0]["decode"]
+    # the estimate needs no weights: a tiny-llama spec's run with smollm2's decode swapped in
+    run = loads_spec(SPEC).runs[0]
+    decode = dict(run["decode"], backbone="smollm2-135m", steps=24, prompt_tokens=2048)
+    run = dict(run, decode=decode)
+    spec = type("Parsed", (), {"runs": [run], "decodes": {decode_id(decode): decode}})
     # measured: a real backbone's decode costs far more than one simulation of its log
     assert decode_cost(decode) > 20 * sim_cost(spec.runs[0])
     (tmp_path / "logs").mkdir()
