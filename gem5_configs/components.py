@@ -19,6 +19,7 @@ from m5.objects import (
     WayPartitioningPolicy,
     WayPolicyAllocation,
 )
+from m5.params import NULL
 
 # Every DRAM interface this gem5 offers (v24.0: DDR3/4/5, LPDDR2/3/5, GDDR5, HBM, HMC, WideIO)
 DRAMS = {name: cls for name, cls in vars(m5.objects).items()
@@ -48,6 +49,7 @@ class ReservedLLC:
         if whole_token_eviction:
             # one allocation may write back every dirty line of a token at once
             write_buffers = max(write_buffers, 2 * token_stride // 64)
+        self.in_flight = mshrs + write_buffers  # most requests the LLC can have below it
         self.llc = Cache(size=size, assoc=assoc, tag_latency=tag_latency, data_latency=data_latency,
                          response_latency=response_latency, mshrs=mshrs, tgts_per_mshr=tgts_per_mshr,
                          write_buffers=write_buffers, replacement_policy=LRURP())
@@ -128,11 +130,14 @@ class DRAMMemory:
 
 def build_system(processor, caches, memory, clock, membus_clock=None):
     """The system: requestors, caches, and a coherent crossbar (the point of coherency, which
-    answers the LLC's invalidations for whole-line writes itself) to the memory. The crossbar
-    moves one line per cycle per layer; ``membus_clock`` sets its clock (default: ``clock``)."""
+    answers the LLC's invalidations for whole-line writes itself) to the memory.
+    ``membus_clock`` sets the crossbar's clock (default: ``clock``)."""
     system = System(mem_mode="timing")
     system.clk_domain = SrcClockDomain(clock=clock, voltage_domain=VoltageDomain())
-    system.membus = SystemXBar(width=64)
+    # one line per cycle per layer; no snoop filter: the LLC is the only cache on it (the filter
+    # cost ~10 % of host time, for nothing to filter)
+    system.membus = SystemXBar(width=64, snoop_filter=NULL,
+                               max_routing_table_size=max(512, 2 * caches.in_flight))  # a sanity bound
     if membus_clock:
         system.membus.clk_domain = SrcClockDomain(clock=membus_clock,
                                                   voltage_domain=system.clk_domain.voltage_domain)
