@@ -5,6 +5,8 @@ its token policies, a multi-channel DRAM memory, and the system that ties them t
 A requestor side (TrafficGens, DsaStepGen) has ``generators`` and ``attach(system)``.
 """
 
+import sys
+
 import m5.objects
 from m5.objects import (
     LRURP,
@@ -27,6 +29,13 @@ DRAMS = {name: cls for name, cls in vars(m5.objects).items()
 RESERVED_POLICIES = ("lru", "token-lru", "streak")
 
 
+def fail(message):
+    """Stop the config with a one-line error and exit status 1 (gem5 aborts on a SystemExit
+    that carries a message instead of a status)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
 class ReservedLLC:
     """Optional private caches per generator, then a shared LLC whose ways [0, R) hold only KV
     lines (addresses in the KV region) and [R, W) only the rest, with the reserved ways' policy
@@ -41,9 +50,9 @@ class ReservedLLC:
         from m5.objects import TokenPolicyTags
 
         if reserve_ways >= assoc:
-            raise SystemExit("error: the gem5 backend needs at least one shared way (reserve_ways < assoc)")
+            fail("the gem5 backend needs at least one shared way (reserve_ways < assoc)")
         if policy not in RESERVED_POLICIES:
-            raise SystemExit(f"error: unknown reserved-way policy {policy!r}")
+            fail(f"unknown reserved-way policy {policy!r}")
         if reserve_ways == 0:
             policy, whole_token_eviction = "lru", False
         if whole_token_eviction:
@@ -100,12 +109,12 @@ class DRAMMemory:
         from gem5.components.memory.memory import ChanneledMemory
 
         if dram not in DRAMS:
-            raise SystemExit(f"error: unknown memory type {dram!r}; this gem5 offers: {', '.join(sorted(DRAMS))}")
+            fail(f"unknown memory type {dram!r}; this gem5 offers: {', '.join(sorted(DRAMS))}")
         if channels < 1 or channels & (channels - 1) or interleave < 64 or interleave & (interleave - 1):
-            raise SystemExit("error: memory channels and interleave bytes must be powers of two "
+            fail("memory channels and interleave bytes must be powers of two "
                              f"(interleave at least 64), got {channels} and {interleave}")
         if extra_latency_ns < 0:
-            raise SystemExit(f"error: extra memory latency must be >= 0 ns, got {extra_latency_ns}")
+            fail(f"extra memory latency must be >= 0 ns, got {extra_latency_ns}")
         self.dram = DRAMS[dram]
         self.channels = channels
         self.memory = ChanneledMemory(self.dram, channels, interleave, size=size)

@@ -29,7 +29,7 @@ import math
 import os
 
 import m5
-from components import DRAMS, RESERVED_POLICIES, DRAMMemory, ReservedLLC, build_system
+from components import DRAMS, RESERVED_POLICIES, DRAMMemory, ReservedLLC, build_system, fail
 from m5.objects import DsaStepGen, Root
 from m5.util.convert import toFrequency
 
@@ -103,7 +103,7 @@ def main():
         m5.stats.reset()
         cause = m5.simulate().getCause()
     if cause != ALL_DONE:
-        raise SystemExit(f"error: simulation stopped early: {cause.strip()}")
+        fail(f"simulation stopped early: {cause.strip()}")
     print(f"dsa-llc: all phases done @ tick {m5.curTick()}; memory peak {memory.peak_bandwidth() / 1e9:.2f} GB/s "
           f"({a.mem_channels} x {a.mem_type}), crossbar at {membus_clock}")
 

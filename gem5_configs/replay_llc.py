@@ -19,7 +19,7 @@ import argparse
 import os
 
 import m5
-from components import DRAMS, DRAMMemory, ReservedLLC, build_system
+from components import DRAMS, DRAMMemory, ReservedLLC, build_system, fail
 from m5.objects import Root, TrafficGen
 
 DRAIN = 10**8  # ticks (100 us) of idling after a trace ends
@@ -89,7 +89,7 @@ def main():
         cause = m5.simulate().getCause()
         done = [p for p in pending if cause.startswith(p + " ")]
         if "encountered the exit state" not in cause or not done:
-            raise SystemExit(f"error: simulation stopped early: {cause.strip()}")
+            fail(f"simulation stopped early: {cause.strip()}")
         pending.difference_update(done)
     print(f"dsa-llc: all {len(processor.generators)} generators finished @ tick {m5.curTick()}")
 

@@ -241,6 +241,8 @@ def test_step_replay_failures_are_one_line_errors(gem5_binary, tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="outside the memory"):
         run_step_replay(gem5_binary, tmp_path / "p", PLAIN_LLC | {"mem_size": "64MiB"}, tmp_path / "small")
+    with pytest.raises(UserError, match=r"exit 1\): error: memory channels .* powers of two"):
+        run_step_replay(gem5_binary, tmp_path / "p", PLAIN_LLC | {"mem_channels": 3}, tmp_path / "three")
     with pytest.raises(UserError, match="timed out"):
         run_step_replay(gem5_binary, tmp_path / "p", PLAIN_LLC, tmp_path / "slow", timeout=0.05)
     with pytest.raises(UserError, match="does not exist"):
