@@ -251,6 +251,10 @@ def simulate_gem5(chunks: Iterable[LineAccesses], cfg: LLCConfig, address_map: d
     binary = find_gem5(binary)
     check_extension(binary)
     check_llc(cfg)
+    policy = cfg.policy if cfg.reserve_ways else "lru"  # without a reservation every way is LRU
+    if policy not in REPLAY_POLICIES:
+        raise UserError(f"gem5's trace replay runs {' and '.join(REPLAY_POLICIES)} in the reserved ways, not "
+                        f"{policy!r} (streak needs each request's decode step: the closed-loop config has it)")
     if cfg.reserve_ways and not address_map:
         raise UserError("a reservation in gem5 needs the KV address range: simulate from --index-log "
                         "(an access trace has no address map)")
@@ -265,10 +269,6 @@ def simulate_gem5(chunks: Iterable[LineAccesses], cfg: LLCConfig, address_map: d
     cmd = [binary, "-d", str(outdir / "m5out"), str(CONFIG_SCRIPT)]
     for _, path, _ in traces:
         cmd += ["--trace", str(path)]
-    policy = cfg.policy if cfg.reserve_ways else "lru"  # without a reservation every way is LRU
-    if policy not in REPLAY_POLICIES:
-        raise UserError(f"gem5's trace replay runs {' and '.join(REPLAY_POLICIES)} in the reserved ways, not "
-                        f"{policy!r} (streak needs each request's decode step: the closed-loop config has it)")
     cmd += ["--llc-size", f"{cfg.size}B", "--llc-assoc", str(cfg.ways), "--reserve-ways", str(cfg.reserve_ways),
             "--policy", policy, "--kv-start", str(amap["kv_base"]), "--kv-end", str(max(amap["kv_end"], amap["kv_base"] + 1)),
             "--token-stride", str(amap["token_stride"]), "--dram", dram, "--clock", clock,
