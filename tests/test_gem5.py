@@ -167,6 +167,9 @@ def test_gem5_failures_are_one_line_errors(gem5_binary, streams, tmp_path):
     with pytest.raises(UserError, match=r"gem5 failed \(exit .*its log: .*gem5.stderr"):
         simulate_gem5(src.chunks(), cfg, src.amap.describe(), gem5_binary, outdir=tmp_path / "c",
                       l1_size="not-a-size")
+    with pytest.raises(UserError, match="trace replay runs lru and token-lru in the reserved ways, not 'streak'"):
+        simulate_gem5(src.chunks(), LLCConfig.make("128KiB", 8, 4, "streak"), src.amap.describe(), gem5_binary,
+                      outdir=tmp_path / "s")
 
 
 @pytest.mark.gem5

@@ -166,9 +166,12 @@ class AddressMap:
         return self.index_base + (np.int64(layer) * self.total_pages * self.page_tokens + slot) * self.geometry.index_bytes
 
     def describe(self) -> dict:
-        """What a gem5 config needs: the KV range, token stride and the memory size."""
+        """What a gem5 config needs: the KV range, token stride, tokens per layer (layer l's
+        tokens are [l * tokens_per_layer, (l + 1) * tokens_per_layer) of the KV range) and the
+        memory size."""
         return {"kv_base": self.kv_base, "kv_end": self.kv_base + self.kv_bytes_region,
-                "token_stride": self.geometry.token_stride, "memory_bytes": self.size,
+                "token_stride": self.geometry.token_stride,
+                "tokens_per_layer": self.total_pages * self.page_tokens, "memory_bytes": self.size,
                 "index_base": self.index_base, "weights_base": self.weights_base}
 
 

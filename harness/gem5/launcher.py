@@ -29,9 +29,11 @@ from harness.core.accesstrace import LineAccesses
 from harness.core.classes import TRAFFIC_CLASSES
 from harness.core.errors import UserError
 
-EXTENSION_OBJECTS = ("KvPartitionManager", "TokenLRURP", "TokenTags")
-CONFIG_SCRIPT = Path(__file__).resolve().parents[2] / "gem5_configs" / "replay_llc.py"
-EXTENSION_DIR = CONFIG_SCRIPT.parent / "dsa_llc_ext"
+EXTENSION_OBJECTS = ("KvPartitionManager", "TokenPolicyTags", "DsaStepGen")
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "gem5_configs"
+CONFIG_SCRIPT = CONFIG_DIR / "replay_llc.py"
+EXTENSION_DIR = CONFIG_DIR / "dsa_llc_ext"
+REPLAY_POLICIES = ("lru", "token-lru")
 BEGIN = "---------- Begin Simulation Statistics ----------"
 END = "---------- End Simulation Statistics"  # gem5 pads the rest of this line
 _checked: dict[tuple, list[str]] = {}
@@ -134,44 +136,57 @@ def parse_stats(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dump", "stat", "subname", "value"])
 
 
-def _stat(df: pd.DataFrame, stat: str, sub: str = "", default=0.0) -> float | None:
-    """The last value of a statistic; ``default`` when gem5 did not report it (or reported
-    nan: results are JSON, which has no NaN)."""
+def stat_value(df: pd.DataFrame, stat: str, sub: str = "", default=0.0) -> float | None:
+    """The last value of ``stat`` (``stat::sub`` for a vector entry); ``default`` when gem5 did
+    not report it (or reported nan: results are JSON, which has no NaN)."""
     rows = df[(df.stat == stat) & (df.subname == sub)]
     value = float(rows.value.iloc[-1]) if len(rows) else default
     return value if value is None or math.isfinite(value) else default
 
 
-def results_from_stats(stats: pd.DataFrame, classes: list[str], llc: str = "system.llc") -> dict:
-    """Result keys of the built-in simulator, from the last dump of a replay's stats."""
-    last = stats[stats.dump == stats.dump.max()]
+def llc_results(last: pd.DataFrame, requestors: dict[str, str], llc: str = "system.llc") -> dict:
+    """Result keys of the built-in simulator from one dump of gem5 stats: totals, and per
+    traffic class from the per-requestor stats (``requestors``: class name -> subname)."""
     out: dict = {}
-    hits, misses = _stat(last, f"{llc}.overallHits", "total"), _stat(last, f"{llc}.overallMisses", "total")
-    accesses = _stat(last, f"{llc}.overallAccesses", "total")
+    hits, misses = stat_value(last, f"{llc}.overallHits", "total"), stat_value(last, f"{llc}.overallMisses", "total")
+    accesses = stat_value(last, f"{llc}.overallAccesses", "total")
     out.update({"accesses": int(accesses), "hits": int(hits), "misses": int(misses),
                 "hit_rate": hits / accesses if accesses else None})
     by_class = {}
-    for i, name in enumerate(classes):
-        requestor = _requestor(last, f"{llc}.overallAccesses", i)
-        h = _stat(last, f"{llc}.overallHits", requestor)
-        m = _stat(last, f"{llc}.overallMisses", requestor)
+    for name, requestor in requestors.items():
+        h = stat_value(last, f"{llc}.overallHits", requestor)
+        m = stat_value(last, f"{llc}.overallMisses", requestor)
         by_class[name] = {"accesses": int(h + m), "hits": int(h), "misses": int(m),
                           "hit_rate": h / (h + m) if h + m else None}
     out["by_class"] = by_class
     out["kv_tokens"] = None  # gem5 counts lines; token accounting is the built-in model's
-    out["evictions"] = int(_stat(last, f"{llc}.replacements"))
-    out["writebacks"] = int(_stat(last, f"{llc}.writebacks", "total"))
-    sim_ticks = _stat(last, "simTicks")
-    host = _stat(last, "hostSeconds", default=None)
+    out["evictions"] = int(stat_value(last, f"{llc}.replacements"))
+    out["writebacks"] = int(stat_value(last, f"{llc}.writebacks", "total"))
+    host = stat_value(last, "hostSeconds", default=None)
     out["gem5"] = {
-        "sim_ticks": int(sim_ticks), "host_seconds": host,
+        "sim_ticks": int(stat_value(last, "simTicks")), "host_seconds": host,
         "line_accesses_per_host_second": accesses / host if host and host > 0 else None,
-        "avg_miss_latency_ticks": _stat(last, f"{llc}.demandAvgMissLatency", "total", None),
-        "mshr_misses": int(_stat(last, f"{llc}.overallMshrMisses", "total")),
-        "mshr_hits": int(_stat(last, f"{llc}.demandMshrHits", "total")),
-        "blocked_cycles_no_mshrs": int(_stat(last, f"{llc}.blockedCycles", "no_mshrs")),
-        "suppressed_packets": int(sum(_stat(last, f"system.gens{i}.numSuppressed") for i in range(len(classes)))),
+        "avg_miss_latency_ticks": stat_value(last, f"{llc}.demandAvgMissLatency", "total", None),
+        "mshr_misses": int(stat_value(last, f"{llc}.overallMshrMisses", "total")),
+        "mshr_hits": int(stat_value(last, f"{llc}.demandMshrHits", "total")),
+        "blocked_cycles_no_mshrs": int(stat_value(last, f"{llc}.blockedCycles", "no_mshrs")),
     }
+    return out
+
+
+def last_dump(stats: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the last statistics dump (a run's final figures)."""
+    return stats[stats.dump == stats.dump.max()]
+
+
+def results_from_stats(stats: pd.DataFrame, classes: list[str], llc: str = "system.llc") -> dict:
+    """Result keys of the built-in simulator, from the last dump of a trace replay's stats
+    (``classes``: the traffic class of each TrafficGen, in order)."""
+    last = last_dump(stats)
+    out = llc_results(last, {name: _requestor(last, f"{llc}.overallAccesses", i)
+                             for i, name in enumerate(classes)}, llc)
+    out["gem5"]["suppressed_packets"] = int(sum(stat_value(last, f"system.gens{i}.numSuppressed")
+                                                for i in range(len(classes))))
     return out
 
 
@@ -185,12 +200,17 @@ def _requestor(last: pd.DataFrame, stat: str, index: int) -> str:
     return matches[0] if matches else f"gens{index}"
 
 
+# gem5 starts a fatal/panic message with the source location and, from fatal_if/panic_if, the
+# condition: "src/x.cc:12: fatal: fatal condition !ok occurred: the message"
+_GEM5_PREFIX = re.compile(r"^\S+:\d+: (fatal|panic): (?:\1 condition .*? occurred: )?")
+
+
 def _failure_line(log: Path) -> str:
     """The line of a gem5 log that says why it stopped (fatal/panic/error), else its last line."""
     lines = log.read_text(errors="replace").strip().splitlines() or ["no output"]
     for line in lines:
         if re.search(r"\b(fatal|panic|error|Error)\b|segmentation fault", line):
-            return line.strip()[:240]
+            return _GEM5_PREFIX.sub(r"\1: ", line.strip())[:240]
     return lines[-1].strip()[:240]
 
 
@@ -198,6 +218,21 @@ def memory_size(nbytes: int) -> str:
     """gem5 memory size covering ``nbytes``: a power of two of at least 1 GiB."""
     gib = max(1, 1 << max(0, math.ceil(math.log2(max(1, nbytes) / 2**30))))
     return f"{gib}GiB"
+
+
+def run_gem5(cmd: list[str], outdir: Path, timeout: float) -> float:
+    """Run a gem5 command with its output in ``outdir/gem5.stdout`` and ``gem5.stderr``; the wall
+    seconds it took. A timeout or a failure is a one-line UserError naming the log."""
+    stdout, stderr = outdir / "gem5.stdout", outdir / "gem5.stderr"
+    t0 = time.perf_counter()
+    try:
+        with open(stdout, "w") as out, open(stderr, "w") as err:
+            proc = subprocess.run(cmd, stdout=out, stderr=err, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"gem5 timed out after {timeout:g} s; its log: {stderr}") from None
+    if proc.returncode != 0:
+        raise UserError(f"gem5 failed (exit {proc.returncode}): {_failure_line(stderr)}; its log: {stderr}")
+    return time.perf_counter() - t0
 
 
 def check_llc(cfg: LLCConfig) -> None:
@@ -218,6 +253,10 @@ def simulate_gem5(chunks: Iterable[LineAccesses], cfg: LLCConfig, address_map: d
     binary = find_gem5(binary)
     check_extension(binary)
     check_llc(cfg)
+    policy = cfg.policy if cfg.reserve_ways else "lru"  # without a reservation every way is LRU
+    if policy not in REPLAY_POLICIES:
+        raise UserError(f"gem5's trace replay runs {' and '.join(REPLAY_POLICIES)} in the reserved ways, not "
+                        f"{policy!r} (streak needs each request's decode step: the closed-loop config has it)")
     if cfg.reserve_ways and not address_map:
         raise UserError("a reservation in gem5 needs the KV address range: simulate from --index-log "
                         "(an access trace has no address map)")
@@ -232,7 +271,6 @@ def simulate_gem5(chunks: Iterable[LineAccesses], cfg: LLCConfig, address_map: d
     cmd = [binary, "-d", str(outdir / "m5out"), str(CONFIG_SCRIPT)]
     for _, path, _ in traces:
         cmd += ["--trace", str(path)]
-    policy = cfg.policy if cfg.reserve_ways else "lru"  # without a reservation every way is LRU
     cmd += ["--llc-size", f"{cfg.size}B", "--llc-assoc", str(cfg.ways), "--reserve-ways", str(cfg.reserve_ways),
             "--policy", policy, "--kv-start", str(amap["kv_base"]), "--kv-end", str(max(amap["kv_end"], amap["kv_base"] + 1)),
             "--token-stride", str(amap["token_stride"]), "--dram", dram, "--clock", clock,
@@ -241,16 +279,7 @@ def simulate_gem5(chunks: Iterable[LineAccesses], cfg: LLCConfig, address_map: d
         cmd.append("--whole-token-eviction")
     if l1_size:
         cmd += ["--l1-size", l1_size]
-    stdout, stderr = outdir / "gem5.stdout", outdir / "gem5.stderr"
-    t0 = time.perf_counter()
-    try:
-        with open(stdout, "w") as out, open(stderr, "w") as err:
-            proc = subprocess.run(cmd, stdout=out, stderr=err, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise UserError(f"gem5 timed out after {timeout:g} s; its log: {stderr}") from None
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise UserError(f"gem5 failed (exit {proc.returncode}): {_failure_line(stderr)}; its log: {stderr}")
+    wall = run_gem5(cmd, outdir, timeout)
     stats = parse_stats(outdir / "m5out" / "stats.txt")
     result = results_from_stats(stats, [c for c, _, _ in traces])
     packets = sum(n for _, _, n in traces)
