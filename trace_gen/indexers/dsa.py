@@ -84,26 +84,35 @@ def _flat_q(query: torch.Tensor) -> torch.Tensor:
     return query.permute(0, 2, 1, 3).reshape(b, n, h * d)
 
 
-def fit_layer(query, key, mask, scaling, d_i, queries, iterations, lr, min_pos, gen) -> tuple[LayerIndexer, dict]:
-    """Fit one layer's indexer to its dense attention on a prefill of B windows
-    (query [B, H, N, D], key [B, KH, N, D], additive mask [B, 1, N, N])."""
+def query_rows(n: int, windows: int, layers: int, queries: int, min_pos: int, gen) -> dict:
+    """The prefill positions whose queries each layer's fit learns from: layer -> [windows, M],
+    per window ``M = queries // windows`` distinct positions of ``min_pos .. n - 1`` drawn with
+    ``gen`` (layer by layer, window by window), sorted."""
+    per_window = max(1, queries // windows)
+    picked = {}
+    for layer in range(layers):
+        rows = []
+        for _ in range(windows):
+            candidates = torch.arange(min(min_pos, n - 1), n)
+            rows.append(candidates[torch.randperm(len(candidates), generator=gen)[:per_window]].sort().values)
+        picked[layer] = torch.stack(rows)
+    return picked
+
+
+def fit_layer(query, visible, key, scaling, d_i, iterations, lr) -> tuple[LayerIndexer, dict]:
+    """Fit one layer's indexer to its dense attention on a prefill of B windows: ``query``
+    [B, H, M, D] the queries of M positions per window, ``visible`` [B, M, N] the keys each of
+    them attends to (the model's own mask), ``key`` [B, KH, N, D] every key."""
     from trace_gen.attention import logits_of
 
-    windows, heads, n, dim = query.shape
+    windows, heads, _, dim = query.shape
     kheads = key.shape[1]
-    per_window = max(1, queries // windows)
     data = []  # per window: queries [M, H*D], keys [N, KH*D], target [M, N], visible [M, N]
     with torch.no_grad():
         for b in range(windows):
-            rows = torch.arange(min(min_pos, n - 1), n)
-            rows = rows[torch.randperm(len(rows), generator=gen)[:per_window]].sort().values
-            m = None if mask is None else mask[b:b + 1, :, rows]
-            logits = logits_of(query[b:b + 1, :, rows], key[b:b + 1], m, scaling)
-            if m is None:
-                logits = logits.masked_fill(torch.arange(n)[None, :] > rows[:, None], float("-inf"))
-            visible = logits[0, 0] > -1e30
-            data.append((_flat_q(query[b:b + 1])[0, rows], _flat_q(key[b:b + 1])[0],
-                         torch.softmax(logits, dim=-1).mean(dim=1)[0], visible))
+            logits = logits_of(query[b:b + 1], key[b:b + 1], None, scaling).masked_fill(~visible[b], float("-inf"))
+            data.append((_flat_q(query[b:b + 1])[0], _flat_q(key[b:b + 1])[0],
+                         torch.softmax(logits, dim=-1).mean(dim=1)[0], visible[b]))
         layer = LayerIndexer(heads, dim, kheads * dim, d_i)
         # start from the keys' principal directions, each query head seen through its key head's block
         _, _, v = torch.linalg.svd(torch.cat([d[1] for d in data]), full_matrices=False)
@@ -138,28 +147,27 @@ def fit_layer(query, key, mask, scaling, d_i, queries, iterations, lr, min_pos, 
 
 def calibrate(backbone, settings: dict, progress: bool = True) -> tuple[list[LayerIndexer], dict]:
     """Fit every layer's indexer on the calibration text; returns the layers and a fit record."""
-    from trace_gen.prefill import capture_prefill, prompt_windows, tokenize
-    from trace_gen.text import load_text
+    from trace_gen.prefill import capture_prefill, prompts
 
-    text, text_meta = load_text(settings["calibration_text"])
-    ids, offsets = prompt_windows(tokenize(backbone, text), int(settings["calibration_tokens"]),
-                                  int(settings["calibration_windows"]), int(settings["seed"]))
+    ids, text_meta = prompts(backbone, settings["calibration_text"], int(settings["calibration_tokens"]),
+                             int(settings["calibration_windows"]), int(settings["seed"]))
     t0 = time.perf_counter()
-    captured = capture_prefill(backbone, ids)
     gen = torch.Generator().manual_seed(int(settings["seed"]))
+    rows = query_rows(ids.shape[1], ids.shape[0], backbone.layers, int(settings["queries"]),
+                      int(settings["min_query_pos"]), gen)
+    captured = capture_prefill(backbone, ids, rows)
     layers, record = [], []
     for i in range(backbone.layers):
-        query, key, mask, scaling = captured[i]
+        query, visible, key, scaling = captured.pop(i)
         if progress:
             print(f"\rfitting dsa indexer: layer {i + 1}/{backbone.layers}", end="", file=sys.stderr)
-        layer, stats = fit_layer(query, key, mask, scaling, int(settings["d_I"]), int(settings["queries"]),
-                                 int(settings["iterations"]), float(settings["lr"]),
-                                 int(settings["min_query_pos"]), gen)
+        layer, stats = fit_layer(query, visible, key, scaling, int(settings["d_I"]),
+                                 int(settings["iterations"]), float(settings["lr"]))
         layers.append(layer)
         record.append(stats)
     if progress:
         print(file=sys.stderr)
-    fit = {"settings": settings, "text": {**text_meta, "offsets": offsets}, "layers": record,
+    fit = {"settings": settings, "text": text_meta, "layers": record,
            "seconds": time.perf_counter() - t0,
            "mean_kl_final": sum(r["kl_final"] for r in record) / len(record)}
     return layers, fit
@@ -204,10 +212,14 @@ class DsaIndexer(Indexer):
         d_i = int(self.settings["d_I"])
         self.cache = torch.zeros(backbone.layers, batch, max_ctx, d_i)  # indexer keys, absolute positions
 
-    def prefill(self, layer, query, key):
-        n = key.shape[2]
+    @classmethod
+    def cache_bytes(cls, config, batch, tokens, options):
+        d_i = int(fit_settings({k: v for k, v in options.items() if k != "refit"})["d_I"])
+        return 4 * d_i * int(config.num_hidden_layers) * batch * tokens  # fp32, like self.cache
+
+    def prefill(self, layer, query, key, start):
         with torch.no_grad():
-            self.cache[layer, :, :n] = self.layers[layer].keys(_flat_q(key))
+            self.cache[layer, :, start:start + key.shape[2]] = self.layers[layer].keys(_flat_q(key))
 
     def scores(self, x: LayerInputs):
         lay = self.layers[x.layer]
