@@ -115,3 +115,28 @@ def test_kv_cache_bytes_count_a_sliding_layer_to_its_window():
     per_token_layer = 2 * 1 * 16 * 4
     assert kv_cache_bytes(bb.config, 3, 1000) == 3 * per_token_layer * (24 + 24 + 1000)
     assert kv_cache_bytes(bb.config, 1, 10) == per_token_layer * 30
+
+
+def test_long_decodes_fit_the_dsa_indexer_on_the_backbones_whole_context():
+    from trace_gen.indexers.dsa import DEFAULTS, LONG_CONTEXT, fit_settings
+
+    assert fit_settings({}) == fit_settings({}, LONG_CONTEXT, 32768) == DEFAULTS  # short: unchanged
+    assert fit_settings({}, LONG_CONTEXT + 1, 32768) == {**DEFAULTS, "calibration_tokens": 32768, "window_keys": 1}
+    assert fit_settings({}, 8200, 8192)["calibration_tokens"] == 8192
+    assert fit_settings({"calibration_tokens": 4096}, 20000, 32768)["calibration_tokens"] == 4096
+    with pytest.raises(UserError, match="window_keys must be 0 or 1"):
+        fit_settings({"window_keys": 2})
+
+
+def test_window_keys_fit_equals_the_fit_over_all_keys():
+    # a sliding layer fitted on each query's window only learns what the fit over all keys learns
+    from trace_gen.indexers.dsa import calibrate, fit_settings
+
+    bb = load_backbone("tiny-gemma")
+    base = {"iterations": 10, "calibration_tokens": 200, "queries": 64}
+    full, fit_full = calibrate(bb, fit_settings(base), progress=False)
+    windowed, fit_windowed = calibrate(bb, fit_settings({**base, "window_keys": 1}), progress=False)
+    for a, b, ra, rb in zip(full, windowed, fit_full["layers"], fit_windowed["layers"]):
+        for name in ("a", "b", "w"):
+            assert torch.allclose(getattr(a, name), getattr(b, name), atol=1e-5)
+        assert ra["kl_final"] == pytest.approx(rb["kl_final"], abs=1e-5)

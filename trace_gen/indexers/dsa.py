@@ -35,12 +35,37 @@ DEFAULTS = {"d_I": 64, "calibration_text": "python-docs", "calibration_tokens": 
             "min_query_pos": 64, "seed": 0}
 
 
-def fit_settings(options: dict) -> dict:
-    unknown = set(options) - set(DEFAULTS)
+# Settings a fit has only when they are set (absent from DEFAULTS, so that the fits made before
+# they existed keep their cache key). window_keys=1: a sliding-window layer is fitted on each
+# query's own window of keys, the same loss as over all keys (the others carry no attention) at a
+# cost independent of calibration_tokens.
+OPTIONAL = ("window_keys",)
+
+# Fitted on 2,048-token windows, the indexer keeps 94 % of the oracle's attention mass on Gemma
+# 3's full-attention layers at a 2k context (k = 256) but 59 % at 8k and 42 % at 32k; fitted on
+# 8k windows, 86 % at 8k but again 60 % at 16k (bench/decode_speed.py, README): the fit must see
+# the distances the decode reaches. A decode longer than LONG_CONTEXT tokens therefore fits on
+# windows of the backbone's whole context (at most LONG_CALIBRATION_TOKENS), unless the options
+# say otherwise.
+LONG_CONTEXT = 4096
+LONG_CALIBRATION_TOKENS = 32768
+
+
+def fit_settings(options: dict, context: int | None = None, limit: int | None = None) -> dict:
+    """The fit settings of a decode of ``context`` tokens on a backbone whose context is
+    ``limit``: ``DEFAULTS``, then the long-context settings when ``context`` exceeds
+    ``LONG_CONTEXT``, then ``options``."""
+    unknown = set(options) - set(DEFAULTS) - set(OPTIONAL)
     if unknown:
         raise UserError(f"unknown dsa indexer option(s): {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(DEFAULTS)}")
-    s = {**DEFAULTS, **options}
+                        f"known: {', '.join([*DEFAULTS, *OPTIONAL])}")
+    long = {}
+    if context is not None and context > LONG_CONTEXT:
+        long = {"calibration_tokens": min(LONG_CALIBRATION_TOKENS, limit or LONG_CALIBRATION_TOKENS),
+                "window_keys": 1}
+    s = {**DEFAULTS, **long, **options}
+    if s.get("window_keys", 0) not in (0, 1):
+        raise UserError(f"dsa indexer option window_keys must be 0 or 1, got {s['window_keys']}")
     for key in ("d_I", "calibration_tokens", "calibration_windows", "queries"):
         if int(s[key]) < 1:
             raise UserError(f"dsa indexer option {key} must be at least 1, got {s[key]}")
@@ -99,23 +124,34 @@ def query_rows(n: int, windows: int, layers: int, queries: int, min_pos: int, ge
     return picked
 
 
-def fit_layer(query, visible, key, scaling, d_i, iterations, lr) -> tuple[LayerIndexer, dict]:
+def fit_layer(query, visible, key, scaling, d_i, iterations, lr, window=None) -> tuple[LayerIndexer, dict]:
     """Fit one layer's indexer to its dense attention on a prefill of B windows: ``query``
     [B, H, M, D] the queries of M positions per window, ``visible`` [B, M, N] the keys each of
-    them attends to (the model's own mask), ``key`` [B, KH, N, D] every key."""
+    them attends to (the model's own mask), ``key`` [B, KH, N, D] every key. With ``window``
+    (a sliding-window layer), each query is fitted on the ``window`` keys ending at its own
+    position only, which hold all of its attention."""
     from trace_gen.attention import logits_of
 
     windows, heads, _, dim = query.shape
     kheads = key.shape[1]
-    data = []  # per window: queries [M, H*D], keys [N, KH*D], target [M, N], visible [M, N]
+    data = []  # per window: queries [M, H*D], keys [N, KH*D] or [M, window, KH*D], target, visible
+    all_keys = []
     with torch.no_grad():
         for b in range(windows):
             logits = logits_of(query[b:b + 1], key[b:b + 1], None, scaling).masked_fill(~visible[b], float("-inf"))
-            data.append((_flat_q(query[b:b + 1])[0], _flat_q(key[b:b + 1])[0],
-                         torch.softmax(logits, dim=-1).mean(dim=1)[0], visible[b]))
+            q, k, target = _flat_q(query[b:b + 1])[0], _flat_q(key[b:b + 1])[0], torch.softmax(logits, dim=-1).mean(dim=1)[0]
+            all_keys.append(k)
+            if window:
+                last = visible.shape[2] - 1 - visible[b].flip(-1).int().argmax(-1)  # a query's own position
+                idx = last[:, None] - window + 1 + torch.arange(window)
+                seen = visible[b].gather(1, idx.clamp_min(0)) & (idx >= 0)
+                idx = idx.clamp_min(0)
+                data.append((q, k[idx], target.gather(1, idx).masked_fill(~seen, 0), seen))
+            else:
+                data.append((q, k, target, visible[b]))
         layer = LayerIndexer(heads, dim, kheads * dim, d_i)
         # start from the keys' principal directions, each query head seen through its key head's block
-        _, _, v = torch.linalg.svd(torch.cat([d[1] for d in data]), full_matrices=False)
+        _, _, v = torch.linalg.svd(torch.cat(all_keys), full_matrices=False)
         basis = v[:d_i]
         layer.a[: basis.shape[0]] = basis * scaling ** 0.5
         for h in range(heads):
@@ -156,13 +192,15 @@ def calibrate(backbone, settings: dict, progress: bool = True) -> tuple[list[Lay
     rows = query_rows(ids.shape[1], ids.shape[0], backbone.layers, int(settings["queries"]),
                       int(settings["min_query_pos"]), gen)
     captured = capture_prefill(backbone, ids, rows)
+    window = getattr(backbone.config, "sliding_window", None) if settings.get("window_keys") else None
     layers, record = [], []
-    for i in range(backbone.layers):
+    for i, kind in enumerate(backbone.layer_types()):
         query, visible, key, scaling = captured.pop(i)
         if progress:
             print(f"\rfitting dsa indexer: layer {i + 1}/{backbone.layers}", end="", file=sys.stderr)
         layer, stats = fit_layer(query, visible, key, scaling, int(settings["d_I"]),
-                                 int(settings["iterations"]), float(settings["lr"]))
+                                 int(settings["iterations"]), float(settings["lr"]),
+                                 window if kind == "sliding" else None)
         layers.append(layer)
         record.append(stats)
     if progress:
@@ -207,7 +245,8 @@ class DsaIndexer(Indexer):
 
     def __init__(self, backbone, topk, max_ctx, batch, options):
         super().__init__(backbone, topk, max_ctx, batch, options)
-        self.settings = fit_settings({k: v for k, v in options.items() if k != "refit"})
+        self.settings = fit_settings({k: v for k, v in options.items() if k != "refit"}, max_ctx,
+                                     getattr(backbone.config, "max_position_embeddings", None))
         self.layers, self.fit = load_or_fit(backbone, self.settings, bool(options.get("refit")))
         d_i = int(self.settings["d_I"])
         self.cache = torch.zeros(backbone.layers, batch, max_ctx, d_i)  # indexer keys, absolute positions
