@@ -122,7 +122,7 @@ def long_context(args, tmp):
     steps = args.long_steps
     print(f"long context: sparse dsa decode, k=2048, {steps} steps, 1 request, python-source, "
           f"{args.threads} thread(s):")
-    for backbone in BACKBONES:
+    for backbone in args.backbones:
         for ctx, prompt in prompt_lengths(backbone, args.contexts, steps).items():
             if prompt is None:
                 print(f"  {backbone:13s} {ctx:6,d}: beyond its context")
@@ -135,7 +135,7 @@ def batches(args, tmp):
     steps = args.batch_steps
     print(f"batches at 8k context: sparse dsa decode, k=2048, {steps} steps, python-stdlib "
           f"(one file per request), {args.threads} thread(s):")
-    for backbone in BACKBONES:
+    for backbone in args.backbones:
         prompt = prompt_lengths(backbone, [8192], steps)[8192]
         for batch in args.batch_sizes:
             r = measured_decode(Path(tmp) / f"batch-{backbone}-{batch}", backbone, prompt, steps,
@@ -154,7 +154,7 @@ def recall(args, tmp):
     print(f"recall of the dsa indexer relative to the oracle (per layer mean recall / mean oracle "
           f"recall, averaged over layers), observe-only, {steps} steps, text python-source:")
     fits = {}
-    for backbone in BACKBONES:
+    for backbone in args.backbones:
         limit = context_limit(backbone_config(backbone))
         for ctx in args.contexts_recall:
             prompt = ctx - steps  # the last step sees ctx tokens
@@ -180,6 +180,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", nargs="+", default=["speed", "long", "batch", "recall"],
                     choices=["speed", "long", "batch", "recall"])
+    ap.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES,
+                    help="long, batch, recall: the backbones")
     ap.add_argument("--steps", type=int, default=32, help="speed: decode steps")
     ap.add_argument("--repeats", type=int, default=3, help="speed: best of this many runs")
     ap.add_argument("--long-steps", type=int, default=16)

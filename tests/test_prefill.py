@@ -121,6 +121,7 @@ def test_long_decodes_fit_the_dsa_indexer_on_the_backbones_whole_context():
     from trace_gen.indexers.dsa import DEFAULTS, LONG_CONTEXT, fit_settings
 
     assert fit_settings({}) == fit_settings({}, LONG_CONTEXT, 32768) == DEFAULTS  # short: unchanged
+    assert fit_settings({}, 2048 + 24, 32768) == DEFAULTS  # the demo's decodes
     assert fit_settings({}, LONG_CONTEXT + 1, 32768) == {**DEFAULTS, "calibration_tokens": 32768, "window_keys": 1}
     assert fit_settings({}, 8200, 8192)["calibration_tokens"] == 8192
     assert fit_settings({"calibration_tokens": 4096}, 20000, 32768)["calibration_tokens"] == 4096

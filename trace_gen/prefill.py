@@ -88,7 +88,8 @@ class CaptureSession:
 
         n, seen = query.shape[2], key.shape[2]
         start, first_key = self.ctx_len - n, self.ctx_len - seen
-        self.keys.setdefault(layer, []).append(key[:, :, -n:])
+        # a copy: a view would keep the whole cached key tensor of this chunk alive
+        self.keys.setdefault(layer, []).append(key[:, :, -n:].clone())
         kept = self.chunks.setdefault(layer, [[] for _ in range(query.shape[0])])
         for b, rows in enumerate(self.rows[layer]):
             inside = rows[(rows >= start) & (rows < self.ctx_len)] - start
@@ -104,12 +105,13 @@ class CaptureSession:
 
     def layers(self) -> dict[int, tuple]:
         """layer -> (queries of the rows [B, H, M, D], the keys each row sees [B, M, N] (bool),
-        every key [B, KH, N, D], scaling)"""
+        every key [B, KH, N, D], scaling); once (the chunks are freed as they are joined)"""
         import torch
 
         out = {}
-        for layer, per_prompt in self.chunks.items():
-            keys = torch.cat(self.keys[layer], dim=2)
+        for layer in list(self.chunks):
+            per_prompt = self.chunks.pop(layer)
+            keys = torch.cat(self.keys.pop(layer), dim=2)
             visible = torch.zeros(len(per_prompt), self.rows[layer].shape[1], keys.shape[2], dtype=torch.bool)
             queries = []
             for b, chunks in enumerate(per_prompt):
