@@ -88,14 +88,17 @@ def prompt_lengths(backbone: str, contexts, steps: int) -> dict[int, int | None]
     return out
 
 
-def measured_decode(out: Path, backbone: str, prompt: int, steps: int, threads: int, *extra) -> dict:
+def measured_decode(out: Path, backbone: str, prompt: int, steps: int, threads: int,
+                    *extra: str) -> dict:
     """Run `dsa-harness decode` (dsa indexer, k = 2048, no recall) in its own process; returns
     its log's timing and memory records and the process's peak RSS (bytes)."""
-    argv = [sys.executable, "-m", "harness.cli", "decode", "--backbone", backbone, "--indexer", "dsa",
-            "--topk", "2048", "--prompt-tokens", str(prompt), "--steps", str(steps), "--threads",
-            str(threads), "--no-recall", "--no-progress", "--overwrite", "--out", str(out), *extra]
+    argv = [sys.executable, "-m", "harness.cli", "decode", "--backbone", backbone,
+            "--indexer", "dsa", "--topk", "2048", "--prompt-tokens", str(prompt),
+            "--steps", str(steps), "--threads", str(threads), "--no-recall", "--no-progress",
+            "--overwrite", "--out", str(out), *extra]
     with open(out.with_suffix(".stderr"), "w+") as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, cwd=Path(__file__).parents[1])
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err,
+                                cwd=Path(__file__).parents[1])
         t0 = time.perf_counter()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
@@ -127,7 +130,8 @@ def long_context(args, tmp):
             if prompt is None:
                 print(f"  {backbone:13s} {ctx:6,d}: beyond its context")
                 continue
-            r = measured_decode(Path(tmp) / f"long-{backbone}-{ctx}", backbone, prompt, steps, args.threads)
+            r = measured_decode(Path(tmp) / f"long-{backbone}-{ctx}", backbone, prompt, steps,
+                                args.threads)
             print_point(f"{backbone:13s} prompt {prompt:6,d}", r, steps)
 
 
@@ -165,8 +169,8 @@ def recall(args, tmp):
                                      prompt_tokens=prompt, steps=steps, observe_only=True)
                 ratio = layer_ratios(log)
                 types = np.array(log.meta["backbone"]["config"]["layer_types"])[ratio.index]
-                parts = [f"all {ratio.mean():.3f}"] + [
-                    f"{t} {ratio[types == t].mean():.3f}" for t in ("full", "sliding") if (types == t).any()]
+                parts = [f"all {ratio.mean():.3f}"] + [f"{t} {ratio[types == t].mean():.3f}"
+                                                       for t in ("full", "sliding") if (types == t).any()]
                 fit = log.meta["indexer"]["fit"]["settings"]
                 fits[(backbone, fit["calibration_tokens"])] = fit
                 print(f"  {backbone:13s} ctx {ctx:6,d} k={k:4d}: " + ", ".join(parts)
@@ -189,14 +193,16 @@ def main():
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
     ap.add_argument("--batch-steps", type=int, default=4)
     ap.add_argument("--recall-steps", type=int, default=8)
-    ap.add_argument("--contexts-recall", type=int, nargs="+", default=[2048, 4096, 8192, 16384, 32768])
+    ap.add_argument("--contexts-recall", type=int, nargs="+",
+                    default=[2048, 4096, 8192, 16384, 32768])
     ap.add_argument("--recall-k", type=int, nargs="+", default=[256, 2048])
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.parts:
-            {"speed": speed, "long": long_context, "batch": batches, "recall": recall}[part](args, tmp)
+            parts = {"speed": speed, "long": long_context, "batch": batches, "recall": recall}
+            parts[part](args, tmp)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Long contexts on the real backbones (slow: they load the models; fits come from the user cache)."""
+"""Long contexts on the real backbones (slow: they load the models; fits come from the user
+cache)."""
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(autouse=True)
 def user_cache(monkeypatch):
-    monkeypatch.delenv("DSA_LLC_CACHE", raising=False)  # the converted models and fits of the user cache
+    # the converted models and fits of the user cache
+    monkeypatch.delenv("DSA_LLC_CACHE", raising=False)
 
 
 def layer_ratios(log):

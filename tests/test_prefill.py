@@ -72,9 +72,10 @@ def test_capture_in_chunks_keeps_the_models_own_masks():
     positions = torch.arange(80)
     for layer, window in enumerate([24, 24, None]):
         query, visible, key, scaling = chunked[layer]
-        assert query.shape == (2, 4, 3, 16) and key.shape == (2, 1, 80, 16) and visible.shape == (2, 3, 80)
-        assert torch.equal(visible, one[layer][1])
-        assert torch.allclose(query, one[layer][0], atol=1e-5) and torch.allclose(key, one[layer][2], atol=1e-5)
+        assert query.shape == (2, 4, 3, 16) and key.shape == (2, 1, 80, 16)
+        assert visible.shape == (2, 3, 80) and torch.equal(visible, one[layer][1])
+        assert torch.allclose(query, one[layer][0], atol=1e-5)
+        assert torch.allclose(key, one[layer][2], atol=1e-5)
         # causal, and the sliding layers' window: position r sees r - 23 .. r
         expect = positions[None, None, :] <= rows[layer][:, :, None]
         if window:
@@ -91,7 +92,8 @@ def test_python_stdlib_gives_each_request_its_own_file():
     bb = load_backbone("tiny-llama")  # bytes as tokens
     ids, meta = prompts(bb, "python-stdlib", 4096, 6, seed=1)
     assert ids.shape == (6, 4096) and meta["name"] == "python-stdlib" and meta["offsets"] == [0] * 6
-    assert len(set(meta["files"])) == 6 and len(meta["file_sha256"]) == 6 and len(meta["sha256"]) == 64
+    assert len(set(meta["files"])) == 6 and len(meta["file_sha256"]) == 6
+    assert len(meta["sha256"]) == 64
     for row, name in zip(ids, meta["files"]):
         body = (stdlib_root() / name).read_bytes()
         assert bytes(row.tolist()) == body[:4096]  # the window is the file's start
@@ -122,7 +124,8 @@ def test_long_decodes_fit_the_dsa_indexer_on_the_backbones_whole_context():
 
     assert fit_settings({}) == fit_settings({}, LONG_CONTEXT, 32768) == DEFAULTS  # short: unchanged
     assert fit_settings({}, 2048 + 24, 32768) == DEFAULTS  # the demo's decodes
-    assert fit_settings({}, LONG_CONTEXT + 1, 32768) == {**DEFAULTS, "calibration_tokens": 32768, "window_keys": 1}
+    long = {**DEFAULTS, "calibration_tokens": 32768, "window_keys": 1}
+    assert fit_settings({}, LONG_CONTEXT + 1, 32768) == long
     assert fit_settings({}, 8200, 8192)["calibration_tokens"] == 8192
     assert fit_settings({"calibration_tokens": 4096}, 20000, 32768)["calibration_tokens"] == 4096
     with pytest.raises(UserError, match="window_keys must be 0 or 1"):

@@ -1,9 +1,10 @@
 """The attention function the harness installs into a backbone (transformers' AttentionInterface).
 
 Prefill (while the active session is ``prefilling``) runs dense attention and lets the session
-see every layer's queries and keys (``trace_gen.prefill``). Each decode step asks the active session's indexer for scores over the visible cache, takes the
-top k (sink and local-window tokens forced in), attends over the selection only (or densely,
-observe-only), and records the absolute positions and their share of the dense attention mass.
+see every layer's queries and keys (``trace_gen.prefill``). Each decode step asks the active
+session's indexer for scores over the visible cache, takes the top k (sink and local-window
+tokens forced in), attends over the selection only (or densely, observe-only), and records the
+absolute positions and their share of the dense attention mass.
 
 The mask function is registered under the same name as transformers' eager mask: without a mask
 registration the function would get ``attention_mask=None`` and a sliding-window model (Gemma 3)

@@ -1,8 +1,8 @@
 """DSA decoding on a backbone, logging every layer's selection at every step (the index log).
 
 ``decode(DecodeConfig(...), out)``: loads the backbone and text, prefills ``requests``
-independent prompts (``trace_gen.prefill.prompts``, batched, in chunks), then decodes ``steps`` tokens
-greedily. At each step every layer's indexer picks ``min(topk, visible)`` cached positions
+independent prompts (``trace_gen.prefill.prompts``, batched, in chunks), then decodes ``steps``
+tokens greedily. At each step every layer's indexer picks ``min(topk, visible)`` cached positions
 (sink and local-window positions forced in), attention runs over those only (or densely with
 ``observe_only``), and the positions plus their share of the dense attention mass (recall) go
 to the log. Sliding-window layers select among their window only.

@@ -112,7 +112,8 @@ class CaptureSession:
         for layer in list(self.chunks):
             per_prompt = self.chunks.pop(layer)
             keys = torch.cat(self.keys.pop(layer), dim=2)
-            visible = torch.zeros(len(per_prompt), self.rows[layer].shape[1], keys.shape[2], dtype=torch.bool)
+            visible = torch.zeros(len(per_prompt), self.rows[layer].shape[1], keys.shape[2],
+                                  dtype=torch.bool)
             queries = []
             for b, chunks in enumerate(per_prompt):
                 row = 0
@@ -124,7 +125,7 @@ class CaptureSession:
         return out
 
 
-def capture_prefill(backbone, ids: np.ndarray, rows: dict, chunk: int | None = None) -> dict[int, tuple]:
+def capture_prefill(backbone, ids: np.ndarray, rows: dict, chunk: int | None = None) -> dict:
     """Run the prompts ``ids`` [B, N] through the backbone once, in chunks, and return every
     layer's post-RoPE queries at ``rows[layer]`` [B, M] positions, the keys each of them sees,
     all keys and the scaling (see ``CaptureSession.layers``): what an indexer fit learns from."""
@@ -137,7 +138,8 @@ def capture_prefill(backbone, ids: np.ndarray, rows: dict, chunk: int | None = N
     return session.layers()
 
 
-def prompts(backbone, text: str, prompt_tokens: int, requests: int, seed: int) -> tuple[np.ndarray, dict]:
+def prompts(backbone, text: str, prompt_tokens: int, requests: int,
+            seed: int) -> tuple[np.ndarray, dict]:
     """The ``requests`` prompts [B, prompt_tokens] a decode or an indexer fit starts from, and
     their provenance for the log (the text's metadata plus ``prompt_tokens`` and ``offsets``,
     each prompt's first token in its text).

@@ -41,8 +41,8 @@ def stdlib_files() -> list[Path]:
     """The ``python-stdlib`` corpus: every ``.py`` file of the standard library outside the
     folders in ``_STDLIB_SKIP``, sorted by path relative to the library's root."""
     root = stdlib_root()
-    files = (f for f in root.rglob("*.py") if not _STDLIB_SKIP & set(f.relative_to(root).parts[:-1]))
-    return sorted(files, key=lambda f: f.relative_to(root).as_posix())
+    names = sorted((f.relative_to(root) for f in root.rglob("*.py")), key=lambda n: n.as_posix())
+    return [root / n for n in names if not _STDLIB_SKIP & set(n.parts[:-1])]
 
 
 def sha256_text(text: str) -> str:

@@ -61,8 +61,8 @@ def fit_settings(options: dict, context: int | None = None, limit: int | None = 
                         f"known: {', '.join([*DEFAULTS, *OPTIONAL])}")
     long = {}
     if context is not None and context > LONG_CONTEXT:
-        long = {"calibration_tokens": min(LONG_CALIBRATION_TOKENS, limit or LONG_CALIBRATION_TOKENS),
-                "window_keys": 1}
+        windows = min(LONG_CALIBRATION_TOKENS, limit or LONG_CALIBRATION_TOKENS)
+        long = {"calibration_tokens": windows, "window_keys": 1}
     s = {**DEFAULTS, **long, **options}
     if s.get("window_keys", 0) not in (0, 1):
         raise UserError(f"dsa indexer option window_keys must be 0 or 1, got {s['window_keys']}")
@@ -119,7 +119,8 @@ def query_rows(n: int, windows: int, layers: int, queries: int, min_pos: int, ge
         rows = []
         for _ in range(windows):
             candidates = torch.arange(min(min_pos, n - 1), n)
-            rows.append(candidates[torch.randperm(len(candidates), generator=gen)[:per_window]].sort().values)
+            picks = torch.randperm(len(candidates), generator=gen)[:per_window]
+            rows.append(candidates[picks].sort().values)
         picked[layer] = torch.stack(rows)
     return picked
 
@@ -138,11 +139,12 @@ def fit_layer(query, visible, key, scaling, d_i, iterations, lr, window=None) ->
     all_keys = []
     with torch.no_grad():
         for b in range(windows):
-            logits = logits_of(query[b:b + 1], key[b:b + 1], None, scaling).masked_fill(~visible[b], float("-inf"))
-            q, k, target = _flat_q(query[b:b + 1])[0], _flat_q(key[b:b + 1])[0], torch.softmax(logits, dim=-1).mean(dim=1)[0]
+            logits = logits_of(query[b:b + 1], key[b:b + 1], None, scaling)
+            target = torch.softmax(logits.masked_fill(~visible[b], float("-inf")), dim=-1).mean(dim=1)[0]
+            q, k = _flat_q(query[b:b + 1])[0], _flat_q(key[b:b + 1])[0]
             all_keys.append(k)
-            if window:
-                last = visible.shape[2] - 1 - visible[b].flip(-1).int().argmax(-1)  # a query's own position
+            if window:  # a query's own position is its last visible key
+                last = visible.shape[2] - 1 - visible[b].flip(-1).int().argmax(-1)
                 idx = last[:, None] - window + 1 + torch.arange(window)
                 seen = visible[b].gather(1, idx.clamp_min(0)) & (idx >= 0)
                 idx = idx.clamp_min(0)
