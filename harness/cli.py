@@ -320,7 +320,8 @@ def _indexer_options(pairs: tuple[str, ...]) -> dict:
 # Which backbone, its indexer fit settings and torch's threads.
 backbone_options = option_group(
     click.option("--backbone", required=True,
-                 help="smollm2-135m, gemma3-270m, tiny-llama, tiny-dsa, or a folder, .gguf file or hub id."),
+                 help="smollm2-135m, gemma3-270m, tiny-llama, tiny-gemma, tiny-dsa, or a folder, .gguf "
+                      "file or hub id."),
     click.option("--indexer-option", "indexer_option", multiple=True, metavar="KEY=VALUE",
                  help="dsa indexer fit settings, e.g. d_I=64 iterations=100 (see the README)."),
     click.option("--threads", type=int, default=None,
@@ -346,7 +347,7 @@ def _set_threads(threads):
 @click.option("--requests", type=int, default=1, show_default=True,
               help="Concurrent requests, each with its own prompt (batched).")
 @click.option("--text", default="python-source", show_default=True,
-              help="python-source, python-docs, or a UTF-8 text file.")
+              help="python-source, python-docs, python-stdlib (one file per request), or a UTF-8 text file.")
 @click.option("--sink-tokens", type=int, default=0, show_default=True,
               help="Always select the first N positions.")
 @click.option("--local-window", type=int, default=0, show_default=True,
@@ -355,12 +356,16 @@ def _set_threads(threads):
 @click.option("--recall/--no-recall", default=True, show_default=True,
               help="Log each selection's share of the dense attention mass.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--prefill-chunk", type=int, default=None,
+              help="Prompt tokens per prefill pass (default: up to 2048, fewer when the batch "
+                   "would make a chunk's attention mask exceed 256 MiB).")
 @click.option("--refit", is_flag=True, help="Fit the dsa indexer again even if a fit is cached.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Index log folder to write.")
 @click.option("--overwrite", is_flag=True, help="Replace an index log in --out (nothing else).")
 @click.option("--progress/--no-progress", default=True)
 def decode(backbone, indexer_option, threads, indexer, topk, prompt_tokens, steps, requests, text,
-           sink_tokens, local_window, observe_only, recall, seed, refit, out, overwrite, progress):
+           sink_tokens, local_window, observe_only, recall, seed, prefill_chunk, refit, out, overwrite,
+           progress):
     """Decode with sparse attention on a backbone and write the index log."""
     from trace_gen.decode import DecodeConfig
     from trace_gen.decode import decode as run
@@ -378,7 +383,8 @@ def decode(backbone, indexer_option, threads, indexer, topk, prompt_tokens, step
     if refit:
         options["refit"] = True
     _set_threads(threads)
-    path = run(cfg, out, overwrite=overwrite, progress=progress, indexer_options=options)
+    path = run(cfg, out, overwrite=overwrite, progress=progress, indexer_options=options,
+               prefill_chunk=prefill_chunk)
     from trace_gen.indexlog import IndexLog
 
     log = IndexLog(path)

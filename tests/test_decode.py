@@ -19,15 +19,17 @@ pytestmark = pytest.mark.usefixtures("private_cache")
 FAST_FIT = {"iterations": 5, "calibration_tokens": 256, "queries": 64}
 
 
-def run_decode(tmp_path, name="log", **kw):
+def run_decode(tmp_path, name="log", prefill_chunk=None, **kw):
     cfg = DecodeConfig(**{"backbone": "tiny-llama", "indexer": "dsa", "topk": 16, "prompt_tokens": 96,
                           "steps": 6, "requests": 2, **kw})
     opts = FAST_FIT if cfg.indexer == "dsa" else {}
-    return IndexLog(decode(cfg, tmp_path / name, progress=False, indexer_options=opts))
+    return IndexLog(decode(cfg, tmp_path / name, progress=False, indexer_options=opts,
+                           prefill_chunk=prefill_chunk))
 
 
 @pytest.mark.parametrize("backbone, indexer", [("tiny-llama", "dsa"), ("tiny-llama", "oracle"),
-                                               ("tiny-dsa", "native"), ("tiny-dsa", "dsa")])
+                                               ("tiny-gemma", "dsa"), ("tiny-dsa", "native"),
+                                               ("tiny-dsa", "dsa")])
 def test_positions_valid_sorted_and_of_length_min_k_ctx(tmp_path, backbone, indexer):
     log = run_decode(tmp_path, backbone=backbone, indexer=indexer)
     df = log.dataframe()
@@ -42,6 +44,24 @@ def test_positions_valid_sorted_and_of_length_min_k_ctx(tmp_path, backbone, inde
     # rows are in decode order: step, then layer, then request
     assert df[["step", "layer", "request"]].apply(tuple, axis=1).is_monotonic_increasing
     assert df.recall.between(0, 1.0001).all()
+    if backbone == "tiny-gemma":  # sliding layers select within their window of 24
+        types = log.meta["backbone"]["config"]["layer_types"]
+        sliding = df[df.layer.map(lambda layer: types[layer] == "sliding")]
+        assert len(sliding) and (sliding.positions.map(min) >= sliding.ctx_len - 24).all()
+
+
+@pytest.mark.parametrize("backbone, indexer", [("tiny-llama", "dsa"), ("tiny-gemma", "dsa"),
+                                               ("tiny-gemma", "oracle"), ("tiny-dsa", "native")])
+def test_chunked_prefill_gives_the_same_tokens_and_selections(tmp_path, backbone, indexer):
+    # chunks of 19 tokens (the last one a single token) against one pass over the 96-token prompt
+    one = run_decode(tmp_path, "one", backbone=backbone, indexer=indexer, steps=8)
+    chunked = run_decode(tmp_path, "chunked", prefill_chunk=19, backbone=backbone, indexer=indexer, steps=8)
+    assert one.meta["prefill"] == {"chunk_tokens": 96, "chunks": 1}
+    assert chunked.meta["prefill"] == {"chunk_tokens": 19, "chunks": 6}
+    assert chunked.generated["token_ids"] == one.generated["token_ids"]
+    a, b = one.dataframe(), chunked.dataframe()
+    assert all(np.array_equal(x, y) for x, y in zip(a.positions, b.positions))
+    assert np.allclose(a.recall, b.recall, atol=1e-5)
 
 
 def test_metadata_records_what_made_the_log(tmp_path):
@@ -54,6 +74,8 @@ def test_metadata_records_what_made_the_log(tmp_path):
     assert m["text"]["name"] == "python-source" and len(m["text"]["sha256"]) == 64
     assert len(m["text"]["offsets"]) == 2 and m["seed"] == 0 and m["config_hash"]
     assert m["package_version"] and m["timing"]["decode_tokens_per_s"] > 0
+    assert m["memory"]["kv_cache_bytes"] == 2 * (2 * 2 * 16 * 4) * 3 * (96 + 6)  # B, K+V, layers, ctx
+    assert m["memory"]["indexer_cache_bytes"] == 2 * 64 * 4 * 3 * (96 + 6)
     assert len(log.generated["text"]) == 2 and len(log.generated["token_ids"][0]) == 6
     assert json.loads((log.folder / "metadata.json").read_text())["config_hash"] == m["config_hash"]
 
@@ -139,6 +161,9 @@ def cli_decode(*args):
     (["--backbone", "tiny-llama", "--indexer", "magic"], "unknown indexer 'magic'"),
     (["--backbone", "tiny-llama", "--topk", "0"], "topk must be at least 1"),
     (["--backbone", "tiny-llama", "--prompt-tokens", "9000"], "exceeds tiny-llama's context"),
+    (["--backbone", "tiny-llama", "--prefill-chunk", "0"], "prefill chunk must be at least 1 token"),
+    (["--backbone", "tiny-llama", "--text", "python-stdlib", "--prompt-tokens", "8000", "--requests", "900"],
+     "too few for 900 requests"),
     (["--backbone", "tiny-llama", "--text", "/no/such/file.txt"], "text file /no/such/file.txt does not exist"),
     (["--backbone", "tiny-llama", "--indexer-option", "d_J=3"], "unknown dsa indexer option"),
 ])
@@ -148,6 +173,21 @@ def test_bad_input_is_one_line_and_leaves_no_log(tmp_path, args, message):
     assert res.exit_code != 0 and message in res.output, res.output
     assert "Traceback" not in res.output
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".log")]
+
+
+def test_too_long_a_decode_is_refused_before_the_weights_load(tmp_path, monkeypatch):
+    from trace_gen import decode as decode_mod
+
+    def no_weights(*a, **k):
+        raise AssertionError("weights loaded")
+
+    monkeypatch.setattr(decode_mod, "load_backbone", no_weights)
+    with pytest.raises(UserError, match="8,100 tokens \\+ 100 steps exceeds tiny-llama's context of 8,192"):
+        run_decode(tmp_path, prompt_tokens=8100, steps=100)
+    monkeypatch.setattr(decode_mod, "available_memory", lambda: 1 << 20)
+    with pytest.raises(UserError, match="need 0.4 GiB for the KV cache.* 0.0 GiB of memory is available"):
+        run_decode(tmp_path, prompt_tokens=4096, requests=32)
+    assert not (tmp_path / "log").exists()
 
 
 def test_existing_log_is_refused_unless_overwrite(tmp_path):
@@ -193,11 +233,10 @@ def test_observe_only_decode_equals_the_models_own_attention(tmp_path):
     # of an observe-only decode equal those of transformers' own SDPA attention
     from trace_gen.backbones import load_backbone
     from trace_gen.decode import greedy_dense
-    from trace_gen.prefill import prompt_windows, tokenize
-    from trace_gen.text import load_text
+    from trace_gen.prefill import prompts
 
     log = run_decode(tmp_path, indexer="oracle", observe_only=True, steps=10, requests=1)
     bb = load_backbone("tiny-llama")
-    ids, _ = prompt_windows(tokenize(bb, load_text("python-source")[0]), 96, 1, 0)
+    ids, _ = prompts(bb, "python-source", 96, 1, 0)
     tokens, _ = greedy_dense(bb, ids, 10)
     assert log.generated["token_ids"][0] == tokens[0].tolist()

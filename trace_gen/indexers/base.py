@@ -35,8 +35,16 @@ class Indexer:
         self.backbone, self.topk, self.max_ctx, self.batch, self.options = backbone, topk, max_ctx, batch, options
         self.on_progress = on_progress
 
-    def prefill(self, layer: int, query: torch.Tensor, key: torch.Tensor) -> None:
-        """See the prompt's keys (e.g. to fill an indexer key cache). Default: nothing."""
+    @classmethod
+    def cache_bytes(cls, config, batch: int, tokens: int, options: dict) -> int:
+        """Bytes of the key cache the indexer keeps for ``batch`` requests of ``tokens`` tokens
+        on a backbone of this transformers ``config``. Default: none."""
+        return 0
+
+    def prefill(self, layer: int, query: torch.Tensor, key: torch.Tensor, start: int) -> None:
+        """See one prefill chunk: its queries [B, H, N, D] and its own keys [B, KH, N, D], of
+        absolute positions ``start .. start + N - 1`` (e.g. to fill an indexer key cache).
+        Default: nothing."""
 
     def scores(self, x: LayerInputs) -> torch.Tensor:
         """Scores [B, T] of the visible slots; higher is picked first."""

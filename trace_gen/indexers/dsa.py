@@ -50,15 +50,38 @@ FIT_FIELDS = {
 DEFAULTS = {key: field.default for key, field in FIT_FIELDS.items()}
 
 
-def fit_settings(options: dict) -> dict:
-    """The fit settings: the defaults updated by ``options``, every value type- and range-checked
-    (one UserError listing every problem)."""
-    checked, problems = check_fields(FIT_FIELDS, options, "dsa indexer option ")
-    problems = [f"{p.replace('unknown key ', 'unknown ')} (known: {', '.join(FIT_FIELDS)})"
+# Settings a fit has only when they are set (absent from DEFAULTS, so that the fits made before
+# they existed keep their cache key). window_keys=1: a sliding-window layer is fitted on each
+# query's own window of keys, the same loss as over all keys (the others carry no attention) at a
+# cost independent of calibration_tokens.
+OPTIONAL_FIELDS = {"window_keys": Field(0, "int", 0, 1)}
+
+# Fitted on 2,048-token windows, the indexer keeps 94 % of the oracle's attention mass on Gemma
+# 3's full-attention layers at a 2k context (k = 256), but 76 % at 4k, 59 % at 8k and 42 % at 32k;
+# fitted on 8k windows, 86 % at 8k but again 60 % at 16k (bench/decode_speed.py, README): the fit
+# must see the distances the decode reaches. A decode longer than LONG_CONTEXT tokens (1.5 times
+# the default windows, so the demo's 2,072 keep the default fit) therefore fits on windows of the
+# backbone's whole context (at most LONG_CALIBRATION_TOKENS), unless the options say otherwise.
+LONG_CONTEXT = 3072
+LONG_CALIBRATION_TOKENS = 32768
+
+
+def fit_settings(options: dict, context: int | None = None, limit: int | None = None) -> dict:
+    """The fit settings of a decode of ``context`` tokens on a backbone whose context is
+    ``limit``: ``DEFAULTS``, then the long-context settings when ``context`` exceeds
+    ``LONG_CONTEXT``, then ``options``, every value type- and range-checked (one UserError
+    listing every problem)."""
+    fields = {**FIT_FIELDS, **OPTIONAL_FIELDS}
+    checked, problems = check_fields(fields, options, "dsa indexer option ")
+    problems = [f"{p.replace('unknown key ', 'unknown ')} (known: {', '.join(fields)})"
                 if p.startswith("unknown key") else p for p in problems]
     if problems:
         raise problems_error("--indexer-option", problems)
-    return {**DEFAULTS, **checked}
+    long = {}
+    if context is not None and context > LONG_CONTEXT:
+        windows = min(LONG_CALIBRATION_TOKENS, limit or LONG_CALIBRATION_TOKENS)
+        long = {"calibration_tokens": windows, "window_keys": 1}
+    return {**DEFAULTS, **long, **checked}
 
 
 class LayerIndexer(torch.nn.Module):
@@ -96,29 +119,51 @@ def _flat_q(query: torch.Tensor) -> torch.Tensor:
     return query.permute(0, 2, 1, 3).reshape(b, n, h * d)
 
 
-def fit_layer(query, key, mask, scaling, d_i, queries, iterations, lr, min_pos, gen) -> tuple[LayerIndexer, dict]:
-    """Fit one layer's indexer to its dense attention on a prefill of B windows
-    (query [B, H, N, D], key [B, KH, N, D], additive mask [B, 1, N, N])."""
+def query_rows(n: int, windows: int, layers: int, queries: int, min_pos: int, gen) -> dict:
+    """The prefill positions whose queries each layer's fit learns from: layer -> [windows, M],
+    per window ``M = queries // windows`` distinct positions of ``min_pos .. n - 1`` drawn with
+    ``gen`` (layer by layer, window by window), sorted."""
+    per_window = max(1, queries // windows)
+    picked = {}
+    for layer in range(layers):
+        rows = []
+        for _ in range(windows):
+            candidates = torch.arange(min(min_pos, n - 1), n)
+            picks = torch.randperm(len(candidates), generator=gen)[:per_window]
+            rows.append(candidates[picks].sort().values)
+        picked[layer] = torch.stack(rows)
+    return picked
+
+
+def fit_layer(query, visible, key, scaling, d_i, iterations, lr, window=None) -> tuple[LayerIndexer, dict]:
+    """Fit one layer's indexer to its dense attention on a prefill of B windows: ``query``
+    [B, H, M, D] the queries of M positions per window, ``visible`` [B, M, N] the keys each of
+    them attends to (the model's own mask), ``key`` [B, KH, N, D] every key. With ``window``
+    (a sliding-window layer), each query is fitted on the ``window`` keys ending at its own
+    position only, which hold all of its attention."""
     from trace_gen.attention import logits_of
 
-    windows, heads, n, dim = query.shape
+    windows, heads, _, dim = query.shape
     kheads = key.shape[1]
-    per_window = max(1, queries // windows)
-    data = []  # per window: queries [M, H*D], keys [N, KH*D], target [M, N], visible [M, N]
+    data = []  # per window: queries [M, H*D], keys [N, KH*D] or [M, window, KH*D], target, visible
+    all_keys = []
     with torch.no_grad():
         for b in range(windows):
-            rows = torch.arange(min(min_pos, n - 1), n)
-            rows = rows[torch.randperm(len(rows), generator=gen)[:per_window]].sort().values
-            m = None if mask is None else mask[b:b + 1, :, rows]
-            logits = logits_of(query[b:b + 1, :, rows], key[b:b + 1], m, scaling)
-            if m is None:
-                logits = logits.masked_fill(torch.arange(n)[None, :] > rows[:, None], float("-inf"))
-            visible = logits[0, 0] > -1e30
-            data.append((_flat_q(query[b:b + 1])[0, rows], _flat_q(key[b:b + 1])[0],
-                         torch.softmax(logits, dim=-1).mean(dim=1)[0], visible))
+            logits = logits_of(query[b:b + 1], key[b:b + 1], None, scaling)
+            target = torch.softmax(logits.masked_fill(~visible[b], float("-inf")), dim=-1).mean(dim=1)[0]
+            q, k = _flat_q(query[b:b + 1])[0], _flat_q(key[b:b + 1])[0]
+            all_keys.append(k)
+            if window:  # a query's own position is its last visible key
+                last = visible.shape[2] - 1 - visible[b].flip(-1).int().argmax(-1)
+                idx = last[:, None] - window + 1 + torch.arange(window)
+                seen = visible[b].gather(1, idx.clamp_min(0)) & (idx >= 0)
+                idx = idx.clamp_min(0)
+                data.append((q, k[idx], target.gather(1, idx).masked_fill(~seen, 0), seen))
+            else:
+                data.append((q, k, target, visible[b]))
         layer = LayerIndexer(heads, dim, kheads * dim, d_i)
         # start from the keys' principal directions, each query head seen through its key head's block
-        _, _, v = torch.linalg.svd(torch.cat([d[1] for d in data]), full_matrices=False)
+        _, _, v = torch.linalg.svd(torch.cat(all_keys), full_matrices=False)
         basis = v[:d_i]
         layer.a[: basis.shape[0]] = basis * scaling ** 0.5
         for h in range(heads):
@@ -152,31 +197,32 @@ def calibrate(backbone, settings: dict, progress=True) -> tuple[list[LayerIndexe
     """Fit every layer's indexer on the calibration text; returns the layers and a fit record.
     ``progress``: True prints ``fitting the dsa indexer of <backbone>: layer i/n`` on stderr, a
     callable hears ``("fit <backbone>", i, n)`` instead, False keeps quiet."""
-    from trace_gen.prefill import capture_prefill, prompt_windows, tokenize
-    from trace_gen.text import load_text
+    from trace_gen.prefill import capture_prefill, prompts
 
-    text, text_meta = load_text(settings["calibration_text"])
-    ids, offsets = prompt_windows(tokenize(backbone, text), int(settings["calibration_tokens"]),
-                                  int(settings["calibration_windows"]), int(settings["seed"]))
+    ids, text_meta = prompts(backbone, settings["calibration_text"], int(settings["calibration_tokens"]),
+                             int(settings["calibration_windows"]), int(settings["seed"]))
     t0 = time.perf_counter()
-    captured = capture_prefill(backbone, ids)
     gen = torch.Generator().manual_seed(int(settings["seed"]))
+    rows = query_rows(ids.shape[1], ids.shape[0], backbone.layers, int(settings["queries"]),
+                      int(settings["min_query_pos"]), gen)
+    captured = capture_prefill(backbone, ids, rows)
+    window = getattr(backbone.config, "sliding_window", None) if settings.get("window_keys") else None
     layers, record = [], []
-    for i in range(backbone.layers):
-        query, key, mask, scaling = captured[i]
+    for i, kind in enumerate(backbone.layer_types()):
+        query, visible, key, scaling = captured.pop(i)
         if callable(progress):
             progress(f"fit {backbone.name}", i, backbone.layers)
         elif progress:
             print(f"\rfitting the dsa indexer of {backbone.name}: layer {i + 1}/{backbone.layers}", end="",
                   file=sys.stderr)
-        layer, stats = fit_layer(query, key, mask, scaling, int(settings["d_I"]), int(settings["queries"]),
+        layer, stats = fit_layer(query, visible, key, scaling, int(settings["d_I"]),
                                  int(settings["iterations"]), float(settings["lr"]),
-                                 int(settings["min_query_pos"]), gen)
+                                 window if kind == "sliding" else None)
         layers.append(layer)
         record.append(stats)
     if progress is True:
         print(file=sys.stderr)
-    fit = {"settings": settings, "text": {**text_meta, "offsets": offsets}, "layers": record,
+    fit = {"settings": settings, "text": text_meta, "layers": record,
            "seconds": time.perf_counter() - t0,
            "mean_kl_final": sum(r["kl_final"] for r in record) / len(record)}
     return layers, fit
@@ -225,16 +271,21 @@ class DsaIndexer(Indexer):
 
     def __init__(self, backbone, topk, max_ctx, batch, options, on_progress=None):
         super().__init__(backbone, topk, max_ctx, batch, options, on_progress)
-        self.settings = fit_settings({k: v for k, v in options.items() if k != "refit"})
+        self.settings = fit_settings({k: v for k, v in options.items() if k != "refit"}, max_ctx,
+                                     getattr(backbone.config, "max_position_embeddings", None))
         self.layers, self.fit = load_or_fit(backbone, self.settings, bool(options.get("refit")),
                                             on_progress or True)
         d_i = int(self.settings["d_I"])
         self.cache = torch.zeros(backbone.layers, batch, max_ctx, d_i)  # indexer keys, absolute positions
 
-    def prefill(self, layer, query, key):
-        n = key.shape[2]
+    @classmethod
+    def cache_bytes(cls, config, batch, tokens, options):
+        d_i = int(fit_settings({k: v for k, v in options.items() if k != "refit"})["d_I"])
+        return 4 * d_i * int(config.num_hidden_layers) * batch * tokens  # fp32, like self.cache
+
+    def prefill(self, layer, query, key, start):
         with torch.no_grad():
-            self.cache[layer, :, :n] = self.layers[layer].keys(_flat_q(key))
+            self.cache[layer, :, start:start + key.shape[2]] = self.layers[layer].keys(_flat_q(key))
 
     def scores(self, x: LayerInputs):
         lay = self.layers[x.layer]
