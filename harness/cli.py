@@ -190,17 +190,24 @@ def _stream_provenance(src) -> dict:
 @click.option("--gem5-out", type=click.Path(file_okay=False), default=None,
               help="gem5: folder for traces, logs and stats (default: a new temporary folder).")
 @click.option("--gem5-timeout", type=float, default=3600, show_default=True, help="gem5: seconds.")
+@click.option("--gem5-model", type=click.Choice(["closed-loop", "replay"]), default=None,
+              help="gem5: closed-loop decode steps on the platform's memory (counts and step time; "
+                   "the default for --index-log) or the open-loop trace replay (counts only; the "
+                   "default for --access-trace).")
+@click.option("--steps", type=int, default=None,
+              help="Simulate the first N decode steps of the index log only (the first --warmup-steps "
+                   "of them warm the LLC) [default: all].")
 @click.option("--tick-spacing-ps", type=int, default=1_000_000, show_default=True,
-              help="gem5: picoseconds between requests (1 us: no two overlap).")
-@click.option("--dram", default="DDR4_2400_8x8", show_default=True, help="gem5: DRAM model.")
-@click.option("--clock", default="2GHz", show_default=True, help="gem5: system clock.")
-@click.option("--l1-size", default=None, help="gem5: a private cache per generator (default: none).")
+              help="gem5 replay: picoseconds between requests (1 us: no two overlap).")
+@click.option("--dram", default="DDR4_2400_8x8", show_default=True, help="gem5 replay: DRAM model.")
+@click.option("--clock", default="2GHz", show_default=True, help="gem5 replay: system clock.")
+@click.option("--l1-size", default=None, help="gem5 replay: a private cache per generator (default: none).")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="table",
               show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the JSON result here.")
 @overwrite_option
-def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeout, tick_spacing_ps,
-             dram, clock, l1_size, fmt, out, overwrite, **kw):
+def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeout, gem5_model, steps,
+             tick_spacing_ps, dram, clock, l1_size, fmt, out, overwrite, **kw):
     """Simulate an access stream through the built-in LLC model or gem5.
 
     The stream is a generic access trace (--access-trace) or is generated on the fly from an
@@ -213,6 +220,16 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
 
     if bool(access_trace) == bool(index_log):
         raise click.UsageError("give exactly one of --access-trace and --index-log")
+    if steps is not None and access_trace:
+        raise click.UsageError("--steps needs --index-log (an access trace is simulated whole)")
+    if steps is not None and steps < 1:
+        raise click.BadParameter(f"must be at least 1, got {steps}", param_hint="--steps")
+    gem5_model = gem5_model or ("replay" if access_trace else "closed-loop")
+    if backend == "gem5" and gem5_model == "closed-loop" and access_trace:
+        raise click.UsageError("gem5's closed-loop model needs --index-log (an access trace has no phases); "
+                               "use --gem5-model replay")
+    if backend == "gem5" and gem5_model == "replay" and steps is not None:
+        raise click.UsageError("--steps is for the built-in model and gem5's closed-loop model")
     cfg, timing, checked = _llc_and_timing(kw, {
         "stream": {k: kw[k] for k in STREAM_KEYS},
         "gem5": {"timeout": gem5_timeout, "tick_spacing_ps": tick_spacing_ps, "clock": clock}})
@@ -226,6 +243,10 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
         from harness.gem5.launcher import check_extension, check_llc, find_gem5
 
         check_llc(cfg)
+        if gem5_model == "closed-loop":
+            from harness.gem5.steptime import check_step_config
+
+            check_step_config(cfg, timing, steps)
         check_extension(find_gem5(gem5_binary))
         if gem5_out:
             _prepare_gem5_out(gem5_out, overwrite)
@@ -234,9 +255,14 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
         chunks, source = read_access_trace(access_trace), {"access_trace": str(access_trace)}
     else:
         src = StreamSource.from_options(index_log, stream)
-        chunks, source = src.chunks(as_lines=True, reuse=True), _stream_provenance(src)
-        address_map, phases, batch = src.amap.describe(), src.phases(), src.log.requests
-    if backend == "gem5":
+        chunks, source = src.chunks(as_lines=True, reuse=True, steps=steps), _stream_provenance(src)
+        address_map, phases, batch = src.amap.describe(), src.phases(steps), src.log.requests
+    if backend == "gem5" and gem5_model == "closed-loop":
+        from harness.gem5.steptime import simulate_step_gem5
+
+        result = simulate_step_gem5(src, cfg, timing, gem5_binary, gem5_out, steps, gem5["timeout"],
+                                    extra_config={"input": source})
+    elif backend == "gem5":
         from harness.gem5.launcher import simulate_gem5
         from trace_gen.writers import line_chunks_of
 
@@ -648,6 +674,8 @@ def format_result(r: dict) -> str:
                      f"{g['sim_ticks']:,} ticks simulated in {g['host_seconds'] or 0:.1f} s "
                      f"({(g['line_accesses_per_host_second'] or 0) / 1e6:.2f} M accesses/s); "
                      f"output in {g['outdir']}")
+        if "step_time_cycles" in r:
+            lines.append(format_step_time(r))
         return "\n".join(lines)
     lines.append(f"evictions {r['evictions']:,}, token invalidations {r['token_invalidations']:,}, "
                  f"writebacks {r['writebacks']:,}, bypasses {r['bypasses']:,}")

@@ -201,6 +201,9 @@ size = "64KiB"
 ways = 8
 reserve_ways = [0, 4]
 policy = "token-lru"
+
+[gem5]
+model = "replay"   # the open-loop replay's counts equal the built-in model's over the whole stream
 """
 
 
@@ -221,9 +224,30 @@ def test_gem5_sweep_matches_builtin_and_records_failures(gem5_binary, tmp_path, 
     g = df[df.backend == "gem5"].sort_values("reserve_ways")[cols].reset_index(drop=True)
     pd.testing.assert_frame_equal(b, g)
     # a gem5 run that fails (here: times out) is recorded as failed; the others are unaffected
-    counts = execute(loads_spec(GEM5_SWEEP + "\n[gem5]\ntimeout = 0.01\n"),
+    counts = execute(loads_spec(GEM5_SWEEP.replace('model = "replay"', 'model = "replay"\ntimeout = 0.01')),
                      tmp_path / "fail", jobs=2, progress=False, gem5_binary=gem5_binary)
     assert counts == {"skipped": 0, "ok": 2, "failed": 2, "still_failed": 0}
     df, _ = collect(tmp_path / "fail")
     assert set(df[df._status == "failed"].backend) == {"gem5"}
     assert df[df._status == "failed"]._error.str.contains("timed out").all()
+
+
+@pytest.mark.gem5
+def test_gem5_sweep_closed_loop_times_decode_steps(gem5_binary, tmp_path, monkeypatch):
+    # the default gem5 model of a sweep: closed-loop decode steps on the [timing] platform, giving
+    # the built-in model's step-time keys, said to come from gem5
+    from harness.study.collect import collect
+    from harness.study.sweep import execute, loads_spec
+
+    monkeypatch.setenv("DSA_LLC_CACHE", str(tmp_path / "cache"))
+    spec = loads_spec(GEM5_SWEEP.replace('model = "replay"', 'steps = 2').replace('"token-lru"', '"streak"')
+                      .replace("steps = 2\n\n[stream]", "steps = 3\n\n[stream]"))
+    assert all(r["gem5"] == {"model": "closed-loop", "steps": 2} for r in spec.runs if r["backend"] == "gem5")
+    counts = execute(spec, tmp_path / "s", jobs=1, progress=False, gem5_binary=gem5_binary)
+    assert counts["ok"] == 4 and counts["failed"] == 0
+    df, _ = collect(tmp_path / "s")
+    gem5 = df[df.backend == "gem5"]
+    assert (gem5.step_time_cycles > 0).all() and (gem5.measured_steps == 1).all()
+    assert gem5.step_time_model.str.startswith("gem5 closed-loop").all()
+    builtin = df[df.backend == "builtin"]
+    assert builtin.step_time_model.str.startswith("built-in").all()

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
-CALIBRATED = ("bw_efficiency",)  # the platform values a calibration may set
+CALIBRATED = ("bw_efficiency", "latency_factor")  # the platform values a calibration may set
 
 
 @cache

@@ -11,10 +11,12 @@ flight; for GPUs, where no such limit is published, it is Little's law on the pu
 and latency (the concurrency needed to reach peak bandwidth). ``issue_per_cycle`` is how many line
 requests the engine can send to the LLC per cycle.
 
-``gem5_mem`` is the gem5 DRAM interface and channel count whose peak bandwidth comes closest to
-the platform's (gem5_configs/decode_step.py builds it), and ``bw_efficiency`` the share of peak
-bandwidth the built-in model assumes is achieved (calibrated against gem5 runs of this platform,
-see bench/gem5_steptime.py; 1.0 means not calibrated).
+``gem5_mem`` is the gem5 DRAM interface of the platform's memory type (harness.gem5.steptime
+gives gem5_configs/decode_step.py the power of two of its channels closest to the platform's
+bandwidth), and ``bw_efficiency`` the share of peak
+bandwidth the built-in model assumes is achieved and ``latency_factor`` a miss's latency while
+many are in flight over its unloaded latency (DRAM queueing and bank conflicts); both are
+calibrated against gem5 runs of the platform (bench/gem5_steptime.py; 1.0 means not calibrated).
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ class Platform:
     max_outstanding: int
     issue_per_cycle: float
     peak_flops: float        # dense, the precision the decode's GEMMs run in (per second)
-    gem5_mem: tuple[str, int] = ("DDR5_4400_4x8", 8)
+    gem5_mem: str = "DDR5_4400_4x8"
     bw_efficiency: float = 1.0
+    latency_factor: float = 1.0
 
     @property
     def mem_bandwidth(self) -> float:
@@ -53,9 +56,7 @@ class Platform:
         return self.peak_flops / self.clock_hz
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["gem5_mem"] = list(self.gem5_mem)
-        return d
+        return asdict(self)
 
     def with_overrides(self, **values) -> Platform:
         """The platform with some values replaced (None leaves a value as it is)."""
@@ -92,7 +93,8 @@ PLATFORMS = {p.name: p for p in [
     # lines per cycle (8986 GB/s / 64 B / 1.755 GHz = 80).
     Platform("h100-sxm", "HBM accelerator: NVIDIA H100 SXM, 50 MiB L2, HBM3 3.35 TB/s",
              _H100_CLOCK, 50 << 20, 16, 200, 400, 3.35e12 / _H100_CLOCK,
-             _littles_law(3.35e12, 400 / _H100_CLOCK), round(8986e9 / LINE_BYTES / _H100_CLOCK), 989e12),
+             _littles_law(3.35e12, 400 / _H100_CLOCK), round(8986e9 / LINE_BYTES / _H100_CLOCK), 989e12,
+             "HBM_2000_4H_1x64"),
     # AMD Instinct MI300X. AMD MI300X data sheet: 2100 MHz peak engine clock, 256 MB Infinity
     # Cache, 8 HBM3 stacks with 5.3 TB/s, 1307.4 TFLOP/s dense BF16; Infinity Cache peak bandwidth
     # 17.2 TB/s (AMD CDNA 3 architecture white paper). Infinity Cache hit ~220 ns and HBM ~350 ns
@@ -102,7 +104,7 @@ PLATFORMS = {p.name: p for p in [
     Platform("mi300x", "HBM accelerator: AMD Instinct MI300X, 256 MiB Infinity Cache, HBM3 5.3 TB/s",
              _MI300X_CLOCK, 256 << 20, 16, round(220e-9 * _MI300X_CLOCK), round(350e-9 * _MI300X_CLOCK),
              5.3e12 / _MI300X_CLOCK, _littles_law(5.3e12, 350e-9),
-             round(17.2e12 / LINE_BYTES / _MI300X_CLOCK), 1307.4e12),
+             round(17.2e12 / LINE_BYTES / _MI300X_CLOCK), 1307.4e12, "HBM_2000_4H_1x64"),
 ]}
 DEFAULT_PLATFORM = "h100-sxm"
 

@@ -43,10 +43,12 @@ def per_phase(runs: list, phases: pd.DataFrame | None = None) -> pd.DataFrame:
 
 def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
              timing: TimingConfig | None = None, bounds: bool = True,
-             extra_config: dict | None = None, phases: pd.DataFrame | None = None, batch: int = 1) -> dict:
+             extra_config: dict | None = None, phases: pd.DataFrame | None = None, batch: int = 1,
+             return_phases: bool = False) -> dict | tuple[dict, pd.DataFrame]:
     """Simulate every chunk in order through one LLC and return the summary dict. ``phases`` is
     the stream's phase table (``StreamSource.phases()``) and ``batch`` its number of concurrent
-    requests, for the step time; without them every step is one phase without compute."""
+    requests, for the step time; without them every step is one phase without compute. With
+    ``return_phases``, also the per-phase counts (:func:`per_phase`) the step time came from."""
     timing = timing or TimingConfig.make()
     timing.validate()
     state = LLCState(cfg, batch)
@@ -64,7 +66,8 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
                     stream.append(refs)
         state.finish()
         summary = _summarise(state)
-        summary.update(step_time(per_phase(runs, phases), timing, batch))
+        counts = per_phase(runs, phases)
+        summary.update(step_time(counts, timing, batch))
         summary["bounds"] = _bounds(stream, cfg, state.lines_per_token(), summary["kv_tokens"]["accesses"]) \
             if stream else None
     finally:
@@ -72,7 +75,7 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
             stream.close()
     summary["config"] = {"llc": cfg.to_dict(), "timing": timing.to_dict(), **(extra_config or {})}
     summary["version"] = __version__
-    return summary
+    return (summary, counts) if return_phases else summary
 
 
 def _counts(accesses: int, hits: int) -> dict:

@@ -7,9 +7,10 @@ its n = H + M line requests (H LLC hits, M misses, bypasses included) at most ``
 per cycle with at most N = ``max_outstanding`` in flight, and ends when the last one is answered;
 its B dirty writebacks share the memory bandwidth. With L_h = ``llc_hit_cycles``, L_m =
 ``dram_latency_cycles``, W = ``dram_bytes_per_cycle`` x ``bw_efficiency`` and I =
-``issue_per_cycle``, L the latency of the slowest request present (L_m if M > 0, else L_h):
+``issue_per_cycle``, f = ``latency_factor`` (a miss's latency under load over its unloaded
+latency), L the latency of the slowest request present (L_m if M > 0, else L_h):
 
-    occupancy = (H L_h + M L_m) / N + min(n, N) / I     every request holds a slot for its latency
+    occupancy = (H L_h + M f L_m) / N + min(n, N) / I   every request holds a slot for its latency
     issue     = (n - 1) / I + L                          the last request issued, then answered
     bandwidth = (M + B) x 64 / W + L_m   (if M + B > 0)  the data transfer, after the first miss
     memory    = max(occupancy, issue, bandwidth)
@@ -58,6 +59,7 @@ class TimingConfig:
     issue_per_cycle: float = 0.0
     flops_per_cycle: float = 0.0
     bw_efficiency: float = 1.0
+    latency_factor: float = 1.0
     warmup_steps: int = 1
 
     @classmethod
@@ -67,7 +69,8 @@ class TimingConfig:
         values = {"clock_hz": p.clock_hz, "llc_hit_cycles": p.llc_hit_cycles,
                   "dram_latency_cycles": p.mem_latency_cycles, "max_outstanding": p.max_outstanding,
                   "dram_bytes_per_cycle": p.mem_bytes_per_cycle, "issue_per_cycle": p.issue_per_cycle,
-                  "flops_per_cycle": p.flops_per_cycle, "bw_efficiency": p.bw_efficiency, "warmup_steps": 1}
+                  "flops_per_cycle": p.flops_per_cycle, "bw_efficiency": p.bw_efficiency,
+                  "latency_factor": p.latency_factor, "warmup_steps": 1}
         unknown = set(overrides) - set(values)
         if unknown:
             raise UserError(f"unknown timing parameter(s): {', '.join(sorted(unknown))}")
@@ -92,6 +95,8 @@ class TimingConfig:
                 raise UserError(f"timing parameter {name} must be positive, got {value}")
         if self.bw_efficiency > 1:
             raise UserError(f"timing parameter bw_efficiency must be at most 1, got {self.bw_efficiency}")
+        if self.latency_factor < 1:
+            raise UserError(f"timing parameter latency_factor must be at least 1, got {self.latency_factor}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,7 +108,8 @@ def phase_cycles(hits, misses, writebacks, flops, t: TimingConfig) -> tuple[np.n
     n = h + m
     slowest = np.where(m > 0, t.dram_latency_cycles, np.where(h > 0, t.llc_hit_cycles, 0.0))
     issue_rate = t.issue_per_cycle
-    occupancy = (h * t.llc_hit_cycles + m * t.dram_latency_cycles) / t.max_outstanding \
+    loaded = t.dram_latency_cycles * t.latency_factor  # a miss's latency while the memory is busy
+    occupancy = (h * t.llc_hit_cycles + m * loaded) / t.max_outstanding \
         + np.minimum(n, t.max_outstanding) / issue_rate
     issue = np.maximum(n - 1, 0) / issue_rate + slowest
     traffic = m + b

@@ -60,10 +60,19 @@ def model_note(df: pd.DataFrame) -> str:
     text = f"Decode-step times from the {', '.join(models) or 'unknown model'} on platform {', '.join(platforms)}."
     for name in platforms:
         v = validation_summary(name)
-        text += (f" Against gem5 on {name}: " + (
-            f"median |error| {v['median_abs_error']:.1%}, max {v['max_abs_error']:.1%} on {v['configurations']} "
-            f"configurations (bench/gem5_steptime.py)." if v else "not validated (run bench/gem5_steptime.py)."))
+        text += f" Against gem5's closed-loop decode steps on {name}: " + (_validation_text(v) if v else
+                                                                           "not validated (run bench/gem5_steptime.py).")
     return text
+
+
+def _validation_text(v: dict) -> str:
+    in_flight = v.get("in_flight")
+    return (f"median |error| {v['median_abs_error']:.1%}, max {v['max_abs_error']:.1%} on {v['configurations']} "
+            f"configurations held out from the calibration"
+            + (f" (at {' and '.join(map(str, in_flight))} requests in flight)" if in_flight else "")
+            + (f"; reserved-way speed-ups within {v['speedup_max_abs_difference']:.1%} of gem5's, "
+               f"{v['speedups_other_side']} on the other side of 1.0" if "speedup_max_abs_difference" in v else "")
+            + " (bench/gem5_steptime.py).")
 
 
 # --- plots --------------------------------------------------------------------------------

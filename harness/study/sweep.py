@@ -126,6 +126,11 @@ SCHEMA = {
     },
     "gem5": {
         "binary": Field(None, "str", nullable=True),
+        # closed-loop: decode steps timed on the [timing] platform's memory (index logs' phases);
+        # replay: the open-loop trace replay (counts only, with the three settings below)
+        "model": Field("closed-loop", "str", choices=lambda: ("closed-loop", "replay")),
+        "steps": Field(None, "int", 2, MAX_INT32, nullable=True),  # closed-loop: the first N decode steps
+
         "timeout": Field(3600.0, "float", 0, 1e7, lo_open=True),  # seconds: up to ~4 months
         "tick_spacing_ps": Field(1_000_000, "int", 1, 10**9),  # ticks of 2**63 / 10**9 packets fit int64
         "dram": Field("DDR4_2400_8x8", "str"),
@@ -203,11 +208,18 @@ def parse_spec(raw: dict, where: str = "spec") -> Spec:
                     from harness.cache.llc import LLCConfig
                     from harness.gem5.launcher import check_llc
 
-                    check_llc(LLCConfig(**run["llc"]))
+                    cfg = LLCConfig(**run["llc"])
+                    check_llc(cfg)
+                    if gem5["model"] == "closed-loop":
+                        from harness.cache.timing import TimingConfig
+                        from harness.gem5.steptime import check_step_config
+
+                        check_step_config(cfg, TimingConfig(**run["timing"]), gem5["steps"])
                 except UserError as e:
                     problems.append(str(e))
                     continue
-                run["gem5"] = {k: gem5[k] for k in ("tick_spacing_ps", "dram", "clock")}
+                keys = ("model", "steps") if gem5["model"] == "closed-loop" else ("model", "tick_spacing_ps", "dram", "clock")
+                run["gem5"] = {k: gem5[k] for k in keys}
             rid = run_id(run)
             if rid in seen:  # e.g. the baseline repeated under several policies
                 continue
@@ -518,6 +530,11 @@ def simulate_run(folder: Path, run: dict, gem5_binary: str | None = None, gem5_t
 
         g = run["gem5"]
         with tempfile.TemporaryDirectory(prefix="gem5-") as out:
+            if g.get("model") == "closed-loop":
+                from harness.gem5.steptime import simulate_step_gem5
+
+                return simulate_step_gem5(src, cfg, TimingConfig(**run["timing"]), gem5_binary, out, g["steps"],
+                                          gem5_timeout)
             return simulate_gem5(src.chunks(reuse=True), cfg, src.amap.describe(), gem5_binary, out,
                                  gem5_timeout, g["tick_spacing_ps"], g["dram"], g["clock"])
     return simulate(src.chunks(reuse=True), cfg, TimingConfig(**run["timing"]), bounds=True, phases=src.phases(),
