@@ -115,7 +115,10 @@ def main() -> None:
     s_g, s_raw, s_fit = speedups(configs, g_times), speedups(configs, raw), speedups(configs, fitted)
     d_raw = np.array([s_raw[i] / s_g[i] - 1 for i in s_g])
     d_fit = np.array([s_fit[i] / s_g[i] - 1 for i in s_g])
-    side = sum((s_fit[i] - 1) * (s_g[i] - 1) < 0 for i in s_g)
+    straddle = [i for i in s_g if (s_fit[i] - 1) * (s_g[i] - 1) < 0]
+    side = len(straddle)
+    for i in straddle:
+        print(f"  on opposite sides of 1.0: {config_id(configs[i])}: gem5 {s_g[i]:.5f}, built-in {s_fit[i]:.5f}")
     print(f"speed-ups over the unpartitioned LLC ({len(s_g)} reserved configurations): gem5 "
           f"{min(s_g.values()):.3f}..{max(s_g.values()):.3f}; built-in |difference| median "
           f"{np.median(np.abs(d_raw)):.1%}, max {np.abs(d_raw).max():.1%} (calibrated: median "
@@ -125,6 +128,8 @@ def main() -> None:
                "max_abs_error": float(np.abs(e_fit[test]).max()),
                "speedup_median_abs_difference": float(np.median(np.abs(d_fit))),
                "speedup_max_abs_difference": float(np.abs(d_fit).max()), "speedups_other_side": int(side),
+               "speedups_other_side_max_distance_from_1": float(max((max(abs(s_g[i] - 1), abs(s_fit[i] - 1))
+                                                                 for i in straddle), default=0.0)),
                "uncalibrated_median_abs_error": float(np.median(np.abs(e_raw))),
                "uncalibrated_max_abs_error": float(np.abs(e_raw).max()),
                "fitted_on": len(train), "in_flight": sorted({c["max_outstanding"] for c in configs}),

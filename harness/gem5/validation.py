@@ -76,8 +76,8 @@ def speedups(configs: list[dict], times: list[float]) -> dict[int, float]:
 def fit(logs, configs, gem5_times, platform, steps, train: list[int]) -> dict:
     """bw_efficiency and latency_factor minimising the squared log error on ``train``."""
     best = None
-    for lf in np.arange(1.0, 2.01, 0.05):
-        for bw in np.arange(0.5, 1.001, 0.05):
+    for lf in np.arange(1.0, 2.501, 0.05):
+        for bw in np.arange(0.3, 1.001, 0.05):
             cal = {"bw_efficiency": round(float(bw), 3), "latency_factor": round(float(lf), 3)}
             e = [np.log(model_time(logs, configs[i], platform, steps, cal) / gem5_times[i]) for i in train]
             score = float(np.sum(np.square(e)))
