@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -579,3 +580,13 @@ def test_demo_replaces_only_its_own_report(tmp_path, monkeypatch):
     res = run("demo", "--out", out, "--jobs", "1")
     assert res.exit_code == 0 and "0 runs done" in res.output, res.output
     assert (out / "report" / "report.md").stat().st_mtime_ns != first
+
+
+def test_a_one_job_sweep_polls_progress_while_a_task_runs():
+    # --jobs 1 runs tasks in the sweep's own process: the progress bar must still hear of a
+    # decode in flight (it sat silent through a 30-minute indexer fit)
+    from harness.study.sweep import _LocalExecutor
+
+    polls = []
+    out = list(_LocalExecutor(1).map(time.sleep, {"a": (1.2,)}, poll=lambda: polls.append(1)))
+    assert [key for key, *_ in out] == ["a"] and len(polls) >= 2

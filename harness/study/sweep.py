@@ -643,9 +643,19 @@ class _LocalExecutor:
     def map(self, fn, tasks: dict, poll=None):
         """Yield (key, value, error) as the tasks (key -> arguments) finish; ``poll()`` runs
         every half second while they do."""
-        if self.pool is None:
+        if self.pool is None:  # in this process; a thread polls while each task runs
             for key, args in tasks.items():
-                yield key, *_call(fn, args)
+                stop = threading.Event()
+                poller = threading.Thread(target=_poll_until, args=(poll, stop), daemon=True) if poll else None
+                if poller:
+                    poller.start()
+                try:
+                    outcome = _call(fn, args)
+                finally:
+                    stop.set()
+                    if poller:
+                        poller.join()
+                yield key, *outcome
             return
         from concurrent.futures import FIRST_COMPLETED, wait
 
@@ -668,6 +678,11 @@ class _LocalExecutor:
                 for process in list(getattr(self.pool, "_processes", {}).values()):
                     process.terminate()
             self.pool.shutdown(wait=not abort, cancel_futures=True)
+
+
+def _poll_until(poll, stop: threading.Event, every: float = 0.5) -> None:
+    while not stop.wait(every):
+        poll()
 
 
 def _local_executor(jobs):
