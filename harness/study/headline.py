@@ -121,8 +121,42 @@ def verdict(df: pd.DataFrame) -> list[str]:
                 f"{attribution(best)}{_token_bound(best)}. Of {len(g)} reserved runs, {helps} help (>= {HELP:.2f}x), {hurts} hurt "
                 f"(<= {1 / HELP:.2f}x) and {len(g) - helps - hurts} change less; the worst is {worst.speedup:.2f}x "
                 f"({worst.policy} in {int(worst.reserve_ways)} ways, {describe(worst)}).")
-        lines.append(text)
+        lines.append(text + where_it_pays(g) + dominant_misses(df[df.backbone == backbone]))
     return lines
+
+
+SCALE = {"prompt_tokens": ("context", lambda v: f"{int(v):,}"), "topk": ("k", lambda v: f"{int(v):,}"),
+         "requests": ("batch", lambda v: f"{int(v)}"), "llc_bytes": ("LLC", lambda v: format_size(int(v))),
+         "geometry": ("geometry", str)}
+
+
+def where_it_pays(g: pd.DataFrame) -> str:
+    """For every scale parameter the reserved runs vary (context, k, batch, LLC size, geometry):
+    the best speed-up at each value and how many of its reserved runs help."""
+    parts = []
+    for col, (name, fmt) in SCALE.items():
+        if col not in g or g[col].nunique() < 2:
+            continue
+        values = []
+        for v, sub in g.groupby(col, sort=True):
+            values.append(f"{fmt(v)} {sub.speedup.max():.2f}x ({int((sub.speedup >= HELP).sum())}/{len(sub)} help)")
+        parts.append(f"by {name}: " + ", ".join(values))
+    return (" Best speed-up " + "; ".join(parts) + ".") if parts else ""
+
+
+def dominant_misses(df: pd.DataFrame) -> str:
+    """Which traffic class makes the unpartitioned LLC's misses (shares of all misses, summed
+    over the backbone's baseline runs)."""
+    base = df[(df._status == "ok") & (df.reserve_ways == 0)]
+    totals = {name: float(base[f"{c}_misses_lines"].fillna(0).sum()) for c, name in CLASSES.items()
+              if f"{c}_misses_lines" in base}
+    total = sum(totals.values())
+    if total <= 0:
+        return ""
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])
+    return (" Without a reservation, " + ", ".join(f"{name} reads make {v / total:.0%}" if name != "KV-write"
+                                                   else f"KV writes {v / total:.0%}" for name, v in ranked if v > 0)
+            + " of the LLC misses.")
 
 
 def _token_bound(row) -> str:
