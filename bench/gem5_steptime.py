@@ -19,8 +19,16 @@ Then:
 5. with ``--long-log``: the gem5 host time of one configuration of that log (DeepSeek-V3.2
    geometry; e.g. 32k context, k = 2048).
 
-Runs are kept in ``--out`` (one folder each, reused when present): ``--out tests/data/gem5_steptime``
-writes the small inputs and results that tests/test_gem5_steptime.py re-checks without gem5.
+Runs are kept in ``--out`` (one folder each, reused when present). The committed validation:
+logs in tests/data/gem5_steptime/logs, ``--out tests/data/gem5_steptime/<platform>``, which
+tests/test_gem5_steptime.py re-checks without gem5:
+
+    D=tests/data/gem5_steptime
+    python bench/gem5_steptime.py --gem5 $GEM5 --logs smollm2=$D/logs/smollm2 gemma3=$D/logs/gemma3 \
+        smollm2-b4=$D/logs/smollm2-b4 gemma3-b4=$D/logs/gemma3-b4 --out $D/xeon-8480 --write-calibration \
+        --sampling-log smollm2 --long-log LONG_LOG
+    python bench/gem5_steptime.py --gem5 $GEM5 --platform h100-sxm --logs smollm2=$D/logs/smollm2 \
+        gemma3-b4=$D/logs/gemma3-b4 --out $D/h100-sxm --write-calibration
 
     python bench/gem5_steptime.py --gem5 /path/to/gem5.fast --logs smollm2=LOG gemma3=LOG ... \
         [--platform xeon-8480] [--steps 3] [--out DIR] [--write-calibration]

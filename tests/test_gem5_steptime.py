@@ -26,80 +26,85 @@ from harness.gem5.validation import (
 )
 
 DATA = Path(__file__).parent / "data" / "gem5_steptime"
-SUMMARY = json.loads((DATA / "summary.json").read_text())
-LOGS = {name: str(DATA / "logs" / name) for name in {c["log"] for c in SUMMARY["configs"]}}
-PLATFORM = SUMMARY["platform"]
-STEPS = SUMMARY["validation"]["steps"]
+LOGS = {p.name: str(p) for p in (DATA / "logs").iterdir()}
+SUMMARIES = {p.parent.name: json.loads(p.read_text()) for p in sorted(DATA.glob("*/summary.json"))}
+CASES = [(platform, c) for platform, s in SUMMARIES.items() for c in s["configs"]]
 
 
-def _result(c: dict) -> dict:
-    return json.loads((DATA / "runs" / config_id(c) / "result.json").read_text())
+def _result(platform: str, c: dict) -> dict:
+    return json.loads((DATA / platform / "runs" / config_id(c) / "result.json").read_text())
 
 
-@pytest.mark.parametrize("c", SUMMARY["configs"], ids=config_id)
-def test_committed_gem5_runs_parse_back_to_their_results(c):
+@pytest.mark.parametrize(("platform", "c"), CASES, ids=[f"{p}-{config_id(c)}" for p, c in CASES])
+def test_committed_gem5_runs_parse_back_to_their_results(platform, c):
     # gem5's own outputs (phases.csv, the LLC and generator stats) give the recorded result
-    folder, r = DATA / "runs" / config_id(c), _result(c)
-    t = TimingConfig(**{**timing_for(c, PLATFORM).to_dict(), "warmup_steps": 0})
+    folder, r = DATA / platform / "runs" / config_id(c), _result(platform, c)
+    steps = SUMMARIES[platform]["validation"]["steps"]
+    t = TimingConfig(**{**timing_for(c, platform).to_dict(), "warmup_steps": 0})
     batch = json.loads((Path(LOGS[c["log"]]) / "metadata.json").read_text())["requests"]
     timed = step_time(phase_table(read_phase_results(folder), t.clock_hz), t, batch)
     assert timed["step_time_cycles"] == pytest.approx(r["step_time_cycles"], rel=1e-12)
-    assert timed["measured_steps"] == r["measured_steps"] == STEPS - 1
+    assert timed["measured_steps"] == r["measured_steps"] == steps - 1
     counts = step_results(parse_stats(folder / "stats.txt"))
     assert (counts["hits"], counts["misses"], counts["evictions"]) == (r["hits"], r["misses"], r["evictions"])
-    assert counts["step"]["measured_steps"] == STEPS - 1
+    assert counts["step"]["measured_steps"] == steps - 1
 
 
-def _check_model(indices: list[int]) -> None:
-    cal = SUMMARY["calibration"]
+def _check_model(platform: str, indices: list[int]) -> None:
+    summary = SUMMARIES[platform]
+    steps, cal = summary["validation"]["steps"], summary["calibration"]
     for i in indices:
-        c = SUMMARY["configs"][i]
-        assert model_time(LOGS, c, PLATFORM, STEPS, UNCALIBRATED) == pytest.approx(SUMMARY["builtin_uncalibrated"][i], rel=1e-9)
-        assert model_time(LOGS, c, PLATFORM, STEPS, cal) == pytest.approx(SUMMARY["builtin_calibrated"][i], rel=1e-9)
-        assert _result(c)["step_time_cycles"] == SUMMARY["gem5"][i]
+        c = summary["configs"][i]
+        assert model_time(LOGS, c, platform, steps, UNCALIBRATED) == pytest.approx(summary["builtin_uncalibrated"][i], rel=1e-9)
+        assert model_time(LOGS, c, platform, steps, cal) == pytest.approx(summary["builtin_calibrated"][i], rel=1e-9)
+        assert _result(platform, c)["step_time_cycles"] == summary["gem5"][i]
 
 
-def test_builtin_model_reproduces_the_validation_table_on_a_sample():
+@pytest.mark.parametrize("platform", SUMMARIES)
+def test_builtin_model_reproduces_the_validation_table_on_a_sample(platform):
     # one configuration per log and geometry: the built-in model still gives the validated times
     seen, sample = set(), []
-    for i, c in enumerate(SUMMARY["configs"]):
+    for i, c in enumerate(SUMMARIES[platform]["configs"]):
         if (c["log"], c["geometry"]) not in seen:
             seen.add((c["log"], c["geometry"]))
             sample.append(i)
-    _check_model(sample)
+    _check_model(platform, sample)
 
 
 @pytest.mark.slow
-def test_builtin_model_reproduces_the_whole_validation_table():
-    _check_model(list(range(len(SUMMARY["configs"]))))
+@pytest.mark.parametrize("platform", SUMMARIES)
+def test_builtin_model_reproduces_the_whole_validation_table(platform):
+    _check_model(platform, list(range(len(SUMMARIES[platform]["configs"]))))
 
 
-def test_calibration_file_holds_the_validated_parameters_and_their_error():
+@pytest.mark.parametrize("platform", SUMMARIES)
+def test_calibration_file_holds_the_validated_parameters_and_their_error(platform):
     # what harness.cache.calibration applies to the platform, and the error the report quotes,
     # are the fit and the held-out error of the committed runs
-    entry = load_calibration()[PLATFORM]
-    assert entry["parameters"] == SUMMARY["calibration"]
-    v = SUMMARY["validation"]
+    summary = SUMMARIES[platform]
+    entry = load_calibration()[platform]
+    assert entry["parameters"] == summary["calibration"]
+    v = summary["validation"]
     assert entry["validation"] == v
-    held_out = list(range(1, len(SUMMARY["configs"]), 2))
-    e = np.abs(errors(np.array(SUMMARY["gem5"])[held_out], np.array(SUMMARY["builtin_calibrated"])[held_out]))
+    held_out = list(range(1, len(summary["configs"]), 2))
+    e = np.abs(errors(np.array(summary["gem5"])[held_out], np.array(summary["builtin_calibrated"])[held_out]))
     assert v["configurations"] == len(held_out)
     assert v["median_abs_error"] == pytest.approx(float(np.median(e)))
     assert v["max_abs_error"] == pytest.approx(float(e.max()))
-    s_g = speedups(SUMMARY["configs"], SUMMARY["gem5"])
-    s_b = speedups(SUMMARY["configs"], SUMMARY["builtin_calibrated"])
+    s_g = speedups(summary["configs"], summary["gem5"])
+    s_b = speedups(summary["configs"], summary["builtin_calibrated"])
     d = np.abs([s_b[i] / s_g[i] - 1 for i in s_g])
     assert v["speedup_max_abs_difference"] == pytest.approx(float(d.max()))
     assert v["speedups_other_side"] == sum((s_b[i] - 1) * (s_g[i] - 1) < 0 for i in s_g)
 
 
-def test_calibrated_platform_times_with_the_fitted_parameters():
+@pytest.mark.parametrize("platform", SUMMARIES)
+def test_calibrated_platform_times_with_the_fitted_parameters(platform):
     from harness.cache.platforms import get_platform
 
-    p = get_platform(PLATFORM)
-    assert (p.bw_efficiency, p.latency_factor) == (SUMMARY["calibration"]["bw_efficiency"],
-                                                   SUMMARY["calibration"]["latency_factor"])
-    assert TimingConfig.make(PLATFORM).latency_factor == p.latency_factor
+    p, cal = get_platform(platform), SUMMARIES[platform]["calibration"]
+    assert (p.bw_efficiency, p.latency_factor) == (cal["bw_efficiency"], cal["latency_factor"])
+    assert TimingConfig.make(platform).latency_factor == p.latency_factor
 
 
 @pytest.mark.gem5
@@ -107,9 +112,11 @@ def test_gem5_reproduces_a_committed_validation_run(gem5_binary, tmp_path):
     from harness.gem5.steptime import simulate_step_gem5
     from harness.gem5.validation import llc_for, source
 
-    c = next(c for c in SUMMARY["configs"] if c["policy"] == "streak" and c["log"].endswith("b4"))
-    r = simulate_step_gem5(source(LOGS, c), llc_for(c), timing_for(c, PLATFORM), gem5_binary, tmp_path, STEPS)
-    committed = _result(c)
+    platform = "xeon-8480"
+    c = next(c for c in SUMMARIES[platform]["configs"] if c["policy"] == "streak" and c["log"].endswith("b4"))
+    r = simulate_step_gem5(source(LOGS, c), llc_for(c), timing_for(c, platform), gem5_binary, tmp_path,
+                           SUMMARIES[platform]["validation"]["steps"])
+    committed = _result(platform, c)
     assert r["step_time_cycles"] == committed["step_time_cycles"]
     assert (r["hits"], r["misses"], r["evictions"]) == (committed["hits"], committed["misses"], committed["evictions"])
 
@@ -153,7 +160,7 @@ def test_simulate_backend_gem5_prints_the_step_time_keys(gem5_binary, tmp_path):
 
     from harness.cli import cli
 
-    args = ["simulate", "--index-log", LOGS["smollm2"], "--geometry", "deepseek-v3.2", "--platform", PLATFORM,
+    args = ["simulate", "--index-log", LOGS["smollm2"], "--geometry", "deepseek-v3.2", "--platform", "xeon-8480",
             "--llc-size", "8MiB", "--ways", "16", "--reserve-ways", "4", "--policy", "streak",
             "--max-outstanding", "64", "--steps", "2", "--format", "json"]
     built = json.loads(CliRunner().invoke(cli, args, catch_exceptions=False).output)
