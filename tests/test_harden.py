@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from harness.cache.timing import TimingConfig
 from harness.cli import cli
+from harness.core.errors import UserError
 from harness.study.collect import collect
 from harness.study.runs import read_run, write_run
 from harness.study.sweep import SweepLock, decode_id, execute, loads_spec, log_name, run_id
@@ -590,3 +591,14 @@ def test_a_one_job_sweep_polls_progress_while_a_task_runs():
     polls = []
     out = list(_LocalExecutor(1).map(time.sleep, {"a": (1.2,)}, poll=lambda: polls.append(1)))
     assert [key for key, *_ in out] == ["a"] and len(polls) >= 2
+
+
+def test_spec_decodes_longer_than_the_backbones_context_are_refused_unless_excluded():
+    # the context limit is checked before anything runs (a serving-scale sweep lost 108 runs to
+    # a 32,768-token prompt + 8 steps on a 32,768-token model), and a point an exclude table
+    # removes is not a problem
+    too_long = SPEC.replace("prompt_tokens = 64", "prompt_tokens = [64, 8190]")
+    with pytest.raises(UserError, match="prompt of 8,190 tokens \\+ 3 steps exceeds tiny-llama's context of 8,192"):
+        loads_spec(too_long)
+    spec = loads_spec(too_long + '\n[[exclude]]\nbackbone = "tiny-llama"\nprompt_tokens = 8190\n')
+    assert {r["decode"]["prompt_tokens"] for r in spec.runs} == {64}

@@ -209,12 +209,9 @@ def check_fits(config, cfg: DecodeConfig, indexer_cls, options: dict, chunk: int
     """Refuse a decode longer than the backbone's context, or whose KV cache, indexer key cache
     and largest prefill mask (``chunk`` tokens) exceed the memory available now; returns those
     sizes (bytes)."""
-    limit = context_limit(config)
+    _check_limit(cfg, context_limit(config))
     max_ctx = cfg.prompt_tokens + cfg.steps
     name = cfg.backbone
-    if limit and max_ctx > limit:
-        raise UserError(f"prompt of {cfg.prompt_tokens:,} tokens + {cfg.steps} steps exceeds "
-                        f"{name}'s context of {limit:,} tokens")
     memory = {"kv_cache_bytes": kv_cache_bytes(config, cfg.requests, max_ctx),
               "indexer_cache_bytes": indexer_cls.cache_bytes(config, cfg.requests, max_ctx, options),
               "prefill_mask_bytes": 4 * cfg.requests * cfg.prompt_tokens * chunk}
@@ -224,6 +221,20 @@ def check_fits(config, cfg: DecodeConfig, indexer_cls, options: dict, chunk: int
                         f"{need / 2**30:.1f} GiB for the KV cache, indexer keys and prefill mask; "
                         f"{free / 2**30:.1f} GiB of memory is available")
     return memory
+
+
+def _check_limit(cfg: DecodeConfig, limit: int | None) -> None:
+    if limit and cfg.prompt_tokens + cfg.steps > limit:
+        raise UserError(f"prompt of {cfg.prompt_tokens:,} tokens + {cfg.steps} steps exceeds "
+                        f"{cfg.backbone}'s context of {limit:,} tokens")
+
+
+def check_context(cfg: DecodeConfig) -> None:
+    """Refuse a decode longer than the backbone's context, when the backbone's config can be
+    read without its weights (sweep specs check this before anything runs)."""
+    config = backbone_config(cfg.backbone)
+    if config is not None:
+        _check_limit(cfg, context_limit(config))
 
 
 def available_memory() -> int | None:

@@ -9,4 +9,6 @@ the numba data structures they share (``dlist``, ``heap``, ``hashtab``)."""
 # 2: srrip/brrip/bip in the LLC's reserved ways see one reference per token read, not per line.
 # 3: streams batch each layer's index and gather phases (weights at the end of the gather phase);
 #    results give the decode-step time of the closed-loop phase model.
-RESULTS_VERSION = 3
+# 4: the closed-loop model's latency_factor, and both it and bw_efficiency fitted to gem5 per
+#    platform (harness/cache/calibration.json).
+RESULTS_VERSION = 4

@@ -73,17 +73,20 @@ def speedups(configs: list[dict], times: list[float]) -> dict[int, float]:
             for i, c in enumerate(configs) if c["policy"] != "none"}
 
 
-def fit(logs, configs, gem5_times, platform, steps, train: list[int]) -> dict:
-    """bw_efficiency and latency_factor minimising the squared log error on ``train``."""
-    best = None
+def fit(logs, configs, gem5_times, platform, steps, train: list[int], tolerance: float = 0.02) -> dict:
+    """``latency_factor`` and ``bw_efficiency`` minimising the squared log error on ``train``.
+    Where the grid cannot tell them apart (scores within ``tolerance`` of the best, e.g. when no
+    training configuration is bandwidth-bound, so any low enough efficiency fits), the highest
+    ``bw_efficiency`` wins: the least departure from the platform's published bandwidth."""
+    scored = []
     for lf in np.arange(1.0, 2.501, 0.05):
-        for bw in np.arange(0.3, 1.001, 0.05):
+        for bw in np.arange(0.1, 1.001, 0.05):
             cal = {"bw_efficiency": round(float(bw), 3), "latency_factor": round(float(lf), 3)}
             e = [np.log(model_time(logs, configs[i], platform, steps, cal) / gem5_times[i]) for i in train]
-            score = float(np.sum(np.square(e)))
-            if best is None or score < best[0]:
-                best = (score, cal)
-    return best[1]
+            scored.append((float(np.sum(np.square(e))), cal))
+    best = min(score for score, _ in scored)
+    near = [cal for score, cal in scored if score <= best * (1 + tolerance)]
+    return max(near, key=lambda cal: (cal["bw_efficiency"], -cal["latency_factor"]))
 
 
 _PHASES: dict = {}

@@ -189,7 +189,7 @@ def parse_spec(raw: dict, where: str = "spec") -> Spec:
     if points > MAX_GRID_POINTS:
         problems.append(f"the grid has {points:,} points before exclusions; at most {MAX_GRID_POINTS:,}")
         raise problems_error(f"sweep spec {where}", problems)
-    groups = [_group_points(group, axes, problems) for group in GROUPS]
+    groups = [_group_points(group, axes, problems, excludes) for group in GROUPS]
     spec = Spec(raw)
     if all(groups) and axes[("sweep", "backend")]:
         gem5 = {k: (axes[("gem5", k)] or [None])[0] for k in SCHEMA["gem5"]}  # None: invalid, reported
@@ -296,15 +296,22 @@ def _excludes(excludes, problems: list[str]) -> list[dict]:
     return out
 
 
-def _group_points(group: tuple[str, ...], axes: dict, problems: list[str]) -> list[tuple[dict, dict]]:
+def _group_points(group: tuple[str, ...], axes: dict, problems: list[str],
+                  excludes: list[dict] = ()) -> list[tuple[dict, dict]]:
     """Each combination of a group's values that forms a valid configuration, as (the values
-    given, by key; the canonical config of each section of the group); the invalid ones reported."""
+    given, by key; the canonical config of each section of the group); the invalid ones reported,
+    except those an exclude table naming only this group's keys leaves out."""
     keys = [(s, k) for s in group for k in SCHEMA[s]]
+    names = {k for _, k in keys}
+    own = [ex for ex in excludes if ex and set(ex) <= names]
     out = []
     for values in itertools.product(*(axes[key] for key in keys)):
         given = {s: {} for s in group}
         for (s, k), v in zip(keys, values):
             given[s][k] = v
+        flat = {k: v for (_, k), v in zip(keys, values)}
+        if any(all(flat.get(k) == v for k, v in ex.items()) for ex in own):
+            continue
         try:
             canonical = {s: _canonical(s, given) for s in group}
         except UserError as e:
@@ -320,9 +327,11 @@ def _canonical(section: str, given: dict) -> dict:
     v = given[section]
     try:
         if section == "decode":
-            from trace_gen.decode import DecodeConfig
+            from trace_gen.decode import DecodeConfig, check_context
 
-            DecodeConfig(**v).validate()
+            cfg = DecodeConfig(**v)
+            cfg.validate()
+            check_context(cfg)
             return dict(v)
         if section == "stream":
             from trace_gen.stream import Layout
