@@ -489,11 +489,13 @@ def test_an_unreadable_index_log_is_decoded_again(sweep_copy):
 def test_a_failed_decode_gives_its_cause_to_every_run_and_reruns_report_it(tmp_path, monkeypatch):
     monkeypatch.setenv("DSA_LLC_CACHE", str(tmp_path / "cache"))
     spec = tmp_path / "spec.toml"
-    spec.write_text(SPEC.replace("prompt_tokens = 64", "prompt_tokens = 9000"))
+    short = tmp_path / "short.txt"  # a text too short for the prompt: only the decode finds out
+    short.write_text("hello world\n")
+    spec.write_text(SPEC.replace("steps = 3", f"steps = 3\ntext = {json.dumps(str(short))}"))
     folder = tmp_path / "s"
     one_error(run("sweep", spec, "--out", folder, "--jobs", "1"), "3 of 3 runs failed")
     for d in (folder / "runs").iterdir():
-        assert "exceeds tiny-llama's context" in json.loads((d / "error.json").read_text())["error"]
+        assert "too short for 1 prompt(s) of 64 tokens" in json.loads((d / "error.json").read_text())["error"]
     res = run("sweep", spec, "--out", folder, "--jobs", "1")
     one_error(res, "3 of 3 runs failed (--rerun-failed retries them)")
     assert "0 runs done, 0 failed, 3 skipped" in res.output
