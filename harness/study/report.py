@@ -83,7 +83,7 @@ def _panel_grid(plt, n: int, width: float = 4.6, height: float = 3.6):
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.9), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    return fig, axes.flat
+    return fig, list(axes.flat)  # a list: the caller zips over it, then the legend reads it again
 
 
 def _legend_below(fig, axes) -> None:
@@ -178,10 +178,17 @@ def scale_plots(c: pd.DataFrame, folder: Path) -> list[str]:
                 ax.plot(xs, p.speedup, marker="o", ms=3, label=policy)
             ax.axhline(1.0, color="black", lw=0.8)
             ax.set(title=f"{backbone} / {geometry}", xlabel=label, ylabel="best decode-step speed-up", xscale="log")
+            ticks = sorted(best[x].unique())
+            ax.set_xticks([t / (1 << 20) if x == "llc_bytes" else t for t in ticks],
+                          [f"{t >> 20}" if x == "llc_bytes" else f"{round(t / 1024)}k" for t in map(int, ticks)])
+            ax.minorticks_off()
             ax.grid(alpha=0.3)
         _legend_below(fig, axes)
         out.append(save(fig, folder / f"speedup_vs_{name}.png", tight=False))
     return out
+
+
+MAX_CLASS_BARS = 24
 
 
 def class_misses_plot(df: pd.DataFrame, h: pd.DataFrame, folder: Path) -> str | None:
@@ -194,6 +201,10 @@ def class_misses_plot(df: pd.DataFrame, h: pd.DataFrame, folder: Path) -> str | 
         return None
     key = configuration_columns(h)
     best = h.loc[h.groupby(key, dropna=False).speedup.idxmax()]
+    shown = f"all {len(best)} configurations"
+    if len(best) > MAX_CLASS_BARS:  # a readable plot: where the reservation changes the step time most
+        best = best.loc[(best.speedup - 1).abs().nlargest(MAX_CLASS_BARS).index].sort_values(key)
+        shown = f"the {MAX_CLASS_BARS} configurations (of {len(h.groupby(key, dropna=False))}) whose best reservation changes the step time most"
     base = df[(df._status == "ok") & (df.backend == "builtin") & (df.reserve_ways == 0)]
     base = best[key].merge(base, on=key)
     classes = [c for c in CLASSES if f"{c}_misses_lines" in df]
@@ -205,11 +216,14 @@ def class_misses_plot(df: pd.DataFrame, h: pd.DataFrame, folder: Path) -> str | 
             ax.bar(np.arange(len(frame)) + offset, v, width=0.38, bottom=bottom, color=f"C{i}",
                    alpha=1.0 if side else 0.45, label=f"{CLASSES[c]}" if side else None)
             bottom += v
-    labels = [f"{r.backbone}\n{r.geometry}\n{int(r.llc_bytes) >> 20} MiB\n{r.policy} {int(r.reserve_ways)}w"
+    labels = [f"{r.backbone}\n{r.geometry}\n{int(r.llc_bytes) >> 20} MiB"
+              + (f"\nctx {round(int(r.prompt_tokens) / 1024)}k k {int(r.topk)}" if "prompt_tokens" in best else "")
+              + (f" B{int(r.requests)}" if "requests" in best and best.requests.nunique() > 1 else "")
+              + f"\n{r.policy} {int(r.reserve_ways)}w {r.speedup:.2f}x"
               for r in best.itertuples()]
     ax.set_xticks(np.arange(len(best)), labels, fontsize=7)
     ax.set(ylabel="LLC misses per decode step (lines)",
-           title="Misses by traffic class: baseline (left, pale) and the best reservation (right)")
+           title=f"Misses by traffic class, {shown}: baseline (left, pale) and the best reservation (right)")
     ax.legend(fontsize=7)
     return save(fig, folder / "misses_by_class.png")
 
