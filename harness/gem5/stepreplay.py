@@ -51,14 +51,20 @@ class StepReplay:
     wall_seconds: float
 
 
+def step_policy(cfg: LLCConfig) -> str:
+    """The reserved ways' policy as the closed-loop config runs it (UserError if it cannot)."""
+    policy = cfg.policy if cfg.reserve_ways else "lru"  # without a reservation every way is LRU
+    if policy not in STEP_POLICIES:
+        raise UserError(f"gem5's reserved ways run {', '.join(STEP_POLICIES)}, not {policy!r}")
+    return policy
+
+
 def llc_options(cfg: LLCConfig, address_map: dict) -> dict:
     """The config options of an LLC and a stream's address map (``AddressMap.describe()``):
     geometry, reservation and policy as the built-in model has them, the KV region and the
     memory size."""
     check_llc(cfg)
-    policy = cfg.policy if cfg.reserve_ways else "lru"  # without a reservation every way is LRU
-    if policy not in STEP_POLICIES:
-        raise UserError(f"gem5's reserved ways run {', '.join(STEP_POLICIES)}, not {policy!r}")
+    policy = step_policy(cfg)
     a = address_map
     return {"llc_size": f"{cfg.size}B", "llc_assoc": cfg.ways, "reserve_ways": cfg.reserve_ways,
             "policy": policy, "whole_token_eviction": policy != "lru" and cfg.whole_token_eviction,

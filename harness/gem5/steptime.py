@@ -29,7 +29,7 @@ from harness.cache.platforms import get_platform
 from harness.cache.timing import TimingConfig, step_time
 from harness.core.errors import UserError
 from harness.gem5.phasefile import Phase, write_phase_file
-from harness.gem5.stepreplay import STEP_POLICIES, llc_options, run_step_replay
+from harness.gem5.stepreplay import llc_options, run_step_replay, step_policy
 
 PRODUCED_BY = "gem5 closed-loop decode steps (gem5_configs/decode_step.py)"
 
@@ -107,9 +107,7 @@ def phase_table(phases: pd.DataFrame, clock_hz: float) -> pd.DataFrame:
 
 def check_step_config(cfg: LLCConfig, timing: TimingConfig, steps: int | None) -> None:
     """What the closed-loop config cannot run, before any work (one-line UserErrors)."""
-    policy = cfg.policy if cfg.reserve_ways else "lru"
-    if policy not in STEP_POLICIES:
-        raise UserError(f"gem5's reserved ways run {', '.join(STEP_POLICIES)}, not {policy!r}")
+    step_policy(cfg)
     if timing.warmup_steps and steps is not None and steps <= timing.warmup_steps:
         raise UserError(f"--steps {steps} leaves no measured step after {timing.warmup_steps} warm-up step(s)")
     platform_options(timing)

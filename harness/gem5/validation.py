@@ -95,7 +95,7 @@ _PHASES: dict = {}
 def model_time(logs, c, platform, steps, cal) -> float:
     """Built-in step time; the per-phase LLC counts (which do not depend on timing) are
     simulated once per configuration and re-timed for every calibration tried."""
-    key = config_id(c)
+    key = (config_id(c), logs[c["log"]], steps)  # the counts depend on the log and window, not the timing
     if key not in _PHASES:
         src = source(logs, c)
         _, counts = simulate(src.chunks(as_lines=True, steps=steps), llc_for(c), timing_for(c, platform),
