@@ -12,6 +12,7 @@ import os
 import sys
 
 import click
+from click.core import ParameterSource
 
 from harness import __version__
 from harness.cache.platforms import DEFAULT_PLATFORM, PLATFORMS
@@ -230,6 +231,11 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
                                "use --gem5-model replay")
     if backend == "gem5" and gem5_model == "replay" and steps is not None:
         raise click.UsageError("--steps is for the built-in model and gem5's closed-loop model")
+    replay_only = [f"--{name.replace('_', '-')}" for name in ("tick_spacing_ps", "dram", "clock", "l1_size")
+                   if click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    if replay_only and not (backend == "gem5" and gem5_model == "replay"):
+        raise click.UsageError(f"{', '.join(replay_only)}: options of the gem5 replay (--backend gem5 "
+                               "--gem5-model replay); the closed-loop model takes its memory and clock from --platform")
     cfg, timing, checked = _llc_and_timing(kw, {
         "stream": {k: kw[k] for k in STREAM_KEYS},
         "gem5": {"timeout": gem5_timeout, "tick_spacing_ps": tick_spacing_ps, "clock": clock}})

@@ -399,6 +399,9 @@ def test_6_spec_values_are_checked_every_problem_once(tmp_path, text, messages):
     (["simulate", "--access-trace", "t.npy", "--llc-size", "1e400TiB"], "is not a size"),
     (["simulate", "--access-trace", "t.npy", "--llc-size", "99999999999TiB"], "too large"),
     (["simulate", "--access-trace", "t.npy", "--layout-seed", "-1"], "layout-seed must be at least 0"),
+    (["simulate", "--access-trace", "t.npy", "--dram", "DDR4_2400_8x8", "--l1-size", "32KiB"],
+     "--dram, --l1-size: options of the gem5 replay"),  # not silently ignored by the built-in model
+    (["simulate", "--access-trace", "t.npy", "--steps", "2"], "--steps needs --index-log"),
     (["sweep", "spec.toml", "--out", "s", "--jobs", "0"], "--jobs"),
     (["demo", "--jobs", "-2"], "--jobs"),
     (["calibrate", "--backbone", "tiny-llama", "--indexer-option", "iterations=abc"],
