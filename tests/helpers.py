@@ -67,3 +67,27 @@ def streams(draw):
                 step_of.append(s)
     return reads(tokens, layers, step_of, pos=[t % 8 for t in tokens], ctx=[20 + s for s in step_of], topk=4,
                  n_layers=3)
+
+
+def tiny_spec(geometry: str, size: str, policy: str, header: str = "", extra: str = "") -> str:
+    """A sweep spec over tiny-llama (oracle indexer, k = 8, 64-token prompt, 3 steps, pages of 16
+    tokens) and 8-way LLCs with 0, 2 and 4 reserved ways; ``geometry``, ``size`` and ``policy``
+    are TOML values as text, ``header`` and ``extra`` whole tables before and after."""
+    return f"""{header}
+[decode]
+backbone = "tiny-llama"
+indexer = "oracle"
+topk = 8
+prompt_tokens = 64
+steps = 3
+
+[stream]
+geometry = {geometry}
+page_tokens = 16
+
+[llc]
+size = {size}
+ways = 8
+reserve_ways = [0, 2, 4]
+policy = {policy}
+{extra}"""

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from helpers import tiny_spec
 
 from harness.cache.timing import TimingConfig
 from harness.cli import cli
@@ -25,24 +26,7 @@ from harness.study.runs import read_run, write_run
 from harness.study.sweep import SweepLock, decode_id, execute, loads_spec, log_name, run_id
 from trace_gen.synthetic import write_synthetic_log
 
-SPEC = """
-[decode]
-backbone = "tiny-llama"
-indexer = "oracle"
-topk = 8
-prompt_tokens = 64
-steps = 3
-
-[stream]
-geometry = "deepseek-v3.2"
-page_tokens = 16
-
-[llc]
-size = "64KiB"
-ways = 8
-reserve_ways = [0, 2, 4]
-policy = "token-lru"
-"""
+SPEC = tiny_spec('"deepseek-v3.2"', '"64KiB"', '"token-lru"')
 
 
 def run(*args):

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 import pytest
+from helpers import tiny_spec
 
 from harness.study.report import build_report
 from harness.study.sweep import execute, loads_spec
@@ -24,27 +25,8 @@ document.title = JSON.stringify({table_right: t.right, table_top: t.top, window:
                                  page: document.documentElement.scrollWidth});
 </script>"""
 
-SPEC = """
-[decode]
-backbone = "tiny-llama"
-indexer = "oracle"
-topk = 8
-prompt_tokens = 64
-steps = 3
-
-[stream]
-geometry = ["native", "deepseek-v3.2", "llama-3.1-8b"]
-page_tokens = 16
-
-[llc]
-size = ["64KiB", "128KiB"]
-ways = 8
-reserve_ways = [0, 2, 4]
-policy = ["lru", "token-lru", "bip", "streak"]
-
-[timing]
-platform = "h100-sxm"
-"""
+SPEC = tiny_spec('["native", "deepseek-v3.2", "llama-3.1-8b"]', '["64KiB", "128KiB"]',
+                 '["lru", "token-lru", "bip", "streak"]', extra='\n[timing]\nplatform = "h100-sxm"\n')
 
 
 def chromium(*args, user_data):

@@ -10,6 +10,7 @@ import time
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from helpers import tiny_spec
 
 from harness.cache import RESULTS_VERSION
 from harness.cli import cli
@@ -18,27 +19,8 @@ from harness.study.collect import collect
 from harness.study.report import build_report
 from harness.study.sweep import execute, is_stale, load_spec, parse_spec, run_id
 
-TINY = """
-[sweep]
-name = "tiny"
-
-[decode]
-backbone = "tiny-llama"
-indexer = "oracle"
-topk = 8
-prompt_tokens = 64
-steps = 3
-
-[stream]
-geometry = ["native", "deepseek-v3.2"]
-page_tokens = 16
-
-[llc]
-size = ["64KiB", "128KiB"]
-ways = 8
-reserve_ways = [0, 2, 4]
-policy = ["lru", "token-lru"]
-"""
+TINY = tiny_spec('["native", "deepseek-v3.2"]', '["64KiB", "128KiB"]', '["lru", "token-lru"]',
+                 header='[sweep]\nname = "tiny"\n')
 
 
 def write(tmp_path, text, name="spec.toml"):
