@@ -11,8 +11,8 @@ the gem5 memory's, so both models see the same machine).
 Then:
 1. the table: configuration, gem5 and built-in step time (cycles), error, gem5 host seconds;
 2. speed-ups of every reserved configuration over its unpartitioned baseline in both models;
-3. calibration: the parameters of harness.cache.calibration (``bw_efficiency``, and
-   ``latency_factor``) fitted on the even-numbered configurations (least squares on the log
+3. calibration: ``latency_factor`` (harness.cache.calibration; ``bw_efficiency`` stays 1.0,
+   see harness.gem5.validation.fit) fitted on the even-numbered configurations (least squares on the log
    error), the error reported on the odd-numbered ones (held out), and written to
    harness/cache/calibration.json with ``--write-calibration``;
 4. sampling: one small configuration unsampled (every step of its log) against its window;

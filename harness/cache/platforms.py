@@ -13,10 +13,10 @@ requests the engine can send to the LLC per cycle.
 
 ``gem5_mem`` is the gem5 DRAM interface of the platform's memory type (harness.gem5.steptime
 gives gem5_configs/decode_step.py the power of two of its channels closest to the platform's
-bandwidth), and ``bw_efficiency`` the share of peak
-bandwidth the built-in model assumes is achieved and ``latency_factor`` a miss's latency while
-many are in flight over its unloaded latency (DRAM queueing and bank conflicts); both are
-calibrated against gem5 runs of the platform (bench/gem5_steptime.py; 1.0 means not calibrated).
+bandwidth). ``latency_factor`` is a miss's latency while many are in flight over its unloaded
+latency (DRAM queueing and bank conflicts), calibrated against gem5 runs of the platform
+(bench/gem5_steptime.py; 1.0 means not calibrated); ``bw_efficiency``, the share of peak
+bandwidth the built-in model assumes is achieved, stays 1.0 (harness.gem5.validation.fit says why).
 """
 
 from __future__ import annotations
