@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness import __version__
 from harness.cache.llc import LLCConfig
 from harness.cache.platforms import get_platform
 from harness.cache.timing import TimingConfig, step_time
@@ -120,8 +121,6 @@ def simulate_step_gem5(src, cfg: LLCConfig, timing: TimingConfig, binary: str | 
     simulator's LLC result keys (line counts per class, evictions, writebacks), the step-time
     keys of :func:`harness.cache.timing.step_time` from gem5's measured phases, and ``gem5``
     run details. ``options`` override decode_step.py options (e.g. ``mem_channels``)."""
-    from harness import __version__
-
     check_step_config(cfg, timing, steps)
     opts = llc_options(cfg, src.amap.describe()) | platform_options(timing) | (options or {})
     folder = Path(outdir) if outdir else Path(tempfile.mkdtemp(prefix="dsa-llc-step-"))
