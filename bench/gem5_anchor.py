@@ -36,7 +36,7 @@ def main():
     steps = max(1, round(a.accesses / per_step))
     with tempfile.TemporaryDirectory() as tmp:
         log = IndexLog(write_synthetic_log(f"{tmp}/log", steps=steps, layers=4, topk=64, prompt=512))
-        src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout("paged", 64))
+        src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout(kind="paged", page_tokens=64))
         for cfg in (LLCConfig.make("2MiB", 16, 0, "lru"), LLCConfig.make("2MiB", 16, 4, "token-lru", True)):
             b = simulate(src.chunks(reuse=True), cfg, bounds=False)  # loads the compiled kernels
             _, builtin_s = best_of(lambda c=cfg: simulate(src.chunks(reuse=True), c, bounds=False))

@@ -45,7 +45,7 @@ def host_throughput(binary: str, accesses: float, tmp: Path) -> None:
     per_step = 61 * (64 * 11 + 11 + 512 * 132 // 64 + 10)
     steps = max(1, round(accesses / per_step))
     log = IndexLog(write_synthetic_log(tmp / "log", steps=steps, layers=4, topk=64, prompt=512))
-    src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout("paged", 64))
+    src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout(kind="paged", page_tokens=64))
     counts = write_phase_file(tmp / "stream.phases", phases_from_stream(src.chunks(), compute_ticks=1000))
     options = llc_options(LLCConfig.make("2MiB", 16, 4, "streak", True), src.amap.describe())
     print(f"host throughput: {counts['requests']:,} line requests in {counts['phases']:,} phases")

@@ -69,7 +69,7 @@ def main():
             print(f"  {name:16s} {len(reads) / dt / 1e6:7.3f} M reads/s ({dt:5.1f} s), hit rate {hits / len(reads):.3f}")
         print(f"  the zoo of the default sweep: {swept:.1f} s per capacity (without {', '.join(left_out)})")
 
-        src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout("paged"))
+        src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout(kind="paged"))
         lines = None
         print("LLC reserved ways (32 MiB, 16 ways, 8 reserved), built-in simulator incl. stream generation:")
         base = None

@@ -37,7 +37,7 @@ def build_stream(target: int) -> LineAccesses:
     with tempfile.TemporaryDirectory() as d:
         log = IndexLog(write_synthetic_log(f"{d}/log", steps=steps, layers=8, topk=512, prompt=4096,
                                            requests=2, seed=1))
-        src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout("paged", 64, "shuffled", seed=1))
+        src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout(kind="paged", page_tokens=64, page_order="shuffled", seed=1))
         parts = list(src.chunks())
     cat = lambda f: np.concatenate([getattr(p, f) for p in parts])[:target]  # noqa: E731
     return LineAccesses(cat("line"), cat("write"), cat("cls"), cat("token"), cat("step"))

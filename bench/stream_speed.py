@@ -52,7 +52,7 @@ def main():
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         log = IndexLog(write_synthetic_log(f"{tmp}/gen", steps=16, layers=8, topk=256, prompt=4096, requests=4))
-        src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout("paged", 64, "shuffled", seed=1))
+        src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout(kind="paged", page_tokens=64, page_order="shuffled", seed=1))
         for _ in src.chunks(reuse=True):  # compile, touch the buffers
             pass
         n, best = best_of(lambda: sum(len(c) for c in src.chunks(reuse=True)))

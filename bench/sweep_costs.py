@@ -46,7 +46,7 @@ def decode_costs(backbone: str, tmp: str) -> tuple[float, float, float]:
 def sim_seconds(path, steps: int) -> tuple[float, float]:
     log = IndexLog(path)
     t = time.perf_counter()
-    src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout("paged", 64))
+    src = StreamSource(log, PRESETS["deepseek-v3.2"], Layout(kind="paged", page_tokens=64))
     simulate(src.chunks(reuse=True), LLCConfig.make("16MiB", 16, 4, "token-lru"), bounds=True)
     seconds = time.perf_counter() - t
     run = {"decode": {"prompt_tokens": 2048, "steps": steps, "topk": 128, "requests": 1},

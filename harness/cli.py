@@ -15,9 +15,9 @@ import click
 from click.core import ParameterSource
 
 from harness import __version__
-from harness.cache.platforms import DEFAULT_PLATFORM, PLATFORMS
 from harness.cache.timing import TIMING_MODELS
-from harness.core.errors import UserError, first_line, problems_error
+from harness.core.errors import UserError, first_line
+from harness.core.settings import BACKENDS, SETTINGS, check_values, help_text, option_name
 
 
 class _Group(click.Group):
@@ -73,59 +73,68 @@ def option_group(*options):
     return apply
 
 
-def check_options(sections: dict[str, dict], options: dict | None = None) -> dict[str, dict]:
-    """Option values, by spec section (``{"llc": {"ways": 8}}``), checked by the sweep spec's
-    fields of the same keys (one checker for specs and options: ``harness.study.sweep.SCHEMA``);
-    every problem in one UserError. ``options`` names the option of a key when it is not
-    ``--<key>``."""
-    from harness.study.sweep import SCHEMA
+class _SettingOption(click.Option):
+    """The option of a setting (``harness.core.settings``); its help, which may list a registry,
+    is filled in only when shown, so that no registry is imported before it is needed."""
 
-    out, problems = {}, []
-    for section, values in sections.items():
-        out[section] = {}
-        for key, value in values.items():
-            option = (options or {}).get(key, "--" + key.replace("_", "-"))
-            try:
-                out[section][key] = SCHEMA[section][key].check(option, value)
-            except UserError as e:
-                problems.append(str(e))
-    if problems:
-        raise problems_error("", problems)
-    return out
+    def __init__(self, *args, field=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.field = field
+
+    def get_help_record(self, ctx):
+        self.help = help_text(self.field)
+        return super().get_help_record(ctx)
 
 
-# Platform, LLC geometry, reservation and timing options shared by the simulating commands.
-llc_options = option_group(
-    click.option("--platform", default=DEFAULT_PLATFORM, show_default=True,
-                 help=f"Decode engine whose LLC, memory and compute the run models ({', '.join(PLATFORMS)}); "
-                      "the options below override its values."),
-    click.option("--llc-size", default=None, help="LLC capacity (KiB/MiB/GiB strings or bytes) [default: the platform's]."),
-    click.option("--ways", type=int, default=None, help="Associativity [default: the platform's]."),
-    click.option("--reserve-ways", type=int, default=0, show_default=True,
-                 help="Ways reserved for kv/kv_write lines (0 = unpartitioned baseline)."),
-    click.option("--policy", default="token-lru", show_default=True,
-                 help="Replacement policy of the reserved ways (see `dsa-harness policies`)."),
-    click.option("--whole-token-eviction/--no-whole-token-eviction", default=True,
-                 show_default=True, help="token-lru: evicting a line evicts its whole token."),
-    click.option("--bounds/--no-bounds", default=True, show_default=True,
-                 help="Also compute the fully associative LRU and MIN token bounds."),
-    click.option("--timing-model", type=click.Choice(TIMING_MODELS), default="closed-loop", show_default=True,
-                 help="closed-loop: per-phase decode-step time; open-loop: the older per-step stall formula."),
-    click.option("--llc-hit-cycles", type=int, default=None, help="LLC hit latency [default: the platform's]."),
-    click.option("--dram-latency-cycles", type=int, default=None,
-                 help="Unloaded LLC-miss latency [default: the platform's]."),
-    click.option("--max-outstanding", type=int, default=None,
-                 help="Requests the engine keeps in flight [default: the platform's]."),
-    click.option("--dram-bytes-per-cycle", type=float, default=None,
-                 help="Peak memory bandwidth [default: the platform's]."),
-    click.option("--issue-per-cycle", type=float, default=None,
-                 help="Line requests issued per cycle [default: the platform's]."),
-    click.option("--warmup-steps", type=int, default=None,
-                 help="First decode steps left out of the step-time means [default: 1]."),
-)
+def param_name(section: str, key: str) -> str:
+    """The Python name click gives a setting's option (``--llc-size``: ``llc_size``)."""
+    return option_name(section, key).lstrip("-").replace("-", "_")
+
+
+def setting_option(section: str, key: str, **overrides):
+    """The click option of one setting: name, default, type, flag form and help from its
+    declaration (``overrides`` for a command that means something more by it, e.g. a default
+    that depends on other options)."""
+    f = SETTINGS[section][key]
+    name = option_name(section, key)
+    kwargs = {"default": f.default, "show_default": f.default is not None, "field": f, "cls": _SettingOption}
+    if f.kind == "bool":
+        decl = name if f.flag else f"{name}/--no-{name[2:]}"
+        kwargs.update({"is_flag": True, "show_default": False} if f.flag else {})
+    else:
+        decl = name
+        kwargs["type"] = {"int": int, "float": float}.get(f.kind, str)
+    kwargs.update(overrides)
+    return click.option(decl, param_name(section, key), **kwargs)
+
+
+def setting_options(section: str, *keys: str):
+    """The options of a section's settings (``keys``: these, in this order; default: all that
+    have an option)."""
+    keys = keys or tuple(k for k, f in SETTINGS[section].items() if f.option is not False)
+    return option_group(*(setting_option(section, key) for key in keys))
+
+
+def section_values(kw: dict, section: str, *keys: str) -> dict:
+    """A section's values from the options click parsed (``keys``: these only)."""
+    keys = keys or tuple(k for k, f in SETTINGS[section].items() if f.option is not False)
+    return {key: kw[param_name(section, key)] for key in keys}
+
+
+check_options = check_values  # one checker for specs and options: harness.core.settings
 
 TIMING_OVERRIDES = ("llc_hit_cycles", "dram_latency_cycles", "max_outstanding", "dram_bytes_per_cycle",
                     "issue_per_cycle", "warmup_steps")
+
+# Platform, LLC geometry, reservation and timing options shared by the simulating commands.
+llc_options = option_group(
+    setting_option("timing", "platform"),
+    setting_options("llc"),
+    click.option("--bounds/--no-bounds", default=True, show_default=True,
+                 help="Also compute the fully associative LRU and MIN token bounds."),
+    setting_option("timing", "model", type=click.Choice(TIMING_MODELS)),
+    setting_options("timing", *TIMING_OVERRIDES),
+)
 
 
 def _llc_and_timing(kw: dict, extra: dict | None = None):
@@ -135,11 +144,8 @@ def _llc_and_timing(kw: dict, extra: dict | None = None):
     from harness.cache.platforms import get_platform
     from harness.cache.timing import TimingConfig
 
-    timing_values = {"platform": kw["platform"], "model": kw["timing_model"], **{k: kw[k] for k in TIMING_OVERRIDES}}
-    checked = check_options({"llc": {"size": kw["llc_size"], "ways": kw["ways"], "reserve_ways": kw["reserve_ways"],
-                                     "policy": kw["policy"], "whole_token_eviction": kw["whole_token_eviction"]},
-                             "timing": timing_values, **(extra or {})},
-                            {"size": "--llc-size", "timeout": "--gem5-timeout", "model": "--timing-model"})
+    checked = check_options({"llc": section_values(kw, "llc"), "timing": section_values(kw, "timing"),
+                             **(extra or {})})
     llc, t = checked["llc"], checked["timing"]
     platform = get_platform(t["platform"])
     cfg = LLCConfig.make(platform.llc_size if llc["size"] is None else llc["size"],
@@ -150,22 +156,7 @@ def _llc_and_timing(kw: dict, extra: dict | None = None):
 
 
 # How an index log becomes an access stream: KV geometry and layout.
-stream_options = option_group(
-    click.option("--geometry", default="native", show_default=True,
-                 help="KV geometry: native (the log's backbone) or a preset "
-                      "(deepseek-v3.2, glm-5, llama-3.1-8b, llama-3.1-70b)."),
-    click.option("--layout", type=click.Choice(["contiguous", "paged"]), default="paged",
-                 show_default=True),
-    click.option("--page-tokens", type=int, default=64, show_default=True,
-                 help="Tokens per page of the paged layout."),
-    click.option("--page-order", type=click.Choice(["in-order", "shuffled"]), default="in-order",
-                 show_default=True, help="Physical page allocation order."),
-    click.option("--layout-seed", type=int, default=0, show_default=True,
-                 help="Seed of the shuffled page order."),
-    click.option("--weights/--no-weights", default=False, show_default=True,
-                 help="Stream each layer's weights once per step (geometry's weight_bytes)."),
-)
-STREAM_KEYS = ("geometry", "layout", "page_tokens", "page_order", "layout_seed", "weights")
+stream_options = setting_options("stream")
 
 overwrite_option = click.option("--overwrite", is_flag=True,
                                 help="Replace an existing --out (only an earlier output of this command).")
@@ -185,29 +176,22 @@ def _stream_provenance(src) -> dict:
 @click.option("--index-log", type=click.Path(), help="Index log folder (from `decode`).")
 @stream_options
 @llc_options
-@click.option("--backend", type=click.Choice(["builtin", "gem5"]), default="builtin", show_default=True,
-              help="builtin: the fast model; gem5: your gem5 binary with dsa-llc's extension.")
-@click.option("--gem5", "gem5_binary", default=None, help="gem5 binary (default: $GEM5).")
+@setting_option("sweep", "backend", type=click.Choice(BACKENDS))
+@setting_option("gem5", "binary")
 @click.option("--gem5-out", type=click.Path(file_okay=False), default=None,
               help="gem5: folder for traces, logs and stats (default: a new temporary folder).")
-@click.option("--gem5-timeout", type=float, default=3600, show_default=True, help="gem5: seconds.")
-@click.option("--gem5-model", type=click.Choice(["closed-loop", "replay"]), default=None,
-              help="gem5: closed-loop decode steps on the platform's memory (counts and step time; "
-                   "the default for --index-log) or the open-loop trace replay (counts only; the "
-                   "default for --access-trace).")
+@setting_option("gem5", "timeout")
+@setting_option("gem5", "model", default=None, show_default=False)
 @click.option("--steps", type=int, default=None,
               help="Simulate the first N decode steps of the index log only (the first --warmup-steps "
                    "of them warm the LLC) [default: all].")
-@click.option("--tick-spacing-ps", type=int, default=1_000_000, show_default=True,
-              help="gem5 replay: picoseconds between requests (1 us: no two overlap).")
-@click.option("--dram", default="DDR4_2400_8x8", show_default=True, help="gem5 replay: DRAM model.")
-@click.option("--clock", default="2GHz", show_default=True, help="gem5 replay: system clock.")
+@setting_options("gem5", "tick_spacing_ps", "dram", "clock")
 @click.option("--l1-size", default=None, help="gem5 replay: a private cache per generator (default: none).")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="table",
               show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the JSON result here.")
 @overwrite_option
-def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeout, gem5_model, steps,
+def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem5_model, steps,
              tick_spacing_ps, dram, clock, l1_size, fmt, out, overwrite, **kw):
     """Simulate an access stream through the built-in LLC model or gem5.
 
@@ -221,6 +205,8 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
 
     if bool(access_trace) == bool(index_log):
         raise click.UsageError("give exactly one of --access-trace and --index-log")
+    if gem5_model is not None:
+        gem5_model = check_options({"gem5": {"model": gem5_model}})["gem5"]["model"]
     if steps is not None and access_trace:
         raise click.UsageError("--steps needs --index-log (an access trace is simulated whole)")
     if steps is not None and steps < 1:
@@ -236,8 +222,9 @@ def simulate(access_trace, index_log, backend, gem5_binary, gem5_out, gem5_timeo
     if replay_only and not (backend == "gem5" and gem5_model == "replay"):
         raise click.UsageError(f"{', '.join(replay_only)}: options of the gem5 replay (--backend gem5 "
                                "--gem5-model replay); the closed-loop model takes its memory and clock from --platform")
+    gem5_binary = gem5
     cfg, timing, checked = _llc_and_timing(kw, {
-        "stream": {k: kw[k] for k in STREAM_KEYS},
+        "stream": section_values(kw, "stream"),
         "gem5": {"timeout": gem5_timeout, "tick_spacing_ps": tick_spacing_ps, "clock": clock}})
     stream, gem5 = checked["stream"], checked["gem5"]
     if l1_size is not None:
@@ -304,8 +291,7 @@ def _prepare_gem5_out(folder: str, overwrite: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["gem5", "parquet"]), required=True,
               help="gem5: gzip'd packet trace for TrafficGen; parquet: the generic access trace.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
-@click.option("--tick-spacing-ps", type=int, default=1_000_000, show_default=True,
-              help="gem5: picoseconds between packets (1 us keeps requests from overlapping).")
+@setting_option("gem5", "tick_spacing_ps")
 @overwrite_option
 def stream(index_log, fmt, out, tick_spacing_ps, overwrite, **kw):
     """Write the access stream of an index log to a file."""
@@ -313,7 +299,7 @@ def stream(index_log, fmt, out, tick_spacing_ps, overwrite, **kw):
     from trace_gen.stream import StreamSource
     from trace_gen.writers import write_gem5_trace, write_parquet_trace
 
-    checked = check_options({"stream": {k: kw[k] for k in STREAM_KEYS}, "gem5": {"tick_spacing_ps": tick_spacing_ps}})
+    checked = check_options({"stream": section_values(kw, "stream"), "gem5": {"tick_spacing_ps": tick_spacing_ps}})
     options, spacing = checked["stream"], checked["gem5"]["tick_spacing_ps"]
     outputs = [out] if fmt == "parquet" else [out, f"{out}.json"]
 
@@ -351,9 +337,7 @@ def _indexer_options(pairs: tuple[str, ...]) -> dict:
 
 # Which backbone, its indexer fit settings and torch's threads.
 backbone_options = option_group(
-    click.option("--backbone", required=True,
-                 help="smollm2-135m, gemma3-270m, tiny-llama, tiny-gemma, tiny-dsa, or a folder, .gguf "
-                      "file or hub id."),
+    setting_option("decode", "backbone", required=True),
     click.option("--indexer-option", "indexer_option", multiple=True, metavar="KEY=VALUE",
                  help="dsa indexer fit settings, e.g. d_I=64 iterations=100 (see the README)."),
     click.option("--threads", type=int, default=None,
@@ -372,22 +356,11 @@ def _set_threads(threads):
 
 @cli.command()
 @backbone_options
-@click.option("--indexer", default="dsa", show_default=True, help="dsa, oracle or native.")
-@click.option("--topk", type=int, default=256, show_default=True, help="Tokens selected per layer and step.")
-@click.option("--prompt-tokens", type=int, default=2048, show_default=True)
-@click.option("--steps", type=int, default=128, show_default=True, help="Decode steps (new tokens).")
-@click.option("--requests", type=int, default=1, show_default=True,
-              help="Concurrent requests, each with its own prompt (batched).")
-@click.option("--text", default="python-source", show_default=True,
-              help="python-source, python-docs, python-stdlib (one file per request), or a UTF-8 text file.")
-@click.option("--sink-tokens", type=int, default=0, show_default=True,
-              help="Always select the first N positions.")
-@click.option("--local-window", type=int, default=0, show_default=True,
-              help="Always select the last N positions.")
-@click.option("--observe-only", is_flag=True, help="Keep dense attention; only log the selections.")
+@setting_options("decode", "indexer", "topk", "prompt_tokens", "steps", "requests", "text", "sink_tokens",
+                 "local_window", "observe_only")
 @click.option("--recall/--no-recall", default=True, show_default=True,
               help="Log each selection's share of the dense attention mass.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@setting_option("decode", "seed")
 @click.option("--prefill-chunk", type=int, default=None,
               help="Prompt tokens per prefill pass (default: up to 2048, fewer when the batch "
                    "would make a chunk's attention mask exceed 256 MiB).")
@@ -405,8 +378,9 @@ def decode(backbone, indexer_option, threads, indexer, topk, prompt_tokens, step
 
     values = check_options({"decode": dict(backbone=backbone, indexer=indexer, topk=topk, prompt_tokens=prompt_tokens,
                                            steps=steps, requests=requests, text=text, sink_tokens=sink_tokens,
-                                           local_window=local_window, seed=seed)})["decode"]
-    cfg = DecodeConfig(**values, observe_only=observe_only, recall=recall)
+                                           local_window=local_window, observe_only=observe_only,
+                                           seed=seed)})["decode"]
+    cfg = DecodeConfig(**values, recall=recall)
     cfg.validate()
     options = _indexer_options(indexer_option)
     if options and indexer != "dsa":
@@ -472,7 +446,7 @@ sweep_options = option_group(
     click.option("--rerun-failed", is_flag=True, help="Run again the runs that failed before."),
     click.option("--force", is_flag=True, help="Use a sweep folder made by a different spec."),
     click.option("--wait", is_flag=True, help="If another sweep runs in the folder, wait for it (else refuse)."),
-    click.option("--gem5", "gem5_binary", default=None, help="gem5 binary for gem5 runs (default: $GEM5)."),
+    setting_option("gem5", "binary"),
 )
 
 
@@ -486,7 +460,7 @@ def _check_jobs(jobs):
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Sweep folder.")
 @sweep_options
 @click.option("--dry-run", is_flag=True, help="Validate the spec and list the runs, run nothing.")
-def sweep(spec, out, jobs, scheduler, rerun_failed, force, wait, gem5_binary, dry_run):
+def sweep(spec, out, jobs, scheduler, rerun_failed, force, wait, gem5, dry_run):
     """Run a TOML sweep spec; re-running skips the runs that are done."""
     from pathlib import Path
 
@@ -497,7 +471,7 @@ def sweep(spec, out, jobs, scheduler, rerun_failed, force, wait, gem5_binary, dr
     if s.uses_gem5:
         from harness.gem5.launcher import find_gem5
 
-        find_gem5(gem5_binary or s.raw.get("gem5", {}).get("binary"))
+        find_gem5(gem5 or s.raw.get("gem5", {}).get("binary"))
     folder = Path(out)
     check_folder(folder)
     if dry_run:
@@ -506,7 +480,7 @@ def sweep(spec, out, jobs, scheduler, rerun_failed, force, wait, gem5_binary, dr
         click.echo(f"{len(s.runs)} runs over {len(s.decodes)} index logs; in {out}: {done} done, {failed} failed, "
                    f"{len(s.runs) - done - failed} to run")
         return
-    counts = execute(s, out, jobs, scheduler, rerun_failed, force, gem5_binary=gem5_binary, wait=wait)
+    counts = execute(s, out, jobs, scheduler, rerun_failed, force, gem5_binary=gem5, wait=wait)
     click.echo(f"{counts['ok']} runs done, {counts['failed']} failed, {counts['skipped']} skipped "
                f"(finished or failed before) in {out}")
     failed = counts["failed"] + counts["still_failed"]

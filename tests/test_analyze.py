@@ -94,7 +94,7 @@ def test_curve_equals_the_simulators_token_lru_bound(tmp_path):
             s.append(np.insert(ids, block.offsets[:-1], new))
         sd = StackDistances(s.distinct)
         sd.feed(np.asarray(s.ids))
-    src = StreamSource(log, get_geometry("native", log.meta), Layout("paged", 16))
+    src = StreamSource(log, get_geometry("native", log.meta), Layout(kind="paged", page_tokens=16))
     for reserve in (2, 4, 8):
         r = simulate(src.chunks(), LLCConfig.make("256KiB", 16, reserve, "token-lru"))
         assert sd.hits_at(r["bounds"]["capacity_tokens"]) == r["bounds"]["fa_lru_hits"]

@@ -136,8 +136,8 @@ def streams(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gem5streams")
     a = IndexLog(write_synthetic_log(tmp / "a", steps=10, layers=2, topk=16, prompt=32, requests=2))
     b = IndexLog(write_synthetic_log(tmp / "b", steps=6, layers=3, topk=12, prompt=48, requests=1, seed=4))
-    return {"deepseek-like": StreamSource(a, Geometry("g", 3, 656, 132), Layout("paged", 8, "shuffled", 2)),
-            "gqa-like": StreamSource(b, Geometry("h", 2, 1024, 68), Layout("contiguous"))}
+    return {"deepseek-like": StreamSource(a, Geometry("g", 3, 656, 132), Layout(kind="paged", page_tokens=8, page_order="shuffled", seed=2)),
+            "gqa-like": StreamSource(b, Geometry("h", 2, 1024, 68), Layout(kind="contiguous"))}
 
 
 @pytest.mark.gem5

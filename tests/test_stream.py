@@ -42,7 +42,7 @@ def requests_of(src):
 
 
 def test_contiguous_addresses_by_hand(tiny_log):
-    src = StreamSource(tiny_log, TINY, Layout("contiguous"))
+    src = StreamSource(tiny_log, TINY, Layout(kind="contiguous"))
     # max_ctx 6: each (request, layer) owns 6 slots; KV region = 2 layers * 2 req * 6 * 128 B
     # = 3072 B, aligned to 4096: the index region starts at 4096.
     kv = lambda r, g, p: (g * 2 * 6 + r * 6 + p) * 128  # noqa: E731
@@ -67,7 +67,7 @@ def test_contiguous_addresses_by_hand(tiny_log):
 
 
 def test_paged_addresses_by_hand(tiny_log):
-    src = StreamSource(tiny_log, TINY, Layout("paged", page_tokens=2))
+    src = StreamSource(tiny_log, TINY, Layout(kind="paged", page_tokens=2))
     # prefill: request 0's prompt (positions 0-3) gets pages 0, 1; request 1's (0-1) page 2.
     # decode: position 2 of request 1 -> page 3; position 4 of request 0 -> page 4.
     assert src.amap.phys[0].tolist() == [0, 1, 4]
@@ -92,15 +92,15 @@ def test_paged_addresses_by_hand(tiny_log):
 
 
 def test_shuffled_pages_are_a_permutation(tiny_log):
-    a = StreamSource(tiny_log, TINY, Layout("paged", page_tokens=2))
-    b = StreamSource(tiny_log, TINY, Layout("paged", page_tokens=2, page_order="shuffled", seed=3))
+    a = StreamSource(tiny_log, TINY, Layout(kind="paged", page_tokens=2))
+    b = StreamSource(tiny_log, TINY, Layout(kind="paged", page_tokens=2, page_order="shuffled", seed=3))
     used = [(0, j) for j in range(3)] + [(1, j) for j in range(2)]
     pa_, pb = [a.amap.phys[x] for x in used], [b.amap.phys[x] for x in used]
     assert sorted(pb) == sorted(pa_) and pb != pa_
 
 
-@pytest.mark.parametrize("layout", [Layout("contiguous"), Layout("paged", 16),
-                                    Layout("paged", 64, "shuffled", 1, weights=True)])
+@pytest.mark.parametrize("layout", [Layout(kind="contiguous"), Layout(kind="paged", page_tokens=16),
+                                    Layout(kind="paged", page_tokens=64, page_order="shuffled", seed=1, weights=True)])
 def test_every_kv_line_maps_back_to_its_token(tmp_path, layout):
     log = IndexLog(write_synthetic_log(tmp_path / "s", steps=4, layers=3, topk=24, prompt=200, requests=3))
     geo = Geometry("g", layers=5, kv_bytes=656, index_bytes=132, weight_bytes=4096)
@@ -120,7 +120,7 @@ def test_every_kv_line_maps_back_to_its_token(tmp_path, layout):
 def test_bytes_per_class_and_step_follow_the_geometry(tmp_path):
     log = IndexLog(write_synthetic_log(tmp_path / "s", steps=3, layers=2, topk=16, prompt=100, requests=2))
     geo = Geometry("g", layers=4, kv_bytes=656, index_bytes=132, weight_bytes=10_000)
-    src = StreamSource(log, geo, Layout("paged", 16, weights=True))
+    src = StreamSource(log, geo, Layout(kind="paged", page_tokens=16, weights=True))
     df = requests_of(src)
     rows = log.dataframe()
     for step, part in df.groupby("step"):
@@ -142,7 +142,7 @@ def test_layer_map_stretches_the_log():
 
 
 def test_gem5_trace_round_trip(tmp_path, tiny_log):
-    src = StreamSource(tiny_log, TINY, Layout("paged", 2))
+    src = StreamSource(tiny_log, TINY, Layout(kind="paged", page_tokens=2))
     lines = np.concatenate([c.line for c in src.chunks()])
     writes = np.concatenate([c.write for c in src.chunks()])
     path = tmp_path / "t.pb.gz"
@@ -193,7 +193,7 @@ def test_simulating_the_log_equals_simulating_its_parquet_stream(tmp_path):
 
 def test_chunking_does_not_change_the_stream(tmp_path):
     log = IndexLog(write_synthetic_log(tmp_path / "s", steps=5, layers=2, topk=8, prompt=60))
-    src = StreamSource(log, PRESETS["llama-3.1-8b"], Layout("paged", 16))
+    src = StreamSource(log, PRESETS["llama-3.1-8b"], Layout(kind="paged", page_tokens=16))
     big = np.concatenate([c.line for c in src.chunks(chunk_lines=1 << 22)])
     small = list(src.chunks(chunk_lines=1))
     assert len(small) > 10
@@ -238,7 +238,7 @@ def test_bad_input(tmp_path, tiny_log):
     res = run("simulate", "--index-log", tmp_path / "nowhere")
     assert res.exit_code != 0 and "does not exist" in res.output
     with pytest.raises(UserError, match="page size"):
-        Layout("paged", 2.5).validate()
+        Layout(kind="paged", page_tokens=2.5).validate()
 
 
 def test_trace_file_says_what_made_it(tmp_path, tiny_log):
@@ -256,7 +256,7 @@ def test_per_request_counts_add_up_to_the_class_counts(tiny_log):
     from harness.cache.llc import LLCConfig
     from harness.cache.simulate import simulate
 
-    src = StreamSource(tiny_log, TINY, Layout("paged", page_tokens=2))
+    src = StreamSource(tiny_log, TINY, Layout(kind="paged", page_tokens=2))
     r = simulate(src.chunks(), LLCConfig.make("4KiB", 4, 2, "token-lru"), batch=2)
     assert len(r["by_request"]) == 2
     for name, c in r["by_class"].items():

@@ -21,6 +21,7 @@ from harness import __version__
 from harness.core.canon import config_hash
 from harness.core.errors import UserError
 from harness.core.outputs import check_output_folder
+from harness.core.settings import default
 from trace_gen import attention as attn
 from trace_gen.backbones import (
     backbone_config,
@@ -37,18 +38,20 @@ from trace_gen.text import check_text
 
 @dataclass(frozen=True)
 class DecodeConfig:
+    """A decode's settings; defaults from their one declaration (``harness.core.settings``)."""
+
     backbone: str
-    indexer: str = "dsa"
-    topk: int = 256
-    prompt_tokens: int = 2048
-    steps: int = 128
-    requests: int = 1
-    text: str = "python-source"
-    sink_tokens: int = 0
-    local_window: int = 0
-    observe_only: bool = False
-    recall: bool = True
-    seed: int = 0
+    indexer: str = default("decode", "indexer")
+    topk: int = default("decode", "topk")
+    prompt_tokens: int = default("decode", "prompt_tokens")
+    steps: int = default("decode", "steps")
+    requests: int = default("decode", "requests")
+    text: str = default("decode", "text")
+    sink_tokens: int = default("decode", "sink_tokens")
+    local_window: int = default("decode", "local_window")
+    observe_only: bool = default("decode", "observe_only")
+    recall: bool = True  # a command-line option only (decode --no-recall)
+    seed: int = default("decode", "seed")
 
     def validate(self) -> None:
         for name in ("topk", "prompt_tokens", "steps", "requests"):

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from harness.core.errors import UserError, first_line, problems_error
 from harness.core.fields import Field
 from harness.core.outputs import check_output_folder
+from harness.core.settings import MAX_INT32, MAX_REQUESTS
 from harness.core.units import make_parents, remove_empty, remove_path, replace_path, temp_name
 
 SCHEMA_VERSION = 1
@@ -142,11 +143,9 @@ class StepBlock:
     positions: np.ndarray  # int32, concatenated selections
 
 
-# Limits that keep every derived quantity inside its integer type: token ids pack the request
-# into bits 48-62 and the layer into bits 32-47 (trace_gen.stream.token_id), positions are int32.
-MAX_REQUESTS = (1 << 15) - 1
+# Limits that keep every derived quantity inside its integer type (MAX_REQUESTS and MAX_INT32:
+# harness.core.settings): token ids pack the layer into bits 32-47 (trace_gen.stream.token_id).
 MAX_LAYERS = (1 << 16) - 1
-MAX_INT32 = (1 << 31) - 1
 
 _META_FIELDS = {
     "requests": Field(None, "int", 1, MAX_REQUESTS),

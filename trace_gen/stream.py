@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 from harness.core.accesstrace import LineAccesses, Requests
 from harness.core.classes import INDEX, KV, KV_WRITE, LINE_BYTES, LINE_SHIFT, WEIGHTS
 from harness.core.errors import UserError
-from harness.core.fields import Field
+from harness.core.settings import SETTINGS, default
 from harness.core.units import require_memory
 from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog
@@ -52,8 +52,6 @@ LAYOUTS = ("contiguous", "paged")
 PHASE_KINDS = ("index", "gather")
 INDEX_PHASE, GATHER_PHASE = range(len(PHASE_KINDS))
 PAGE_ORDERS = ("in-order", "shuffled")
-LAYOUT_SEED = Field(0, "int", 0, (1 << 63) - 1)
-WEIGHTS_FLAG = Field(False, "bool")
 REGION_ALIGN = 4096
 CHUNK_LINES = 1 << 22
 
@@ -72,13 +70,23 @@ def split_token_id(tok):
     return tok >> 48, (tok >> 32) & 0xFFFF, tok & 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Layout:
-    kind: str = "paged"
-    page_tokens: int = 64
-    page_order: str = "in-order"
-    seed: int = 0
-    weights: bool = False
+    """A stream's layout; its settings (``[stream]`` layout, page_tokens, page_order,
+    layout_seed, weights) are declared in ``harness.core.settings``."""
+
+    kind: str = default("stream", "layout")
+    page_tokens: int = default("stream", "page_tokens")
+    page_order: str = default("stream", "page_order")
+    seed: int = default("stream", "layout_seed")
+    weights: bool = default("stream", "weights")
+
+    @classmethod
+    def from_settings(cls, stream: dict) -> Layout:
+        """The layout of a ``[stream]`` section's values (absent keys take their defaults)."""
+        names = {"layout": "kind", "layout_seed": "seed", "page_tokens": "page_tokens",
+                 "page_order": "page_order", "weights": "weights"}
+        return cls(**{field: stream[key] for key, field in names.items() if key in stream})
 
     def validate(self) -> None:
         if self.kind not in LAYOUTS:
@@ -87,8 +95,8 @@ class Layout:
             raise UserError(f"page size must be a positive integer number of tokens, got {self.page_tokens!r}")
         if self.page_order not in PAGE_ORDERS:
             raise UserError(f"unknown page order {self.page_order!r}; known: {', '.join(PAGE_ORDERS)}")
-        LAYOUT_SEED.check("layout seed", self.seed)
-        WEIGHTS_FLAG.check("weights", self.weights)
+        SETTINGS["stream"]["layout_seed"].check("layout seed", self.seed)
+        SETTINGS["stream"]["weights"].check("weights", self.weights)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -202,7 +210,7 @@ class StreamSource:
         log = IndexLog(index_log)
         o = options
         return cls(log, get_geometry(o["geometry"], log.meta),
-                   Layout(o["layout"], o["page_tokens"], o["page_order"], o["layout_seed"], o["weights"]))
+                   Layout.from_settings(o))
 
     def phases(self, steps: int | None = None) -> pd.DataFrame:
         """One row per phase of the stream (of its first ``steps`` decode steps, when given), in

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, replace
 from harness.cache.calibration import calibrated_values
 from harness.core.classes import LINE_BYTES
 from harness.core.errors import UserError
+from harness.core.settings import default
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ PLATFORMS = {p.name: p for p in [
              5.3e12 / _MI300X_CLOCK, _littles_law(5.3e12, 350e-9),
              round(17.2e12 / LINE_BYTES / _MI300X_CLOCK), 1307.4e12, "HBM_2000_4H_1x64"),
 ]}
-DEFAULT_PLATFORM = "h100-sxm"
+DEFAULT_PLATFORM = default("timing", "platform")
 
 
 def get_platform(name: str) -> Platform:

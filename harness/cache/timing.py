@@ -40,6 +40,7 @@ import numpy as np
 from harness.cache.platforms import DEFAULT_PLATFORM, get_platform
 from harness.core.classes import LINE_BYTES
 from harness.core.errors import UserError
+from harness.core.settings import default
 
 TIMING_MODELS = ("closed-loop", "open-loop")
 PHASE_NAMES = {0: "index", 1: "gather", -1: "step"}  # -1: a generic trace's one phase per step
@@ -50,7 +51,7 @@ class TimingConfig:
     """A platform's timing values after overrides, and the model that uses them."""
 
     platform: str = DEFAULT_PLATFORM
-    model: str = "closed-loop"
+    model: str = default("timing", "model")
     clock_hz: float = 0.0
     llc_hit_cycles: int = 0
     dram_latency_cycles: int = 0
@@ -63,7 +64,7 @@ class TimingConfig:
     warmup_steps: int = 1
 
     @classmethod
-    def make(cls, platform: str = DEFAULT_PLATFORM, model: str = "closed-loop", **overrides) -> TimingConfig:
+    def make(cls, platform: str = DEFAULT_PLATFORM, model: str = default("timing", "model"), **overrides) -> TimingConfig:
         """The platform's values, each replaced by an override that is not None."""
         p = get_platform(platform)
         values = {"clock_hz": p.clock_hz, "llc_hit_cycles": p.llc_hit_cycles,

@@ -41,6 +41,12 @@ class Field:
     check_value: Callable[[object], object] | None = None
     nullable: bool = False
     help: str = ""
+    # where a setting of harness.core.settings appears besides a spec: its command-line option
+    # (None: --<key>; False: none), its column in collected results (None: <key>; False: none),
+    # and for a bool whether the option is a bare flag (--x) rather than --x/--no-x
+    option: str | bool | None = None
+    column: str | bool | None = None
+    flag: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -19,25 +19,22 @@ import pandas as pd
 
 from harness.core.errors import UserError
 from harness.core.outputs import check_output_file
+from harness.core.settings import SETTINGS, column_name
 from harness.core.units import atomic_path
 from harness.study.runs import FINISHED, read_run, run_folders
 
-DECODE_PARAMETERS = ("backbone", "indexer", "topk", "prompt_tokens", "steps", "requests", "text", "sink_tokens",
-                     "local_window", "observe_only", "seed")
-STREAM_PARAMETERS = ("geometry", "layout", "page_tokens", "page_order", "layout_seed", "weights")
-# parameter columns (besides timing_<key>, one per timing value)
-PARAMETERS = tuple("decode_steps" if k == "steps" else k for k in DECODE_PARAMETERS) + STREAM_PARAMETERS + (
-    "llc_bytes", "ways", "reserve_ways", "policy", "whole_token_eviction", "backend")
+# Parameter columns: (column, section, key) of every setting that has a column (harness.core.settings),
+# besides timing_<key>, one per value of the resolved timing config.
+_COLUMNS = tuple((column_name(section, key), section, key) for section in ("decode", "stream", "llc", "sweep")
+                 for key in SETTINGS[section] if column_name(section, key))
+PARAMETERS = tuple(column for column, _, _ in _COLUMNS)
 
 
 def _params(cfg: dict) -> dict:
-    d, s, llc, t = (cfg.get(k) if isinstance(cfg.get(k), dict) else {} for k in ("decode", "stream", "llc", "timing"))
-    out = {("decode_steps" if k == "steps" else k): d.get(k) for k in DECODE_PARAMETERS}
-    out.update({k: s.get(k) for k in STREAM_PARAMETERS})
-    out.update({"llc_bytes": llc.get("size"), "ways": llc.get("ways"), "reserve_ways": llc.get("reserve_ways"),
-                "policy": llc.get("policy"), "whole_token_eviction": llc.get("whole_token_eviction"),
-                "backend": cfg.get("backend")})
-    out.update({f"timing_{k}": v for k, v in t.items()})
+    sections = {k: cfg.get(k) if isinstance(cfg.get(k), dict) else {} for k in ("decode", "stream", "llc", "timing")}
+    sections["sweep"] = cfg  # a run's backend sits at the top of its config
+    out = {column: sections[section].get(key) for column, section, key in _COLUMNS}
+    out.update({f"timing_{k}": v for k, v in sections["timing"].items()})
     return out
 
 

@@ -39,11 +39,10 @@ from pathlib import Path
 
 from harness import __version__
 from harness.cache import RESULTS_VERSION
-from harness.cache.platforms import DEFAULT_PLATFORM
 from harness.core.canon import config_hash
 from harness.core.errors import UserError, first_line, problems_error
-from harness.core.fields import Field
 from harness.core.locks import FileLock, LockHeld
+from harness.core.settings import SETTINGS
 from harness.core.units import remove_path, require_memory, write_text_atomic
 from harness.study.runs import is_stale, read_run, write_run
 
@@ -54,89 +53,10 @@ else:  # pragma: no cover
 
 __all__ = ["SCHEMA", "Spec", "execute", "is_stale", "load_spec", "loads_spec", "parse_spec", "run_id"]
 
-MAX_INT32 = (1 << 31) - 1
-BACKENDS = ("builtin", "gem5")
 MAX_GRID_POINTS = 5_000_000  # checked in seconds; examples/full_sweep.toml has 215,040
 
-
-def _choices(module: str, name: str, extra: tuple = ()):
-    """Names of a registry, looked up when a value is checked (no import before)."""
-    def names():
-        import importlib
-
-        return (*extra, *getattr(importlib.import_module(module), name))
-    return names
-
-
-def _check(module: str, name: str):
-    """A value check that lives in a module imported only when a value is checked."""
-    def check(value):
-        import importlib
-
-        return getattr(importlib.import_module(module), name)(value)
-    return check
-
-
-def _check_clock(value: str) -> None:
-    if not re.fullmatch(r"\d+(\.\d+)?\s*[kMG]?Hz", value):
-        raise UserError(f"clock {value!r} is not a frequency such as 2GHz")
-
-
-# Every key of a spec: default, type and range (harness.core.fields), by section.
-SCHEMA = {
-    "sweep": {"name": Field("demo", "str"),
-              "backend": Field("builtin", "str", choices=lambda: BACKENDS)},
-    "decode": {
-        "backbone": Field(None, "str", check_value=_check("trace_gen.backbones", "check_backbone")),
-        "indexer": Field("dsa", "str", choices=_choices("trace_gen.indexers", "INDEXERS")),
-        "topk": Field(256, "int", 1, MAX_INT32),
-        "prompt_tokens": Field(2048, "int", 1, MAX_INT32),
-        "steps": Field(32, "int", 1, MAX_INT32),
-        "requests": Field(1, "int", 1, (1 << 15) - 1),
-        "text": Field("python-source", "str", check_value=_check("trace_gen.text", "check_text")),
-        "sink_tokens": Field(0, "int", 0, MAX_INT32),
-        "local_window": Field(0, "int", 0, MAX_INT32),
-        "observe_only": Field(False, "bool"),
-        "seed": Field(0, "int", 0),
-    },
-    "stream": {
-        "geometry": Field("native", "str", choices=_choices("trace_gen.geometry", "PRESETS", ("native",))),
-        "layout": Field("paged", "str", choices=_choices("trace_gen.stream", "LAYOUTS")),
-        "page_tokens": Field(64, "int", 1, MAX_INT32),
-        "page_order": Field("in-order", "str", choices=_choices("trace_gen.stream", "PAGE_ORDERS")),
-        "layout_seed": Field(0, "int", 0),
-        "weights": Field(False, "bool"),
-    },
-    "llc": {  # size and ways: the platform's LLC unless given
-        "size": Field(None, "size", nullable=True),
-        "ways": Field(None, "int", 1, 1 << 16, nullable=True),
-        "reserve_ways": Field(0, "int", 0, 1 << 16),
-        "policy": Field("token-lru", "str", choices=_choices("harness.cache.llc", "RESERVED_POLICIES")),
-        "whole_token_eviction": Field(True, "bool"),
-    },
-    "timing": {  # a platform and its values (harness.cache.platforms), each overridable
-        "platform": Field(DEFAULT_PLATFORM, "str", choices=_choices("harness.cache.platforms", "PLATFORMS")),
-        "model": Field("closed-loop", "str", choices=_choices("harness.cache.timing", "TIMING_MODELS")),
-        "llc_hit_cycles": Field(None, "int", 1, nullable=True),
-        "dram_latency_cycles": Field(None, "int", 1, nullable=True),
-        "max_outstanding": Field(None, "int", 1, nullable=True),
-        "dram_bytes_per_cycle": Field(None, "float", 0, lo_open=True, nullable=True),
-        "issue_per_cycle": Field(None, "float", 0, lo_open=True, nullable=True),
-        "warmup_steps": Field(None, "int", 0, MAX_INT32, nullable=True),
-    },
-    "gem5": {
-        "binary": Field(None, "str", nullable=True),
-        # closed-loop: decode steps timed on the [timing] platform's memory (index logs' phases);
-        # replay: the open-loop trace replay (counts only, with the three settings below)
-        "model": Field("closed-loop", "str", choices=lambda: ("closed-loop", "replay")),
-        "steps": Field(None, "int", 2, MAX_INT32, nullable=True),  # closed-loop: the first N decode steps
-
-        "timeout": Field(3600.0, "float", 0, 1e7, lo_open=True),  # seconds: up to ~4 months
-        "tick_spacing_ps": Field(1_000_000, "int", 1, 10**9),  # ticks of 2**63 / 10**9 packets fit int64
-        "dram": Field("DDR4_2400_8x8", "str"),
-        "clock": Field("2GHz", "str", check_value=_check_clock),
-    },
-}
+# Every key of a spec: default, type and range, by section (declared once, with the options').
+SCHEMA = SETTINGS
 GRID_SECTIONS = ("decode", "stream", "llc", "timing")
 # Sections checked together: a group's canonical configs may depend on each other's values.
 GROUPS = (("decode",), ("stream",), ("llc", "timing"))
@@ -336,7 +256,7 @@ def _canonical(section: str, given: dict) -> dict:
         if section == "stream":
             from trace_gen.stream import Layout
 
-            Layout(v["layout"], v["page_tokens"], v["page_order"], v["layout_seed"], v["weights"]).validate()
+            Layout.from_settings(v).validate()
             return dict(v)
         if section == "llc":
             from harness.cache.llc import LLCConfig

@@ -36,7 +36,7 @@ CASES = {
 def main(binary):
     with tempfile.TemporaryDirectory() as tmp:
         log = IndexLog(write_synthetic_log(f"{tmp}/log", steps=10, layers=2, topk=16, prompt=32, requests=2))
-        src = StreamSource(log, Geometry("g", layers=3, kv_bytes=656, index_bytes=132), Layout("paged", 8, "shuffled", 2))
+        src = StreamSource(log, Geometry("g", layers=3, kv_bytes=656, index_bytes=132), Layout(kind="paged", page_tokens=8, page_order="shuffled", seed=2))
         misses = {}
         for name, (reserve, policy, whole) in CASES.items():
             cfg = LLCConfig.make("128KiB", 8, reserve, policy, whole)

@@ -36,7 +36,7 @@ def main(binary):
     with tempfile.TemporaryDirectory() as tmp:
         log = IndexLog(write_synthetic_log(f"{tmp}/log", steps=6, layers=2, topk=16, prompt=32, requests=2))
         src = StreamSource(log, Geometry("g", layers=3, kv_bytes=656, index_bytes=132),
-                           Layout("paged", 8, "shuffled", 2))
+                           Layout(kind="paged", page_tokens=8, page_order="shuffled", seed=2))
         write_phase_file(HERE / "steps.phases", phases_from_stream(src.chunks(), warmup_steps=2,
                                                                    compute_ticks=3000))
         for name, timing in CASES.items():

@@ -1,0 +1,197 @@
+"""Every setting a sweep spec or a command-line option gives, declared once.
+
+:data:`SETTINGS` holds, by section (``[sweep]``, ``[decode]``, ``[stream]``, ``[llc]``,
+``[timing]``, ``[gem5]``), one :class:`~harness.core.fields.Field` per setting: its default,
+type, range, help text, its command-line option (``--<key>`` unless named otherwise, ``None``
+for a spec-only key) and its column in the collected results. Everything else is derived from
+this table:
+
+- the sweep spec's schema (``harness.study.spec``): keys, defaults, types, ranges, which keys a
+  grid may vary;
+- the click options of ``dsa-harness`` (``harness.cli``): name, default, help, flag form;
+- the checks of option values and of ``sweep --dry-run`` (both call :meth:`Field.check`);
+- the parameter columns of ``collect`` (``harness.study.collect``);
+- the defaults of the configs that run them (``trace_gen.decode.DecodeConfig``,
+  ``trace_gen.stream.Layout``, ``harness.cache.llc.LLCConfig``), via :func:`default`.
+
+Registries (backbones, geometries, policies, platforms...) are named by module and attribute
+and looked up only when a value is checked or a help text is shown, so that importing this
+table imports none of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+from harness.core.errors import UserError
+from harness.core.fields import Field
+
+# Limits that keep every derived quantity inside its integer type: token ids pack the request
+# into bits 48-62 (trace_gen.stream.token_id), positions are int32.
+MAX_INT32 = (1 << 31) - 1
+MAX_REQUESTS = (1 << 15) - 1
+BACKENDS = ("builtin", "gem5")
+
+
+def registry(module: str, name: str, extra: tuple = ()):
+    """The names of a registry (``module.name``), looked up when called (no import before)."""
+    def names():
+        return (*extra, *getattr(importlib.import_module(module), name))
+    return names
+
+
+def checker(module: str, name: str):
+    """A value check that lives in a module imported only when a value is checked."""
+    def check(value):
+        return getattr(importlib.import_module(module), name)(value)
+    return check
+
+
+def _check_clock(value: str) -> None:
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[kMG]?Hz", value):
+        raise UserError(f"clock {value!r} is not a frequency such as 2GHz")
+
+
+def _platforms():
+    return registry("harness.cache.platforms", "PLATFORMS")()
+
+
+SETTINGS: dict[str, dict[str, Field]] = {
+    "sweep": {
+        "name": Field("demo", "str", help="The sweep's name.", option=False, column=False),
+        "backend": Field("builtin", "str", choices=lambda: BACKENDS,
+                         help="builtin: the fast model; gem5: your gem5 binary with dsa-llc's extension."),
+    },
+    "decode": {
+        "backbone": Field(None, "str", check_value=checker("trace_gen.backbones", "check_backbone"),
+                          help="smollm2-135m, gemma3-270m, tiny-llama, tiny-gemma, tiny-dsa, or a folder, "
+                               ".gguf file or hub id."),
+        "indexer": Field("dsa", "str", choices=registry("trace_gen.indexers", "INDEXERS"),
+                         help="The indexer that selects the tokens ({choices})."),
+        "topk": Field(256, "int", 1, MAX_INT32, help="Tokens selected per layer and step."),
+        "prompt_tokens": Field(2048, "int", 1, MAX_INT32, help="Prompt tokens per request."),
+        # 32 in a spec and 128 on the command line until both came from here: the spec's won
+        # (a sweep's run ids hash the canonical config, so existing sweeps keep theirs)
+        "steps": Field(32, "int", 1, MAX_INT32, help="Decode steps (new tokens).", column="decode_steps"),
+        "requests": Field(1, "int", 1, MAX_REQUESTS,
+                          help="Concurrent requests, each with its own prompt (batched)."),
+        "text": Field("python-source", "str", check_value=checker("trace_gen.text", "check_text"),
+                      help="python-source, python-docs, python-stdlib (one file per request), or a UTF-8 "
+                           "text file."),
+        "sink_tokens": Field(0, "int", 0, MAX_INT32, help="Always select the first N positions."),
+        "local_window": Field(0, "int", 0, MAX_INT32, help="Always select the last N positions."),
+        "observe_only": Field(False, "bool", help="Keep dense attention; only log the selections.", flag=True),
+        "seed": Field(0, "int", 0, help="Seed of the prompts' draw."),
+    },
+    "stream": {
+        "geometry": Field("native", "str", choices=registry("trace_gen.geometry", "PRESETS", ("native",)),
+                          help="KV geometry: {choices} (native: the log's backbone's own)."),
+        "layout": Field("paged", "str", choices=registry("trace_gen.stream", "LAYOUTS"),
+                        help="KV layout ({choices})."),
+        "page_tokens": Field(64, "int", 1, MAX_INT32, help="Tokens per page of the paged layout."),
+        "page_order": Field("in-order", "str", choices=registry("trace_gen.stream", "PAGE_ORDERS"),
+                            help="Physical page allocation order ({choices})."),
+        "layout_seed": Field(0, "int", 0, help="Seed of the shuffled page order."),
+        "weights": Field(False, "bool", help="Stream each layer's weights once per step (geometry's weight_bytes)."),
+    },
+    "llc": {  # size and ways: the platform's LLC unless given
+        "size": Field(None, "size", nullable=True, option="--llc-size", column="llc_bytes",
+                      help="LLC capacity (KiB/MiB/GiB strings or bytes) [default: the platform's]."),
+        "ways": Field(None, "int", 1, 1 << 16, nullable=True, help="Associativity [default: the platform's]."),
+        "reserve_ways": Field(0, "int", 0, 1 << 16,
+                              help="Ways reserved for kv/kv_write lines (0 = unpartitioned baseline)."),
+        "policy": Field("token-lru", "str", choices=registry("harness.cache.llc", "RESERVED_POLICIES"),
+                        help="Replacement policy of the reserved ways ({choices}; see `dsa-harness policies`)."),
+        "whole_token_eviction": Field(True, "bool", help="token-lru: evicting a line evicts its whole token."),
+    },
+    "timing": {  # a platform and its values (harness.cache.platforms), each overridable
+        "platform": Field("h100-sxm", "str", choices=_platforms,
+                          help="Decode engine whose LLC, memory and compute the run models ({choices}); "
+                               "the options below override its values."),
+        "model": Field("closed-loop", "str", choices=registry("harness.cache.timing", "TIMING_MODELS"),
+                       option="--timing-model",
+                       help="closed-loop: per-phase decode-step time; open-loop: the older per-step stall formula."),
+        "llc_hit_cycles": Field(None, "int", 1, nullable=True, help="LLC hit latency [default: the platform's]."),
+        "dram_latency_cycles": Field(None, "int", 1, nullable=True,
+                                     help="Unloaded LLC-miss latency [default: the platform's]."),
+        "max_outstanding": Field(None, "int", 1, nullable=True,
+                                 help="Requests the engine keeps in flight [default: the platform's]."),
+        "dram_bytes_per_cycle": Field(None, "float", 0, lo_open=True, nullable=True,
+                                      help="Peak memory bandwidth [default: the platform's]."),
+        "issue_per_cycle": Field(None, "float", 0, lo_open=True, nullable=True,
+                                 help="Line requests issued per cycle [default: the platform's]."),
+        "warmup_steps": Field(None, "int", 0, MAX_INT32, nullable=True,
+                              help="First decode steps left out of the step-time means [default: 1]."),
+    },
+    "gem5": {
+        "binary": Field(None, "str", nullable=True, option="--gem5", column=False,
+                        help="gem5 binary (default: $GEM5)."),
+        "model": Field("closed-loop", "str", choices=lambda: ("closed-loop", "replay"), option="--gem5-model",
+                       column=False,
+                       help="gem5: closed-loop decode steps on the platform's memory (counts and step time; "
+                            "the default for an index log) or the open-loop trace replay (counts only; the "
+                            "default for an access trace)."),
+        "steps": Field(None, "int", 2, MAX_INT32, nullable=True, option=False, column=False,
+                       help="gem5 closed-loop: simulate the first N decode steps."),
+        "timeout": Field(3600.0, "float", 0, 1e7, lo_open=True, option="--gem5-timeout", column=False,
+                         help="gem5: seconds."),  # up to ~4 months
+        # ticks of 2**63 / 10**9 packets fit int64
+        "tick_spacing_ps": Field(1_000_000, "int", 1, 10**9, column=False,
+                                 help="gem5 replay and gem5 traces: picoseconds between requests "
+                                      "(1 us: no two overlap)."),
+        "dram": Field("DDR4_2400_8x8", "str", column=False, help="gem5 replay: DRAM model."),
+        "clock": Field("2GHz", "str", check_value=_check_clock, column=False, help="gem5 replay: system clock."),
+    },
+}
+
+
+def default(section: str, key: str):
+    """A setting's default (for the configs that run it)."""
+    return SETTINGS[section][key].default
+
+
+def option_name(section: str, key: str) -> str:
+    """A setting's command-line option (``--<key>`` unless declared otherwise)."""
+    f = SETTINGS[section][key]
+    if f.option is False:
+        raise KeyError(f"{section}.{key} has no command-line option")
+    return f.option or "--" + key.replace("_", "-")
+
+
+def column_name(section: str, key: str) -> str | None:
+    """A setting's column in the collected results (None: not a column). Timing values are
+    ``timing_<key>``: their columns come from the resolved timing config (see collect)."""
+    f = SETTINGS[section][key]
+    if f.column is False or section == "timing":
+        return None
+    return f.column or key
+
+
+def help_text(f: Field) -> str:
+    """A setting's help with its registry's names filled in (``{choices}``), looked up now."""
+    if "{choices}" in f.help and f.choices is not None:
+        return f.help.format(choices=", ".join(f.choices()))
+    return f.help
+
+
+def check_values(sections: dict[str, dict], names=None) -> dict[str, dict]:
+    """Values by section (``{"llc": {"ways": 8}}``), each checked by its setting and named by
+    its option in messages (``names``: ``(section, key) -> name`` to name it otherwise); every
+    problem in one UserError."""
+    from harness.core.errors import problems_error
+
+    out, problems = {}, []
+    for section, values in sections.items():
+        out[section] = {}
+        for key, value in values.items():
+            f = SETTINGS[section][key]
+            name = (names or {}).get((section, key)) or (
+                f"{section}.{key}" if f.option is False else option_name(section, key))
+            try:
+                out[section][key] = f.check(name, value)
+            except UserError as e:
+                problems.append(str(e))
+    if problems:
+        raise problems_error("", problems)
+    return out
