@@ -14,7 +14,8 @@ from pathlib import Path
 
 from harness.core.canon import config_hash
 from harness.study.collect import collect
-from harness.study.sweep import execute, parse_spec
+from harness.study.spec import parse_spec
+from harness.study.sweep import execute
 
 SPEC = {"decode": {"backbone": "tiny-llama", "indexer": "oracle", "topk": 8, "prompt_tokens": 64, "steps": 3},
         "llc": {"size": "64KiB", "ways": 8, "reserve_ways": 4}}

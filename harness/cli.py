@@ -464,7 +464,9 @@ def sweep(spec, out, jobs, scheduler, rerun_failed, force, wait, gem5, dry_run):
     """Run a TOML sweep spec; re-running skips the runs that are done."""
     from pathlib import Path
 
-    from harness.study.sweep import check_folder, execute, load_spec, run_id, run_state
+    from harness.study.runs import run_id
+    from harness.study.spec import load_spec
+    from harness.study.sweep import check_folder, execute, run_state
 
     _check_jobs(jobs)
     s = load_spec(spec)
@@ -537,7 +539,8 @@ def demo(out, jobs):
     from harness.core.outputs import check_output_folder
     from harness.study.demo import DEMO_SPEC
     from harness.study.report import build_report
-    from harness.study.sweep import check_folder, execute, loads_spec
+    from harness.study.spec import loads_spec
+    from harness.study.sweep import check_folder, execute
 
     _check_jobs(jobs)
     spec = loads_spec(DEMO_SPEC, "demo spec")

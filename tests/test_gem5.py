@@ -210,7 +210,8 @@ model = "replay"   # the open-loop replay's counts equal the built-in model's ov
 @pytest.mark.gem5
 def test_gem5_sweep_matches_builtin_and_records_failures(gem5_binary, tmp_path, monkeypatch):
     from harness.study.collect import collect
-    from harness.study.sweep import execute, loads_spec
+    from harness.study.spec import loads_spec
+    from harness.study.sweep import execute
 
     monkeypatch.setenv("DSA_LLC_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("GEM5", raising=False)  # the binary comes from the sweep's argument only
@@ -237,7 +238,8 @@ def test_gem5_sweep_closed_loop_times_decode_steps(gem5_binary, tmp_path, monkey
     # the default gem5 model of a sweep: closed-loop decode steps on the [timing] platform, giving
     # the built-in model's step-time keys, said to come from gem5
     from harness.study.collect import collect
-    from harness.study.sweep import execute, loads_spec
+    from harness.study.spec import loads_spec
+    from harness.study.sweep import execute
 
     monkeypatch.setenv("DSA_LLC_CACHE", str(tmp_path / "cache"))
     spec = loads_spec(GEM5_SWEEP.replace('model = "replay"', 'steps = 2').replace('"token-lru"', '"streak"')

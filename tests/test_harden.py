@@ -22,8 +22,9 @@ from harness.cache.timing import TimingConfig
 from harness.cli import cli
 from harness.core.errors import UserError
 from harness.study.collect import collect
-from harness.study.runs import read_run, write_run
-from harness.study.sweep import SweepLock, decode_id, execute, loads_spec, log_name, run_id
+from harness.study.runs import decode_id, log_name, read_run, run_id, write_run
+from harness.study.spec import loads_spec
+from harness.study.sweep import SweepLock, execute
 from trace_gen.synthetic import write_synthetic_log
 
 SPEC = tiny_spec('"deepseek-v3.2"', '"64KiB"', '"token-lru"')
@@ -575,10 +576,10 @@ def test_demo_replaces_only_its_own_report(tmp_path, monkeypatch):
 def test_a_one_job_sweep_polls_progress_while_a_task_runs():
     # --jobs 1 runs tasks in the sweep's own process: the progress bar must still hear of a
     # decode in flight (it sat silent through a 30-minute indexer fit)
-    from harness.study.sweep import _LocalExecutor
+    from harness.study.executors import LocalExecutor
 
     polls = []
-    out = list(_LocalExecutor(1).map(time.sleep, {"a": (1.2,)}, poll=lambda: polls.append(1)))
+    out = list(LocalExecutor(1).map(time.sleep, {"a": (1.2,)}, poll=lambda: polls.append(1)))
     assert [key for key, *_ in out] == ["a"] and len(polls) >= 2
 
 

@@ -12,7 +12,8 @@ import pytest
 from helpers import tiny_spec
 
 from harness.study.report import build_report
-from harness.study.sweep import execute, loads_spec
+from harness.study.spec import loads_spec
+from harness.study.sweep import execute
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

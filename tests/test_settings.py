@@ -9,7 +9,7 @@ import pytest
 from harness.cli import cli, param_name
 from harness.core.settings import SETTINGS, column_name, default, option_name
 from harness.study.collect import PARAMETERS
-from harness.study.sweep import SCHEMA, loads_spec
+from harness.study.spec import SCHEMA, loads_spec
 from trace_gen.decode import DecodeConfig
 from trace_gen.stream import Layout
 

@@ -17,7 +17,9 @@ from harness.cli import cli
 from harness.core.errors import UserError
 from harness.study.collect import collect
 from harness.study.report import build_report
-from harness.study.sweep import execute, is_stale, load_spec, parse_spec, run_id
+from harness.study.runs import is_stale, run_id
+from harness.study.spec import load_spec, parse_spec
+from harness.study.sweep import execute
 
 TINY = tiny_spec('["native", "deepseek-v3.2"]', '["64KiB", "128KiB"]', '["lru", "token-lru"]',
                  header='[sweep]\nname = "tiny"\n')
@@ -44,7 +46,7 @@ def test_run_ids_are_stable_and_canonical(tmp_path):
     a = load_spec(write(tmp_path, TINY)).runs
     b = load_spec(write(tmp_path, TINY.replace('size = ["64KiB", "128KiB"]', 'size = ["128KiB", "65536"]'), "b.toml")).runs
     assert sorted(map(run_id, a)) == sorted(map(run_id, b))  # 64KiB == 65536 bytes; order does not matter
-    out = subprocess.run([sys.executable, "-c", "from harness.study.sweep import load_spec, run_id; import sys; "
+    out = subprocess.run([sys.executable, "-c", "from harness.study.spec import load_spec; from harness.study.runs import run_id; import sys; "
                           "print(sorted(run_id(r) for r in load_spec(sys.argv[1]).runs)[0])",
                           str(tmp_path / "spec.toml")], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == sorted(map(run_id, a))[0]  # the same in another process

@@ -5,7 +5,7 @@ the numba data structures they share (``dlist``, ``heap``, ``hashtab``)."""
 
 # Bumped whenever a change to the built-in simulator alters its results: built-in sweep runs made
 # under another value are "stale"; a sweep redoes them (keeping the index logs) and reports leave
-# them out (gem5 runs are not affected; see harness.study.sweep.is_stale).
+# them out (gem5 runs are not affected; see harness.study.runs.is_stale).
 # 2: srrip/brrip/bip in the LLC's reserved ways see one reference per token read, not per line.
 # 3: streams batch each layer's index and gather phases (weights at the end of the gather phase);
 #    results give the decode-step time of the closed-loop phase model.

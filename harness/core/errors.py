@@ -29,3 +29,8 @@ def first_line(e: BaseException) -> str:
     """The first line of an exception's message (library errors can span many lines)."""
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0]
+
+
+def error_line(e: BaseException) -> str:
+    """An exception in one line: a UserError's own message, otherwise its type and message."""
+    return first_line(e) if isinstance(e, UserError) else f"{type(e).__name__}: {first_line(e)}"

@@ -15,6 +15,8 @@ import json
 import math
 from pathlib import Path
 
+from harness.study.runs import log_dir, progress_file, run_id
+
 # Decode cost, measured by `python bench/sweep_costs.py` (2-core VM, one torch thread): model
 # load (s), prefill (s per prompt token) and one decode step (s per step and request, 2048-token
 # context), per backbone.
@@ -70,8 +72,6 @@ def run_geometry(run: dict, folder: Path | None = None) -> tuple[int, int, int]:
         g = PRESETS[name]
         return g.layers, g.kv_bytes, g.index_bytes
     if folder is not None:
-        from harness.study.sweep import log_dir
-
         try:
             meta = json.loads((log_dir(folder, run["decode"]) / "metadata.json").read_text())
             g = get_geometry(name, meta)
@@ -91,8 +91,6 @@ class SweepProgress:
 
     def __init__(self, folder: Path, decodes: dict, runs: list[dict], enabled: bool = True):
         from tqdm import tqdm
-
-        from harness.study.sweep import run_id
 
         self.folder = folder
         self.decodes = {did: decode_cost(d) for did, d in decodes.items()}
@@ -118,7 +116,7 @@ class SweepProgress:
         """Read the progress files of the decodes in flight."""
         doing = []
         for did in list(self.partial) + [d for d in self.decodes if d not in self.partial]:
-            path = self.folder / "logs" / f".progress-{did}.json"
+            path = progress_file(self.folder, did)
             try:
                 p = json.loads(path.read_text())
                 phase, done, total = str(p["phase"]), int(p["done"]), int(p["total"])

@@ -14,6 +14,11 @@ finished) and for ``collect`` (which tabulates it):
 
 :func:`write_run` builds a folder under a temporary name and renames it into place, and never
 lets a failure replace a finished run.
+
+Run identity lives here too: a run is named by the hash of its canonical config
+(:func:`run_id`), a decode by the hash of its ``[decode]`` config (:func:`decode_id`), its index
+log is ``logs/<backbone>-<indexer>-k<topk>-<hash>`` (:func:`log_dir`) and a decode in flight
+reports to :func:`progress_file`.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.cache import RESULTS_VERSION
 from harness.core.canon import config_hash
 from harness.core.classes import TRAFFIC_CLASSES
+from harness.core.errors import UserError
 from harness.core.units import remove_path, replace_path, temp_name
 
 FINISHED = ("ok", "stale")
@@ -204,3 +211,47 @@ def write_run(runs: Path, rid: str, files: dict) -> bool:
         return True
     finally:
         remove_path(tmp)
+
+
+# --- run identity ---------------------------------------------------------------------------
+
+def decode_id(decode: dict) -> str:
+    return config_hash(decode)
+
+
+def run_id(run: dict) -> str:
+    return config_hash(run)
+
+
+def log_name(decode: dict) -> str:
+    """The folder name of a decode's index log: ``<backbone>-<indexer>-k<topk>-<hash>``."""
+    backbone = re.sub(r"[^A-Za-z0-9._]+", "_", Path(str(decode["backbone"])).name)[:40] or "backbone"
+    return f"{backbone}-{decode['indexer']}-k{decode['topk']}-{decode_id(decode)}"
+
+
+def log_dir(folder: Path, decode: dict) -> Path:
+    """Where a decode's index log lives: its named folder, or the hash-only folder an older
+    sweep left (reused as it is)."""
+    named = folder / "logs" / log_name(decode)
+    legacy = folder / "logs" / decode_id(decode)
+    return legacy if not named.exists() and (legacy / "metadata.json").exists() else named
+
+
+def log_ready(folder: Path, decode: dict) -> bool:
+    """Is the decode's index log there and readable (metadata, schema and row count; a log that
+    is not is decoded again)?"""
+    from trace_gen.indexlog import IndexLog
+
+    path = log_dir(folder, decode)
+    if not (path / "metadata.json").exists():
+        return False
+    try:
+        IndexLog(path)
+    except UserError:
+        return False
+    return True
+
+
+def progress_file(folder: Path, did: str) -> Path:
+    """Where a decode in flight reports its progress for the sweep's bar (``logs/.progress-<id>.json``)."""
+    return folder / "logs" / f".progress-{did}.json"

@@ -1,12 +1,4 @@
-"""Sweeps: a TOML grid of decode x stream x LLC x timing x backend points, run once each.
-
-A spec has sections ``[sweep]``, ``[decode]``, ``[stream]``, ``[llc]``, ``[timing]``, ``[gem5]``
-and any number of ``[[exclude]]`` tables. Every key of decode/stream/llc/timing (and
-``sweep.backend``) takes one value or a list (the grid's axes); an exclude table drops the
-points that match all its keys. :data:`SCHEMA` declares every key's default, type and range
-(``harness.core.fields``). The spec is validated before anything runs: every value on its own
-(so an unknown key or a wrong type hides nothing else), then each section's combinations (e.g.
-``reserve_ways`` against ``ways``), and every distinct problem is reported once, all together.
+"""Sweeps: run every point of a spec (``harness.study.spec``) once, in a sweep folder.
 
 A sweep folder holds ``sweep.json`` (the spec that made it), ``logs/<name>/`` (index logs, one
 per decode configuration, shared by every run that needs it, named
@@ -17,304 +9,38 @@ complete, so an interrupted sweep leaves no half result and re-running it skips 
 
 A running sweep holds an exclusive lock on its folder (``.lock``): a second sweep into the same
 folder refuses, or waits with ``wait=True``. Under the lock, hidden temporaries left in
-``runs/`` and ``logs/`` by killed processes are deleted. Worker processes end when the sweep
-that started them dies.
+``runs/`` and ``logs/`` by killed processes are deleted. The decodes run first, then the
+simulations, as tasks on an executor (``harness.study.executors``: local processes or Dask).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 import os
 import platform
-import re
 import sys
 import tempfile
-import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import __version__
 from harness.cache import RESULTS_VERSION
-from harness.core.canon import config_hash
-from harness.core.errors import UserError, first_line, problems_error
+from harness.core.errors import UserError, error_line
 from harness.core.locks import FileLock, LockHeld
-from harness.core.settings import SETTINGS
-from harness.core.units import remove_path, require_memory, write_text_atomic
-from harness.study.runs import is_stale, read_run, write_run
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-__all__ = ["SCHEMA", "Spec", "execute", "is_stale", "load_spec", "loads_spec", "parse_spec", "run_id"]
-
-MAX_GRID_POINTS = 5_000_000  # checked in seconds; examples/full_sweep.toml has 215,040
-
-# Every key of a spec: default, type and range, by section (declared once, with the options').
-SCHEMA = SETTINGS
-GRID_SECTIONS = ("decode", "stream", "llc", "timing")
-# Sections checked together: a group's canonical configs may depend on each other's values.
-GROUPS = (("decode",), ("stream",), ("llc", "timing"))
-AXES = {(s, k) for s in GRID_SECTIONS for k in SCHEMA[s]} | {("sweep", "backend")}
-FLAT = {k: (s, k) for s, k in AXES}  # exclude tables name grid keys without their section
-
-
-@dataclass
-class Spec:
-    raw: dict
-    runs: list[dict] = field(default_factory=list)     # canonical run configs
-    decodes: dict = field(default_factory=dict)        # decode id -> decode config
-
-    @property
-    def digest(self) -> str:
-        return config_hash(self.raw, 16)
-
-    @property
-    def uses_gem5(self) -> bool:
-        return any(r["backend"] == "gem5" for r in self.runs)
-
-
-def load_spec(path: str | Path) -> Spec:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"sweep spec {path} does not exist")
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise UserError(f"sweep spec {path} is not UTF-8 text") from None
-    return loads_spec(text, str(path))
-
-
-def loads_spec(text: str, where: str = "spec") -> Spec:
-    """A spec from TOML text (``where`` names it in messages)."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"sweep spec {where} does not parse: {e}") from None
-    return parse_spec(raw, where)
-
-
-def parse_spec(raw: dict, where: str = "spec") -> Spec:
-    """Validate a spec and expand it into canonical run configs; every distinct problem is
-    reported once, all together (see the module docstring)."""
-    problems: list[str] = []
-    axes = _axes(raw, problems)
-    excludes = _excludes(raw.get("exclude", []) if isinstance(raw, dict) else [], problems)
-    points = math.prod(len(axes[(s, k)]) for s, k in AXES)
-    if points > MAX_GRID_POINTS:
-        problems.append(f"the grid has {points:,} points before exclusions; at most {MAX_GRID_POINTS:,}")
-        raise problems_error(f"sweep spec {where}", problems)
-    groups = [_group_points(group, axes, problems, excludes) for group in GROUPS]
-    spec = Spec(raw)
-    if all(groups) and axes[("sweep", "backend")]:
-        gem5 = {k: (axes[("gem5", k)] or [None])[0] for k in SCHEMA["gem5"]}  # None: invalid, reported
-        seen = set()
-        for parts in itertools.product(*groups, axes[("sweep", "backend")]):
-            *points, backend = parts
-            flat = {"backend": backend}
-            for given, _ in points:
-                flat.update(given)
-            if any(all(flat.get(k) == v for k, v in ex.items()) for ex in excludes):
-                continue
-            canonical = {section: dict(c) for _, group in points for section, c in group.items()}
-            run = {section: canonical[section] for section in GRID_SECTIONS} | {"backend": backend}
-            if backend == "gem5":
-                try:
-                    from harness.cache.llc import LLCConfig
-                    from harness.gem5.launcher import check_llc
-
-                    cfg = LLCConfig(**run["llc"])
-                    check_llc(cfg)
-                    if gem5["model"] == "closed-loop":
-                        from harness.cache.timing import TimingConfig
-                        from harness.gem5.steptime import check_step_config
-
-                        check_step_config(cfg, TimingConfig(**run["timing"]), gem5["steps"])
-                except UserError as e:
-                    problems.append(str(e))
-                    continue
-                keys = ("model", "steps") if gem5["model"] == "closed-loop" else ("model", "tick_spacing_ps", "dram", "clock")
-                run["gem5"] = {k: gem5[k] for k in keys}
-            rid = run_id(run)
-            if rid in seen:  # e.g. the baseline repeated under several policies
-                continue
-            seen.add(rid)
-            spec.runs.append(run)
-            spec.decodes[decode_id(run["decode"])] = run["decode"]
-        if not spec.runs and not problems:
-            problems.append("the grid is empty after exclusions")
-    if problems:
-        raise problems_error(f"sweep spec {where}", problems)
-    return spec
-
-
-def _axes(raw, problems: list[str]) -> dict:
-    """Each key's checked values (defaults for absent keys, a key without a default is required;
-    invalid values are reported and left out)."""
-    given: dict = {}
-    if not isinstance(raw, dict):
-        problems.append("the spec is not a table")
-        raw = {}
-    for section, body in raw.items():
-        if section == "exclude":
-            continue
-        if section not in SCHEMA:
-            problems.append(f"unknown section [{section}]")
-        elif not isinstance(body, dict):
-            problems.append(f"[{section}] must be a table")
-        else:
-            for key, value in body.items():
-                name = f"{section}.{key}"
-                if key not in SCHEMA[section]:
-                    problems.append(f"unknown key {name}")
-                elif isinstance(value, list) and (section, key) not in AXES:
-                    problems.append(f"{name} takes one value, not a list")
-                elif isinstance(value, list) and not value:
-                    problems.append(f"{name} is an empty list")
-                else:
-                    given[(section, key)] = value if isinstance(value, list) else [value]
-    axes = {}
-    for section, fields in SCHEMA.items():
-        for key, f in fields.items():
-            values = []
-            if (section, key) not in given and f.default is None and not f.nullable:
-                problems.append(f"{section}.{key} is required")
-            for value in given.get((section, key), [] if f.default is None and not f.nullable else [f.default]):
-                try:
-                    checked = f.check(f"{section}.{key}", value)
-                except UserError as e:
-                    problems.append(str(e))
-                    continue
-                if checked not in values:
-                    values.append(checked)
-            axes[(section, key)] = values
-    return axes
-
-
-def _excludes(excludes, problems: list[str]) -> list[dict]:
-    if not isinstance(excludes, list) or not all(isinstance(x, dict) for x in excludes):
-        problems.append("[[exclude]] must be an array of tables")
-        return []
-    out = []
-    for ex in excludes:
-        checked = {}
-        for key, value in ex.items():
-            if key not in FLAT:
-                problems.append(f"unknown key {key} in [[exclude]]")
-                continue
-            section, _ = FLAT[key]
-            try:
-                checked[key] = SCHEMA[section][key].check(f"[[exclude]] {key}", value)
-            except UserError as e:
-                problems.append(str(e))
-        out.append(checked)
-    return out
-
-
-def _group_points(group: tuple[str, ...], axes: dict, problems: list[str],
-                  excludes: list[dict] = ()) -> list[tuple[dict, dict]]:
-    """Each combination of a group's values that forms a valid configuration, as (the values
-    given, by key; the canonical config of each section of the group); the invalid ones reported,
-    except those an exclude table naming only this group's keys leaves out."""
-    keys = [(s, k) for s in group for k in SCHEMA[s]]
-    names = {k for _, k in keys}
-    own = [ex for ex in excludes if ex and set(ex) <= names]
-    out = []
-    for values in itertools.product(*(axes[key] for key in keys)):
-        given = {s: {} for s in group}
-        for (s, k), v in zip(keys, values):
-            given[s][k] = v
-        flat = {k: v for (_, k), v in zip(keys, values)}
-        if any(all(flat.get(k) == v for k, v in ex.items()) for ex in own):
-            continue
-        try:
-            canonical = {s: _canonical(s, given) for s in group}
-        except UserError as e:
-            problems.append(str(e))
-            continue
-        out.append(({k: v for (_, k), v in zip(keys, values)}, canonical))
-    return out
-
-
-def _canonical(section: str, given: dict) -> dict:
-    """A section's canonical config (equal runs get equal configs), validated as a whole, from
-    the values of its group (``given``: section -> key -> value)."""
-    v = given[section]
-    try:
-        if section == "decode":
-            from trace_gen.decode import DecodeConfig, check_context
-
-            cfg = DecodeConfig(**v)
-            cfg.validate()
-            check_context(cfg)
-            return dict(v)
-        if section == "stream":
-            from trace_gen.stream import Layout
-
-            Layout.from_settings(v).validate()
-            return dict(v)
-        if section == "llc":
-            from harness.cache.llc import LLCConfig
-            from harness.cache.platforms import get_platform
-
-            platform = get_platform(given["timing"]["platform"])  # its LLC unless size and ways are given
-            size = platform.llc_size if v["size"] is None else v["size"]
-            ways = platform.llc_ways if v["ways"] is None else v["ways"]
-            llc = LLCConfig.make(size, ways, v["reserve_ways"], v["policy"], v["whole_token_eviction"])
-            require_memory(llc.memory_bytes(), f"an LLC of {size}")
-            if llc.reserve_ways == 0 or llc.policy == "lru":  # the policy and whole-token flag do not apply
-                llc = LLCConfig(llc.size, llc.ways, llc.reserve_ways, "lru" if llc.reserve_ways == 0 else llc.policy, True)
-            return llc.to_dict()
-        from harness.cache.timing import TimingConfig
-
-        timing = TimingConfig.make(v["platform"], v["model"],
-                                   **{k: x for k, x in v.items() if k not in ("platform", "model")})
-        return timing.to_dict()
-    except UserError as e:
-        raise UserError(f"{section}: {e}") from None
-
-
-def decode_id(decode: dict) -> str:
-    return config_hash(decode)
-
-
-def run_id(run: dict) -> str:
-    return config_hash(run)
-
-
-def log_name(decode: dict) -> str:
-    """The folder name of a decode's index log: ``<backbone>-<indexer>-k<topk>-<hash>``."""
-    backbone = re.sub(r"[^A-Za-z0-9._]+", "_", Path(str(decode["backbone"])).name)[:40] or "backbone"
-    return f"{backbone}-{decode['indexer']}-k{decode['topk']}-{decode_id(decode)}"
-
-
-def log_dir(folder: Path, decode: dict) -> Path:
-    """Where a decode's index log lives: its named folder, or the hash-only folder an older
-    sweep left (reused as it is)."""
-    named = folder / "logs" / log_name(decode)
-    legacy = folder / "logs" / decode_id(decode)
-    return legacy if not named.exists() and (legacy / "metadata.json").exists() else named
-
-
-def log_ready(folder: Path, decode: dict) -> bool:
-    """Is the decode's index log there and readable (metadata, schema and row count; a log that
-    is not is decoded again)?"""
-    from trace_gen.indexlog import IndexLog
-
-    path = log_dir(folder, decode)
-    if not (path / "metadata.json").exists():
-        return False
-    try:
-        IndexLog(path)
-    except UserError:
-        return False
-    return True
-
+from harness.core.units import remove_path, write_text_atomic
+from harness.study.executors import dask_executor, local_executor
+from harness.study.runs import (
+    decode_id,
+    log_dir,
+    log_name,
+    log_ready,
+    progress_file,
+    read_run,
+    run_id,
+    write_run,
+)
+from harness.study.spec import Spec
 
 # --- the sweep folder ---------------------------------------------------------------------
 
@@ -383,11 +109,7 @@ def _provenance(started: float) -> dict:
 
 
 def _error_record(e: BaseException) -> dict:
-    return {"error": _error_line(e), "type": type(e).__name__, "traceback": traceback.format_exc()}
-
-
-def _error_line(e: BaseException) -> str:
-    return first_line(e) if isinstance(e, UserError) else f"{type(e).__name__}: {first_line(e)}"
+    return {"error": error_line(e), "type": type(e).__name__, "traceback": traceback.format_exc()}
 
 
 # --- tasks (run in worker processes) --------------------------------------------------------
@@ -406,7 +128,7 @@ def decode_task(folder: str, decode: dict, threads: int | None = None) -> str:
         import torch
 
         torch.set_num_threads(threads)
-    progress = folder / "logs" / f".progress-{did}.json"
+    progress = progress_file(folder, did)
     last = [0.0]
 
     def report(phase: str, done: int, total: int) -> None:
@@ -470,7 +192,7 @@ def simulate_run(folder: Path, run: dict, gem5_binary: str | None = None, gem5_t
                     batch=src.log.requests)
 
 
-# --- executors ---------------------------------------------------------------------------
+# --- the sweep ---------------------------------------------------------------------------
 
 def execute(spec: Spec, folder: str | Path, jobs: int | None = None, scheduler: str | None = None,
             rerun_failed: bool = False, force: bool = False, progress: bool = True,
@@ -504,7 +226,7 @@ def _execute(spec, folder, jobs, scheduler, rerun_failed, progress, gem5_binary,
               "still_failed": 0 if rerun_failed else sum(s == "failed" for s in states.values())}
     if not todo:
         return counts
-    executor = _dask_executor(scheduler) if scheduler else _local_executor(jobs)
+    executor = dask_executor(scheduler) if scheduler else local_executor(jobs)
     bar = SweepProgress(folder, decodes, todo, enabled=progress)
     aborted = True
     try:
@@ -537,121 +259,3 @@ def _execute(spec, folder, jobs, scheduler, rerun_failed, progress, gem5_binary,
         bar.close()
         executor.close(abort=aborted)
     return counts
-
-
-def _call(fn, args):
-    """Run a task; (its result, None) or (None, its error in one line)."""
-    try:
-        return fn(*args), None
-    except Exception as e:
-        return None, _error_line(e)
-
-
-def _watch_parent(parent: int) -> None:
-    """In a worker: exit as soon as the sweep that started it is gone (no orphan keeps writing)."""
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="watch-parent").start()
-
-
-class _LocalExecutor:
-    def __init__(self, jobs: int):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.workers = jobs
-        # spawn, not fork: a forked child of a process that already runs torch or numba threads
-        # can deadlock on a lock held by a thread that did not survive the fork
-        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_watch_parent, initargs=(os.getpid(),)) \
-            if jobs > 1 else None
-
-    def map(self, fn, tasks: dict, poll=None):
-        """Yield (key, value, error) as the tasks (key -> arguments) finish; ``poll()`` runs
-        every half second while they do."""
-        if self.pool is None:  # in this process; a thread polls while each task runs
-            for key, args in tasks.items():
-                stop = threading.Event()
-                poller = threading.Thread(target=_poll_until, args=(poll, stop), daemon=True) if poll else None
-                if poller:
-                    poller.start()
-                try:
-                    outcome = _call(fn, args)
-                finally:
-                    stop.set()
-                    if poller:
-                        poller.join()
-                yield key, *outcome
-            return
-        from concurrent.futures import FIRST_COMPLETED, wait
-
-        futures = {self.pool.submit(_call, fn, args): key for key, args in tasks.items()}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            if poll:
-                poll()
-            for f in done:
-                try:
-                    value, error = f.result()
-                except Exception as e:  # the worker process died (killed, out of memory)
-                    value, error = None, _error_line(e)
-                yield futures[f], value, error
-
-    def close(self, abort: bool = False):
-        if self.pool:
-            if abort:  # interrupted: stop the workers now rather than let them finish their runs
-                for process in list(getattr(self.pool, "_processes", {}).values()):
-                    process.terminate()
-            self.pool.shutdown(wait=not abort, cancel_futures=True)
-
-
-def _poll_until(poll, stop: threading.Event, every: float = 0.5) -> None:
-    while not stop.wait(every):
-        poll()
-
-
-def _local_executor(jobs):
-    return _LocalExecutor(max(1, jobs or os.cpu_count() or 1))
-
-
-class _DaskExecutor:
-    def __init__(self, address: str):
-        try:
-            from dask.distributed import Client
-        except ImportError:  # pragma: no cover
-            raise UserError("the Dask executor needs dask[distributed]") from None
-        try:
-            self.client = Client(address, timeout="10s")
-        except Exception as e:
-            raise UserError(f"cannot reach the Dask scheduler at {address}: {first_line(e)}") from None
-        self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
-
-    def map(self, fn, tasks: dict, poll=None):
-        from dask.distributed import as_completed
-
-        futures = {self.client.submit(_call, fn, args, pure=False): key for key, args in tasks.items()}
-        done = as_completed(list(futures))
-        while not done.is_empty():
-            batch = done.next_batch(block=False) or []
-            if not batch:
-                if poll:
-                    poll()
-                time.sleep(0.5)
-                continue
-            for f in batch:
-                try:
-                    value, error = f.result()
-                except Exception as e:
-                    value, error = None, _error_line(e)
-                yield futures[f], value, error
-
-    def close(self, abort: bool = False):
-        self.client.close()
-
-
-def _dask_executor(address):
-    return _DaskExecutor(address)

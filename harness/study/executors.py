@@ -1,0 +1,138 @@
+"""Where a sweep's tasks run: local worker processes or a Dask distributed cluster.
+
+An executor maps a task function over ``{key: arguments}`` and yields ``(key, value, error)`` as
+tasks finish (``error``: the task's exception in one line, or the worker's death), calling
+``poll()`` about every half second while they run (the progress bar reads the decodes' progress
+files then). ``close(abort=True)`` stops the workers at once (an interrupted sweep).
+
+- :class:`LocalExecutor`: ``jobs`` spawned processes (``jobs == 1``: in this process, with a
+  polling thread). Workers exit as soon as the sweep that started them is gone.
+- :class:`DaskExecutor`: a ``dask.distributed`` client on a scheduler address; its workers must
+  see the sweep folder.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from harness.core.errors import UserError, error_line, first_line
+
+
+def _call(fn, args):
+    """Run a task; (its result, None) or (None, its error in one line)."""
+    try:
+        return fn(*args), None
+    except Exception as e:
+        return None, error_line(e)
+
+
+def _watch_parent(parent: int) -> None:
+    """In a worker: exit as soon as the sweep that started it is gone (no orphan keeps writing)."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="watch-parent").start()
+
+
+class LocalExecutor:
+    def __init__(self, jobs: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.workers = jobs
+        # spawn, not fork: a forked child of a process that already runs torch or numba threads
+        # can deadlock on a lock held by a thread that did not survive the fork
+        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_watch_parent, initargs=(os.getpid(),)) \
+            if jobs > 1 else None
+
+    def map(self, fn, tasks: dict, poll=None):
+        """Yield (key, value, error) as the tasks (key -> arguments) finish; ``poll()`` runs
+        every half second while they do."""
+        if self.pool is None:  # in this process; a thread polls while each task runs
+            for key, args in tasks.items():
+                stop = threading.Event()
+                poller = threading.Thread(target=_poll_until, args=(poll, stop), daemon=True) if poll else None
+                if poller:
+                    poller.start()
+                try:
+                    outcome = _call(fn, args)
+                finally:
+                    stop.set()
+                    if poller:
+                        poller.join()
+                yield key, *outcome
+            return
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        futures = {self.pool.submit(_call, fn, args): key for key, args in tasks.items()}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            if poll:
+                poll()
+            for f in done:
+                try:
+                    value, error = f.result()
+                except Exception as e:  # the worker process died (killed, out of memory)
+                    value, error = None, error_line(e)
+                yield futures[f], value, error
+
+    def close(self, abort: bool = False):
+        if self.pool:
+            if abort:  # interrupted: stop the workers now rather than let them finish their runs
+                for process in list(getattr(self.pool, "_processes", {}).values()):
+                    process.terminate()
+            self.pool.shutdown(wait=not abort, cancel_futures=True)
+
+
+def _poll_until(poll, stop: threading.Event, every: float = 0.5) -> None:
+    while not stop.wait(every):
+        poll()
+
+
+def local_executor(jobs):
+    return LocalExecutor(max(1, jobs or os.cpu_count() or 1))
+
+
+class DaskExecutor:
+    def __init__(self, address: str):
+        try:
+            from dask.distributed import Client
+        except ImportError:  # pragma: no cover
+            raise UserError("the Dask executor needs dask[distributed]") from None
+        try:
+            self.client = Client(address, timeout="10s")
+        except Exception as e:
+            raise UserError(f"cannot reach the Dask scheduler at {address}: {first_line(e)}") from None
+        self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+
+    def map(self, fn, tasks: dict, poll=None):
+        from dask.distributed import as_completed
+
+        futures = {self.client.submit(_call, fn, args, pure=False): key for key, args in tasks.items()}
+        done = as_completed(list(futures))
+        while not done.is_empty():
+            batch = done.next_batch(block=False) or []
+            if not batch:
+                if poll:
+                    poll()
+                time.sleep(0.5)
+                continue
+            for f in batch:
+                try:
+                    value, error = f.result()
+                except Exception as e:
+                    value, error = None, error_line(e)
+                yield futures[f], value, error
+
+    def close(self, abort: bool = False):
+        self.client.close()
+
+
+def dask_executor(address):
+    return DaskExecutor(address)
