@@ -8,7 +8,7 @@ absolute positions and their share of the dense attention mass.
 
 The mask function is registered under the same name as transformers' eager mask: without a mask
 registration the function would get ``attention_mask=None`` and a sliding-window model (Gemma 3)
-would silently lose its window in prefill (BACKBONE-NOTES.md).
+would silently lose its window in prefill (DESIGN.md, section 4).
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ class Geometry:
     @property
     def token_stride(self) -> int:
         """Bytes a token's KV occupies in a layout: ``kv_bytes`` rounded up to whole lines, so
-        that every kv line belongs to exactly one token (DESIGN.md)."""
+        that every kv line belongs to exactly one token (DESIGN.md, section 5)."""
         return -(-self.kv_bytes // LINE_BYTES) * LINE_BYTES
 
     @property

@@ -1,6 +1,6 @@
 """Synthetic DSA-like selections, for benchmarks and tests that must not load a model.
 
-Shaped after what real backbones show (BACKBONE-NOTES.md): each layer keeps a share
+Shaped after what real backbones show (DESIGN.md, section 4): each layer keeps a share
 ``overlap`` of its previous selection, position 0 is always picked (an attention sink), and the
 new picks favour recent tokens (half from the last ``recent`` positions, half uniform).
 """

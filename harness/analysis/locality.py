@@ -1,4 +1,4 @@
-"""Locality of DSA selections, from index logs alone (DESIGN.md, "Locality metrics").
+"""Locality of DSA selections, from index logs alone (DESIGN.md, section 9).
 
 Per (backbone, request, layer), with S_t the selection at step t:
 

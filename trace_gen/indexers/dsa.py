@@ -8,7 +8,7 @@ with ``k~_s`` token s's post-RoPE key heads concatenated, one indexer head per a
 (``H_I = H``; head j projects the post-RoPE query head j: ``q'_j = B_j q_j``), dimension
 ``d_I``, and one indexer key ``k'_s`` per token shared by all indexer heads (the per-token
 indexer key cache). A fixed random projection
-carries no signal on wide heads (BACKBONE-NOTES.md), so A, B_j and w_j are fitted per layer by
+carries no signal on wide heads (DESIGN.md, section 4), so A, B_j and w_j are fitted per layer by
 distillation, as DeepSeek trained its indexer: minimise KL(p || softmax(score)) where p is the
 layer's dense attention averaged over heads, on queries from a calibration text's prefill
 (A starts from the keys' principal directions, B_j from the block of A of head j's key head).
