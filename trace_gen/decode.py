@@ -21,6 +21,7 @@ from harness import __version__
 from harness.core.canon import config_hash
 from harness.core.errors import UserError
 from harness.core.outputs import check_output_folder
+from harness.core.progress import progress_bar
 from harness.core.settings import default
 from trace_gen import attention as attn
 from trace_gen.backbones import (
@@ -143,7 +144,6 @@ def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress
     caches would not fit in the memory available, is refused before its weights load when
     the backbone's config can be read without them."""
     import torch
-    from tqdm import tqdm
     from transformers import DynamicCache
 
     cfg.validate()
@@ -187,8 +187,8 @@ def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress
         t0 = time.perf_counter()
         nxt = prefill(backbone, ids, cache, session, chunk, progress).argmax(-1)
         t1 = time.perf_counter()
-        for step in tqdm(range(cfg.steps), desc=f"decode {backbone.name}", disable=not progress,
-                         unit="step", leave=False):
+        for step in progress_bar(range(cfg.steps), desc=f"decode {backbone.name}", disable=not progress,
+                                 unit="step", leave=False):
             session.ctx_len = cfg.prompt_tokens + step + 1
             logits = backbone.model(input_ids=nxt[:, None], cache=cache, use_cache=True).logits
             generated[:, step] = nxt.numpy()

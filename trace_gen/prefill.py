@@ -50,14 +50,15 @@ def prefill(backbone, ids: np.ndarray, cache, session, chunk: int, progress: boo
     ``session.ctx_len`` = the tokens cached once the chunk is in). Returns the logits of the
     prompts' last position [B, V]."""
     import torch
-    from tqdm import tqdm
+
+    from harness.core.progress import progress_bar
 
     starts = range(0, ids.shape[1], chunk)
     session.prefilling = True
     try:
         with attn.active(session), torch.no_grad():
-            for start in tqdm(starts, desc=f"prefill {backbone.name}", unit="chunk", leave=False,
-                              disable=not progress or len(starts) == 1):
+            for start in progress_bar(starts, desc=f"prefill {backbone.name}", unit="chunk", leave=False,
+                                      disable=not progress or len(starts) == 1):
                 end = min(start + chunk, ids.shape[1])
                 session.ctx_len = end
                 logits = backbone.model(input_ids=torch.from_numpy(ids[:, start:end]), cache=cache,

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import time
 from pathlib import Path
 
+from harness.core.progress import LOG_EVERY_S, is_terminal, progress_bar
 from harness.study.runs import log_dir, progress_file, run_id
 
 # Decode cost, measured by `python bench/sweep_costs.py` (2-core VM, one torch thread): model
@@ -87,11 +90,11 @@ def sim_cost(run: dict, folder: Path | None = None) -> float:
 
 
 class SweepProgress:
-    """A tqdm bar over the estimated seconds of a sweep's decodes and simulations."""
+    """A bar over the estimated seconds of a sweep's decodes and simulations: live on a terminal;
+    in a file or a CI log (``harness.core.progress``) a line when a decode finishes, otherwise at
+    most one every 30 s, and the last state."""
 
     def __init__(self, folder: Path, decodes: dict, runs: list[dict], enabled: bool = True):
-        from tqdm import tqdm
-
         self.folder = folder
         self.decodes = {did: decode_cost(d) for did, d in decodes.items()}
         self.names = {did: d["backbone"] for did, d in decodes.items()}
@@ -99,18 +102,24 @@ class SweepProgress:
         self.run_costs = {rid: sim_cost(r) for rid, r in self.runs.items()}
         self.done_cost, self.partial = 0.0, {}
         self.tasks, self.finished = len(decodes) + len(runs), 0
-        self.bar = tqdm(total=self._total(), desc="sweep", disable=not enabled, smoothing=0,
-                        bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]{postfix}")
-        self._postfix("")
+        self.live = is_terminal(sys.stderr)
+        self.bar = progress_bar(total=self._total(), desc="sweep", disable=not enabled, smoothing=0,
+                                bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]{postfix}")
+        self.last_line = -math.inf
+        self._postfix("", show=True)
 
     def _total(self) -> float:
         return max(sum(self.decodes.values()) + sum(self.run_costs.values()), 1e-9)
 
-    def _postfix(self, doing: str) -> None:
+    def _postfix(self, doing: str, show: bool = False) -> None:
+        """Update the bar; in a log, write its line only when ``show`` or 30 s after the last."""
         self.bar.set_postfix_str(f"{self.finished}/{self.tasks} tasks" + (f", {doing}" if doing else ""),
                                  refresh=False)
         self.bar.n = min(self.done_cost + sum(self.partial.values()), self.bar.total)
-        self.bar.refresh()
+        now = time.monotonic()
+        if self.live or show or now - self.last_line >= LOG_EVERY_S:
+            self.last_line = now
+            self.bar.refresh()
 
     def poll(self) -> None:
         """Read the progress files of the decodes in flight."""
@@ -135,13 +144,13 @@ class SweepProgress:
         self.partial.pop(did, None)
         self.done_cost += self.decodes.pop(did, 0)
         self.finished += 1
-        self._postfix("")
+        self._postfix("", show=True)
 
     def start_simulations(self) -> None:
         """The index logs exist now: estimate the simulations from their real geometries."""
         self.run_costs = {rid: sim_cost(self.runs[rid], self.folder) for rid in self.run_costs}
         self.bar.total = self.done_cost + sum(self.decodes.values()) + sum(self.run_costs.values())
-        self._postfix("simulating")
+        self._postfix("simulating", show=True)
 
     def run_done(self, rid: str) -> None:
         self.done_cost += self.run_costs.pop(rid, 0)
@@ -152,4 +161,5 @@ class SweepProgress:
         self.bar.write(message)
 
     def close(self) -> None:
+        self._postfix("")  # the bar's last state, which closing it writes
         self.bar.close()

@@ -30,6 +30,7 @@ from harness.core.canon import config_hash
 from harness.core.errors import first_line, problems_error
 from harness.core.fields import Field, check_fields
 from harness.core.locks import FileLock
+from harness.core.progress import progress_bar
 from harness.core.units import atomic_path, write_text_atomic
 from trace_gen.indexers.base import Indexer, LayerInputs
 
@@ -195,7 +196,7 @@ def fit_layer(query, visible, key, scaling, d_i, iterations, lr, window=None) ->
 
 def calibrate(backbone, settings: dict, progress=True) -> tuple[list[LayerIndexer], dict]:
     """Fit every layer's indexer on the calibration text; returns the layers and a fit record.
-    ``progress``: True prints ``fitting the dsa indexer of <backbone>: layer i/n`` on stderr, a
+    ``progress``: True shows a bar over the layers on stderr (``harness.core.progress``), a
     callable hears ``("fit <backbone>", i, n)`` instead, False keeps quiet."""
     from trace_gen.prefill import capture_prefill, prompts
 
@@ -208,20 +209,19 @@ def calibrate(backbone, settings: dict, progress=True) -> tuple[list[LayerIndexe
     captured = capture_prefill(backbone, ids, rows)
     window = getattr(backbone.config, "sliding_window", None) if settings.get("window_keys") else None
     layers, record = [], []
+    bar = progress_bar(total=backbone.layers, desc=f"fitting the dsa indexer of {backbone.name}", unit="layer",
+                       disable=progress is not True)
     for i, kind in enumerate(backbone.layer_types()):
         query, visible, key, scaling = captured.pop(i)
         if callable(progress):
             progress(f"fit {backbone.name}", i, backbone.layers)
-        elif progress:
-            print(f"\rfitting the dsa indexer of {backbone.name}: layer {i + 1}/{backbone.layers}", end="",
-                  file=sys.stderr)
         layer, stats = fit_layer(query, visible, key, scaling, int(settings["d_I"]),
                                  int(settings["iterations"]), float(settings["lr"]),
                                  window if kind == "sliding" else None)
         layers.append(layer)
         record.append(stats)
-    if progress is True:
-        print(file=sys.stderr)
+        bar.update()
+    bar.close()
     fit = {"settings": settings, "text": text_meta, "layers": record,
            "seconds": time.perf_counter() - t0,
            "mean_kl_final": sum(r["kl_final"] for r in record) / len(record)}
