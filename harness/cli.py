@@ -124,7 +124,7 @@ def section_values(kw: dict, section: str, *keys: str) -> dict:
 check_options = check_values  # one checker for specs and options: harness.core.settings
 
 TIMING_OVERRIDES = ("llc_hit_cycles", "dram_latency_cycles", "max_outstanding", "dram_bytes_per_cycle",
-                    "issue_per_cycle", "warmup_steps")
+                    "issue_per_cycle", "warmup_steps", "overlap")
 
 # Platform, LLC geometry, reservation and timing options shared by the simulating commands.
 llc_options = option_group(

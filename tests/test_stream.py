@@ -14,7 +14,7 @@ from harness.core.accesstrace import read_access_trace
 from harness.core.classes import INDEX, KV, KV_WRITE, TRAFFIC_CLASSES, WEIGHTS
 from harness.core.errors import UserError
 from trace_gen import gem5trace
-from trace_gen.geometry import PRESETS, Geometry
+from trace_gen.geometry import PRESETS, Geometry, Weights
 from trace_gen.indexlog import IndexLog
 from trace_gen.stream import Layout, StreamSource, split_token_id, token_id
 from trace_gen.synthetic import write_synthetic_log
@@ -103,7 +103,7 @@ def test_shuffled_pages_are_a_permutation(tiny_log):
                                     Layout(kind="paged", page_tokens=64, page_order="shuffled", seed=1, weights=True)])
 def test_every_kv_line_maps_back_to_its_token(tmp_path, layout):
     log = IndexLog(write_synthetic_log(tmp_path / "s", steps=4, layers=3, topk=24, prompt=200, requests=3))
-    geo = Geometry("g", layers=5, kv_bytes=656, index_bytes=132, weight_bytes=4096)
+    geo = Geometry("g", layers=5, kv_bytes=656, index_bytes=132, weights=Weights(5 * 4096))
     src = StreamSource(log, geo, layout)
     for c in src.chunks(as_lines=True):
         kv = (c.cls == KV) | (c.cls == KV_WRITE)
@@ -119,7 +119,7 @@ def test_every_kv_line_maps_back_to_its_token(tmp_path, layout):
 
 def test_bytes_per_class_and_step_follow_the_geometry(tmp_path):
     log = IndexLog(write_synthetic_log(tmp_path / "s", steps=3, layers=2, topk=16, prompt=100, requests=2))
-    geo = Geometry("g", layers=4, kv_bytes=656, index_bytes=132, weight_bytes=10_000)
+    geo = Geometry("g", layers=4, kv_bytes=656, index_bytes=132, weights=Weights(4 * 10_000))
     src = StreamSource(log, geo, Layout(kind="paged", page_tokens=16, weights=True))
     df = requests_of(src)
     rows = log.dataframe()
@@ -132,7 +132,7 @@ def test_bytes_per_class_and_step_follow_the_geometry(tmp_path):
         assert by[KV] == sel * 656
         assert by[KV_WRITE] == 4 * 2 * 656
         assert by[INDEX] == ctx * 132 + 4 * 2 * 132
-        assert by[WEIGHTS] == 4 * 10_000
+        assert by[WEIGHTS] == 4 * geo.weight_bytes(2) == 4 * 10_048  # whole lines per layer
 
 
 def test_layer_map_stretches_the_log():

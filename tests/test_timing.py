@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from helpers import write_log
 
 from harness.cache.platforms import PLATFORMS, get_platform
-from harness.cache.timing import TimingConfig, open_loop_stall, phase_cycles, step_time
+from harness.cache.timing import TimingConfig, open_loop_stall, phase_cycles, phase_time, step_time
 from harness.cli import cli
 from harness.core.errors import UserError
 from trace_gen.geometry import Geometry
@@ -20,7 +20,7 @@ from trace_gen.stream import Layout, StreamSource
 # hit 10 cycles, miss 100, 4 requests in flight, 1 issued per cycle, 64 B per cycle, 10 FLOP/cycle
 T = TimingConfig("xeon-8480", "closed-loop", clock_hz=1e9, llc_hit_cycles=10, dram_latency_cycles=100,
                  max_outstanding=4, dram_bytes_per_cycle=64.0, issue_per_cycle=1.0, flops_per_cycle=10.0,
-                 bw_efficiency=1.0, warmup_steps=1)
+                 bw_efficiency=1.0, warmup_steps=1, overlap=0.0)
 
 
 @pytest.mark.parametrize("hits,misses,writebacks,expect", [
@@ -67,6 +67,16 @@ def test_step_time_sums_phases_and_skips_the_warmup_step():
     assert r["memory_wait_share"]["gather"] == pytest.approx(101 / step1)
     assert r["phase_cycles"]["gather"]["compute"] == pytest.approx(10)
     assert "closed-loop" in r["timing"]["produced_by"]
+
+
+@pytest.mark.parametrize("overlap, gather", [(0.0, 101 + 10), (0.5, 101 + 5), (1.0, 101)])
+def test_overlap_hides_the_shorter_of_memory_and_compute_in_each_phase(overlap, gather):
+    phases = pd.DataFrame({"step": [0, 0, 1, 1], "kind": [0, 1, 0, 1], "hits": [0, 0, 8, 0],
+                           "misses": [8, 8, 0, 1], "writebacks": 0, "flops": [0, 100, 0, 100]})
+    r = step_time(phases, TimingConfig(**{**T.to_dict(), "overlap": overlap}))
+    assert r["step_time_cycles"] == pytest.approx((8 * 10 / 4 + 4) + gather)
+    # a compute-bound phase: memory hidden under compute at the roofline
+    assert phase_time([10.0], [30.0], 1.0)[0] == 30 and phase_time([10.0], [30.0], 0.0)[0] == 40
 
 
 def test_open_loop_is_the_old_formula():

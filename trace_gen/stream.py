@@ -8,8 +8,9 @@ request inside the phase):
    all ``ctx_len`` indexer keys;
 2. **gather** phase (it needs the index phase's top-k): for each request, the write of the new
    token's KV (``kv_write``, position ``ctx_len - 1``, which the selection may include), then every
-   selected token's KV (``kv_bytes`` each); then, with ``weights``, the layer's weights
-   (``weight_bytes``, once per layer for the whole batch).
+   selected token's KV (``kv_bytes`` each); then, with ``weights``, the layer's share of the
+   weights one device reads in the step (``Geometry.weight_bytes(batch)``, once per layer for the
+   whole batch; see ``trace_gen.geometry.Weights``).
 
 Every access carries its phase id, ``(step * L + layer) * 2 + kind`` (kind 0 index, 1 gather),
 and :meth:`StreamSource.phases` describes each phase (step, layer, kind, FLOPs of the compute that
@@ -130,7 +131,7 @@ class AddressMap:
         self.index_base = self.kv_base + self.kv_bytes_region
         self.index_bytes_region = _align(g.layers * slots * g.index_bytes)
         self.weights_base = self.index_base + self.index_bytes_region
-        self.weight_bytes = g.weight_bytes if layout.weights else 0
+        self.weight_bytes = g.weight_bytes(self.requests) if layout.weights else 0  # per layer
         self.size = self.weights_base + _align(g.layers * self.weight_bytes)
         if self.size >= 1 << 63:
             raise UserError(f"the address space of this stream ({self.size:,} B: {g.layers} layers x "

@@ -11,4 +11,7 @@ the numba data structures they share (``dlist``, ``heap``, ``hashtab``)."""
 #    results give the decode-step time of the closed-loop phase model.
 # 4: the closed-loop model's latency_factor, and both it and bw_efficiency fitted to gem5 per
 #    platform (harness/cache/calibration.json).
-RESULTS_VERSION = 4
+# 5: a phase's memory and compute overlap (the platform's `overlap`, 1: the roofline); weights are
+#    what one device of the geometry's cited deployment reads per step (MoE: the routed experts
+#    its batch activates).
+RESULTS_VERSION = 5

@@ -123,6 +123,10 @@ SETTINGS: dict[str, dict[str, Field]] = {
                                  help="Line requests issued per cycle [default: the platform's]."),
         "warmup_steps": Field(None, "int", 0, MAX_INT32, nullable=True,
                               help="First decode steps left out of the step-time means [default: 1]."),
+        "overlap": Field(None, "float", 0, 1, nullable=True,
+                         help="Share of the shorter of a phase's memory and compute time hidden under the "
+                              "longer: 1 the roofline (the larger of the two), 0 their sum [default: the "
+                              "platform's, 1]."),
     },
     "gem5": {
         "binary": Field(None, "str", nullable=True, option="--gem5", column=False,

@@ -45,9 +45,11 @@ def config_id(c: dict) -> str:
 
 
 def timing_for(c: dict, platform: str, calibrated: dict | None = None) -> TimingConfig:
-    base = TimingConfig.make(platform, max_outstanding=c["max_outstanding"])
+    """The built-in model's timing of a validation configuration: gem5's memory bandwidth and
+    phase semantics (compute after memory: overlap 0)."""
+    base = TimingConfig.make(platform, max_outstanding=c["max_outstanding"], overlap=0.0)
     t = TimingConfig.make(platform, max_outstanding=c["max_outstanding"],
-                          dram_bytes_per_cycle=gem5_bandwidth_per_cycle(base))
+                          dram_bytes_per_cycle=gem5_bandwidth_per_cycle(base), overlap=0.0)
     return TimingConfig(**{**t.to_dict(), **(calibrated or UNCALIBRATED)})
 
 

@@ -54,15 +54,15 @@ def stream_lines(run: dict, geometry: tuple[int, int, int]) -> float:
     ctx = d["prompt_tokens"] + (d["steps"] + 1) / 2
     per_request = (math.ceil(kv_bytes / LINE) * (min(d["topk"], ctx) + 1)
                    + ctx * index_bytes / LINE + 1)
-    weights = _weight_bytes(s) / LINE if s.get("weights") else 0
+    weights = _weight_bytes(s, d["requests"]) / LINE if s.get("weights") else 0
     return d["steps"] * layers * (d["requests"] * per_request + weights)
 
 
-def _weight_bytes(stream: dict) -> int:
+def _weight_bytes(stream: dict, batch: int) -> int:
     from trace_gen.geometry import PRESETS
 
     g = PRESETS.get(stream["geometry"])
-    return g.weight_bytes if g else 0
+    return g.weight_bytes(batch) if g else 0
 
 
 def run_geometry(run: dict, folder: Path | None = None) -> tuple[int, int, int]:
