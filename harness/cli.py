@@ -167,7 +167,7 @@ def _stream_provenance(src) -> dict:
             "index_log_config_hash": src.log.meta.get("config_hash"),
             "backbone": src.log.meta["backbone"]["name"], "indexer": src.log.meta["indexer"],
             "geometry": src.geometry.to_dict(), "layout": src.layout.to_dict(),
-            "address_map": src.amap.describe()}
+            "batch": src.batch, "log_requests": src.log.requests, "address_map": src.amap.describe()}
 
 
 @cli.command()
@@ -249,7 +249,7 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
     else:
         src = StreamSource.from_options(index_log, stream)
         chunks, source = src.chunks(as_lines=True, reuse=True, steps=steps), _stream_provenance(src)
-        address_map, phases, batch = src.amap.describe(), src.phases(steps), src.log.requests
+        address_map, phases, batch = src.amap.describe(), src.phases(steps), src.batch
     if backend == "gem5" and gem5_model == "closed-loop":
         from harness.gem5.steptime import simulate_step_gem5
 

@@ -37,7 +37,8 @@ def tiny_log(tmp_path):
 def requests_of(src):
     chunks = list(src.chunks(as_lines=False))
     return pd.concat([pd.DataFrame({"addr": c.addr, "size": c.size, "cls": c.cls, "write": c.write,
-                                    "token": c.token, "step": c.step, "phase": c.phase}) for c in chunks],
+                                    "token": c.token, "step": c.step, "phase": c.phase,
+                                    "request": c.request}) for c in chunks],
                      ignore_index=True)
 
 
@@ -267,3 +268,23 @@ def test_per_request_counts_add_up_to_the_class_counts(tiny_log):
     for q in (0, 1):
         selected = rows[rows.request == q].positions.map(len).sum()
         assert r["by_request"][q]["kv"]["accesses"] == 2 * selected
+
+
+def test_a_larger_batch_reuses_the_logs_selections_at_addresses_of_its_own(tmp_path):
+    log = IndexLog(write_synthetic_log(tmp_path / "s", steps=2, layers=2, topk=8, prompt=64, requests=2))
+    geo = Geometry("g", layers=2, kv_bytes=656, index_bytes=132)
+    one = requests_of(StreamSource(log, geo, Layout(kind="paged", page_tokens=16)))
+    five = StreamSource(log, geo, Layout(kind="paged", page_tokens=16), batch=5)
+    df = requests_of(five)
+    assert sorted(df.request.unique()) == [0, 1, 2, 3, 4]
+    for v in range(5):  # request v reads what the log's request v mod 2 selected, in its own pages
+        mine, src = df[df.request == v], one[one.request == v % 2]
+        assert (mine.cls.to_numpy() == src.cls.to_numpy()).all()
+        assert (mine["size"].to_numpy() == src["size"].to_numpy()).all()
+        kv = mine.cls.to_numpy() == KV
+        r, _, p = split_token_id(mine.token.to_numpy()[kv])
+        assert (r == v).all() and (p == split_token_id(src.token.to_numpy()[kv])[2]).all()
+    kv = df[df.cls == KV]
+    assert not kv.groupby("addr").request.nunique().gt(1).any()  # no two requests share a KV address
+    phases = five.phases()
+    assert phases.flops.sum() == pytest.approx(2.5 * StreamSource(log, geo, Layout()).phases().flops.sum())

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from harness.core.accesstrace import LineAccesses, Requests
 from harness.core.classes import INDEX, KV, KV_WRITE, LINE_BYTES, LINE_SHIFT, WEIGHTS
 from harness.core.errors import UserError
-from harness.core.settings import SETTINGS, default
+from harness.core.settings import MAX_REQUESTS, SETTINGS, default
 from harness.core.units import require_memory
 from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog
@@ -187,13 +187,23 @@ class AddressMap:
 class StreamSource:
     """The access stream of one index log under one geometry and layout, generated in chunks."""
 
-    def __init__(self, log: IndexLog, geometry: Geometry, layout: Layout):
+    def __init__(self, log: IndexLog, geometry: Geometry, layout: Layout, batch: int | None = None):
+        """``batch``: the requests the stream decodes side by side (default: the log's). A batch
+        larger than the log's reuses its requests' selections in turn (request v reads the
+        selections of the log's request v mod R) at addresses of its own: each request has its
+        own KV pages and token ids, as in a serving batch, and the LLC sees B distinct working
+        sets; the selections repeat every R requests."""
         layout.validate()
         self.log, self.geometry, self.layout = log, geometry, layout
         shape = log.validate()
         if log.rows == 0:
             raise UserError(f"index log {log.folder} has no rows")
-        self.amap = AddressMap(geometry, layout, shape.first_ctx, shape.last_ctx)
+        self.batch = log.requests if batch is None else int(batch)
+        if not 1 <= self.batch <= MAX_REQUESTS:
+            raise UserError(f"batch must be between 1 and {MAX_REQUESTS}, got {self.batch}")
+        self.source_request = np.arange(self.batch, dtype=np.int64) % log.requests
+        self.amap = AddressMap(geometry, layout, np.asarray(shape.first_ctx)[self.source_request],
+                               np.asarray(shape.last_ctx)[self.source_request])
         self.layer_map = geometry.layer_map(log.layers).astype(np.int64)
         self.max_row = shape.max_row  # from the data: the buffers must hold what the rows hold
         self.bound = self._bound_per_layer_step()
@@ -210,20 +220,21 @@ class StreamSource:
 
         log = IndexLog(index_log)
         o = options
-        return cls(log, get_geometry(o["geometry"], log.meta),
-                   Layout.from_settings(o))
+        return cls(log, get_geometry(o["geometry"], log.meta), Layout.from_settings(o), o.get("batch"))
 
     def phases(self, steps: int | None = None) -> pd.DataFrame:
         """One row per phase of the stream (of its first ``steps`` decode steps, when given), in
         stream order: ``phase`` (the id its accesses carry), ``step``, ``layer`` (geometry layer),
         ``kind`` (0 index, 1 gather) and ``flops``, the compute that follows the phase for the
         whole batch (trace_gen.geometry)."""
-        ctx = self.log.table(["step", "layer", "ctx_len", "positions"])
+        ctx = self.log.table(["step", "layer", "request", "ctx_len", "positions"])
+        uses = np.bincount(self.source_request, minlength=self.log.requests)[ctx.column("request").to_numpy()]
         rows = pd.DataFrame({"step": ctx.column("step").to_numpy(), "log_layer": ctx.column("layer").to_numpy(),
-                             "ctx_len": ctx.column("ctx_len").to_numpy(),
-                             "selected": pc.list_value_length(ctx.column("positions")).to_numpy()})
+                             "ctx_len": ctx.column("ctx_len").to_numpy() * uses,
+                             "selected": pc.list_value_length(ctx.column("positions")).to_numpy() * uses,
+                             "n": uses})
         per = rows.groupby(["step", "log_layer"], sort=True).agg(ctx=("ctx_len", "sum"), sel=("selected", "sum"),
-                                                                 n=("ctx_len", "size")).reset_index()
+                                                                 n=("n", "sum")).reset_index()
         g = self.geometry
         kept = per.step.unique()[:steps]
         layer = np.tile(np.arange(g.layers), len(kept))
@@ -245,7 +256,7 @@ class StreamSource:
         # the key scan reads one range per page: each may straddle one more line than its bytes fill
         per_request = (lines(g.index_bytes) + lines(a.max_ctx * g.index_bytes) + 2 * pages
                        + (self.max_row + 1) * lines(g.kv_bytes))
-        return lines(a.weight_bytes) + self.log.requests * per_request
+        return lines(a.weight_bytes) + self.batch * per_request
 
     def chunks(self, as_lines: bool = True, chunk_lines: int = CHUNK_LINES, reuse: bool = False,
                steps: int | None = None) -> Iterator:
@@ -270,7 +281,7 @@ class StreamSource:
             while pos[0] < len(step_starts):
                 out = shared or _Buffers(cap, as_lines)
                 n = _emit(block.request, block.step, block.ctx_len, block.offsets, block.positions,
-                          step_starts, pos, self.layer_map, self.log.requests,
+                          step_starts, pos, self.layer_map, self.log.requests, self.source_request,
                           self.amap.phys, self.amap.page_tokens, self.amap.total_pages,
                           self.geometry.token_stride, self.geometry.kv_bytes, self.geometry.index_bytes,
                           self.amap.weight_bytes, self.amap.kv_base, self.amap.index_base,
@@ -333,7 +344,7 @@ def _put(n, addr, nbytes, c, w, tok, step, ph, rq, as_lines, o):
 
 
 @nb.njit(nogil=True, cache=True)
-def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n_req,
+def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n_req, source,
           phys, page_tokens, total_pages, stride, kv_bytes, index_bytes, weight_bytes,
           kv_base, index_base, weights_base, as_lines, bound,
           o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req):
@@ -353,8 +364,8 @@ def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n
             kv_layer = kv_base + g * layer_slots * stride
             ix_layer = index_base + g * layer_slots * index_bytes
             ph = (np.int64(st) * n_geo + g) * 2
-            for r in range(n_req):  # index phase: new key, then the scan of every cached key
-                ctx = ctx_len[row0 + r]
+            for r in range(source.shape[0]):  # index phase: new key, then the scan of every cached key
+                ctx = ctx_len[row0 + source[r]]
                 new = ctx - 1
                 slot = phys[r, new // page_tokens] * page_tokens + new % page_tokens
                 n = _put(n, ix_layer + slot * index_bytes, index_bytes, INDEX, 1, -1, st, ph, r, as_lines, o)
@@ -363,8 +374,8 @@ def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n
                     n = _put(n, ix_layer + phys[r, j] * page_tokens * index_bytes, count * index_bytes,
                              INDEX, 0, -1, st, ph, r, as_lines, o)
             ph += 1
-            for r in range(n_req):  # gather phase: the new token's KV is written, then the selection read
-                row = row0 + r
+            for r in range(source.shape[0]):  # gather phase: the new token's KV is written, then the selection read
+                row = row0 + source[r]
                 tok_base = (np.int64(r) << 48) | (np.int64(g) << 32)
                 new = ctx_len[row] - 1
                 slot = phys[r, new // page_tokens] * page_tokens + new % page_tokens

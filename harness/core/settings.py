@@ -94,6 +94,9 @@ SETTINGS: dict[str, dict[str, Field]] = {
                             help="Physical page allocation order ({choices})."),
         "layout_seed": Field(0, "int", 0, help="Seed of the shuffled page order."),
         "weights": Field(False, "bool", help="Stream each layer's weights once per step (geometry's weight_bytes)."),
+        "batch": Field(None, "int", 1, MAX_REQUESTS, nullable=True,
+                       help="Requests decoded side by side [default: the log's]; a larger batch reuses the "
+                            "log's selections in turn, each request at its own addresses."),
     },
     "llc": {  # size and ways: the platform's LLC unless given
         "size": Field(None, "size", nullable=True, option="--llc-size", column="llc_bytes",

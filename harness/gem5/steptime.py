@@ -131,7 +131,7 @@ def simulate_step_gem5(src, cfg: LLCConfig, timing: TimingConfig, binary: str | 
     result = run.results
     # gem5 runs a phase's compute after its last response: its phase time is the sum (overlap 0)
     t = TimingConfig(**{**timing.to_dict(), "warmup_steps": 0, "overlap": 0.0})
-    result.update(step_time(phase_table(run.phases, timing.clock_hz), t, src.log.requests, PRODUCED_BY))
+    result.update(step_time(phase_table(run.phases, timing.clock_hz), t, src.batch, PRODUCED_BY))
     result["steps"] = int(run.phases.step.nunique())  # warm-up steps included; the means leave them out
     result["gem5"].update({"phases": counts["phases"], "requests": counts["requests"],
                            "options": opts, "command": run.command})

@@ -189,7 +189,7 @@ def simulate_run(folder: Path, run: dict, gem5_binary: str | None = None, gem5_t
             return simulate_gem5(src.chunks(reuse=True), cfg, src.amap.describe(), gem5_binary, out,
                                  gem5_timeout, g["tick_spacing_ps"], g["dram"], g["clock"])
     return simulate(src.chunks(reuse=True), cfg, TimingConfig(**run["timing"]), bounds=True, phases=src.phases(),
-                    batch=src.log.requests)
+                    batch=src.batch)
 
 
 # --- the sweep ---------------------------------------------------------------------------
