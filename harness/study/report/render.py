@@ -51,6 +51,13 @@ class Doc:
         if path:
             self.blocks.append(("image", Path(path)))
 
+    def images(self, paths):
+        for path in paths:
+            self.image(path)
+
+    def extend(self, other: Doc):
+        self.blocks.extend(other.blocks)
+
     def markdown(self) -> str:
         out = []
         for kind, v in self.blocks:

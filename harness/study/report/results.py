@@ -19,6 +19,7 @@ import pandas as pd
 from harness.core.errors import UserError
 from harness.core.units import format_size
 from harness.study.headline import CLASSES, comparisons, headline, identities, verdict
+from harness.study.report.registry import ReportContext, section, write_sections
 from harness.study.report.render import Doc
 
 
@@ -225,16 +226,98 @@ def class_misses_plot(df: pd.DataFrame, h: pd.DataFrame, folder: Path) -> str | 
     return save(fig, folder / "misses_by_class.png")
 
 
+# --- the sections ---------------------------------------------------------------------------
+
+@section("Does reserving LLC ways for KV tokens speed up DSA decode?", order=10, level=1)
+def first_screen(ctx: ReportContext, doc: Doc) -> None:
+    for line in ctx.verdict:
+        doc.p(line)
+    doc.p(model_note(ctx.results) + " A reservation keeps ways for KV lines only (the rest of the traffic gets the "
+          "other ways); speed-ups are of the decode-step time against the same configuration without one.")
+    for line in identities(ctx.results):
+        doc.p(line)
+    doc.table(first_screen_table(ctx.headline))
+    doc.image(speedup_plot(ctx.headline, ctx.folder))
+
+
+@section("Every policy's best reservation", order=20)
+def best_reservations(ctx: ReportContext, doc: Doc) -> None:
+    doc.table(first_screen_table(ctx.headline, best_only=False))
+    doc.image(class_misses_plot(ctx.results, ctx.headline, ctx.folder))
+    doc.images(scale_plots(comparisons(ctx.results), ctx.folder))
+
+
+@section("KV hit rate, misses and step time against reserved ways", order=30)
+def against_reserved_ways(ctx: ReportContext, doc: Doc) -> None:
+    doc.images(sweep_plots(ctx.results, ctx.folder))
+
+
+@section("Locality of the selections", order=40)
+def locality(ctx: ReportContext, doc: Doc) -> None:
+    from harness.analysis.locality import analyze_log, locality_tables
+    from harness.analysis.plots import locality_plots
+
+    if not (ctx.locality and ctx.logs):
+        return
+    tables = locality_tables([analyze_log(log) for log in ctx.logs], ctx.logs)
+    cols = ["log", "overlap_mean", "jaccard_mean", "runs_mean", "page_utilisation_64",
+            "reuse_distance_mean", "working_set_16", "lru_hit_rate_kxl_0.25", "lru_hit_rate_kxl_1"]
+    doc.table(tables["summary"][[c for c in cols if c in tables["summary"]]])
+    doc.images(locality_plots(tables, ctx.folder))
+    for name, t in tables.items():
+        t.to_parquet(ctx.folder / f"locality_{name}.parquet", index=False)
+
+
+@section("Reservation policies below one decode step's footprint", order=50)
+def policies(ctx: ReportContext, doc: Doc) -> None:
+    from harness.study.policy_study import family_table, policy_plots, policy_sweep, streak_vs_zoo
+
+    if not (ctx.policies and ctx.logs):
+        return
+    pol = pd.concat([policy_sweep(log) for log in ctx.logs], ignore_index=True)
+    pol.to_parquet(ctx.folder / "policies.parquet", index=False)
+    doc.p("Token hit rate of a fully associative reservation of a fraction of k x layers x requests "
+          "tokens, every policy beside token-LRU and MIN (share of MIN's hits): the project's policies "
+          "(dsa-llc) and libCacheSim's eviction algorithms (lcs:, the field's standard simulator; "
+          "lcs:belady is MIN without bypass, left out of the best online algorithm).")
+    for line in streak_vs_zoo(pol):
+        doc.p(line)
+    doc.table(family_table(pol))
+    quarter = pol[pol.capacity_kxl == 0.25].pivot_table(index=["policy", "family"], columns="log",
+                                                       values="share_of_min", sort=False, dropna=False)
+    doc.table(quarter.reset_index().rename(columns=lambda c: f"share of MIN at kL/4: {c}"
+                                           if c not in ("policy", "family") else c))
+    for failure in pol.failure[pol.failure != ""]:
+        doc.p(f"Failed (no hits counted): {failure}")
+    doc.images(policy_plots(pol, ctx.folder))
+
+
+@section("All runs", order=60)
+def all_runs(ctx: ReportContext, doc: Doc) -> None:
+    df = ctx.results
+    doc.p("fa_lru / fa_min token hit rate: a fully associative cache of whole tokens with the reserved capacity, "
+          "under LRU / Belady's MIN with bypass, fed the run's KV token reads and writes. fa_min bounds the run's "
+          "KV full-token hit rate (kv_token_full_hit_rate) under any policy of the reserved ways; fa_lru bounds "
+          "nothing. Neither bounds the step time: the shared ways' traffic changes with the reservation too.")
+    cols = ["backbone", "geometry", "prompt_tokens", "topk", "requests", "llc_bytes", "ways", "reserve_ways",
+            "policy", "kv_hit_rate", "index_hit_rate", "misses_lines", "step_time_cycles", "batch_tokens_per_s",
+            "kv_token_full_hit_rate", "fa_lru_token_hit_rate", "min_token_hit_rate", "_status"]
+    doc.table(df[[c for c in cols if c in df]].sort_values(cols[:9])
+              .rename(columns={"min_token_hit_rate": "fa_min_token_hit_rate"}))
+    if ctx.unreadable:
+        doc.p("Unreadable run folders (skipped): " + "; ".join(ctx.unreadable))
+
+
+# --- the report ------------------------------------------------------------------------------
+
 def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, locality: bool = True,
                  overwrite: bool = False) -> dict:
     """Collect the sweep and write report.md, report.html, the plots and the tables into ``out``
-    (an earlier report there is replaced only with ``overwrite``: ``harness.core.outputs``)."""
-    from harness.analysis.locality import analyze_log, locality_tables
-    from harness.analysis.plots import locality_plots
+    (an earlier report there is replaced only with ``overwrite``: ``harness.core.outputs``): the
+    registered sections (``harness.study.report.registry``) in order."""
     from harness.core.outputs import check_output_folder, mark_folder
     from harness.core.units import atomic_path
     from harness.study.collect import collect
-    from harness.study.policy_study import family_table, policy_plots, policy_sweep, streak_vs_zoo
 
     check = lambda: check_output_folder(out, "report", overwrite)  # noqa: E731
     check()
@@ -245,70 +328,14 @@ def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, 
     h = headline(df)
     logs = sorted(p for p in (sweep_dir / "logs").iterdir() if (p / "metadata.json").exists()) \
         if (sweep_dir / "logs").is_dir() else []
-    doc = Doc()
     with atomic_path(Path(out), check) as tmp:
         tmp.mkdir()
         mark_folder(tmp, "report")
-        doc.h(1, "Does reserving LLC ways for KV tokens speed up DSA decode?")
-        for line in verdict(df):
-            doc.p(line)
-        doc.p(model_note(df) + " A reservation keeps ways for KV lines only (the rest of the traffic gets the "
-              "other ways); speed-ups are of the decode-step time against the same configuration without one.")
-        for line in identities(df):
-            doc.p(line)
-        doc.table(first_screen_table(h))
-        doc.image(speedup_plot(h, tmp))
-        doc.h(2, "Every policy's best reservation")
-        doc.table(first_screen_table(h, best_only=False))
-        doc.image(class_misses_plot(df, h, tmp))
-        for p in scale_plots(comparisons(df), tmp):
-            doc.image(p)
-        doc.h(2, "KV hit rate, misses and step time against reserved ways")
-        for p in sweep_plots(df, tmp):
-            doc.image(p)
-        if locality and logs:
-            tables = locality_tables([analyze_log(log) for log in logs], logs)
-            doc.h(2, "Locality of the selections")
-            cols = ["log", "overlap_mean", "jaccard_mean", "runs_mean", "page_utilisation_64",
-                    "reuse_distance_mean", "working_set_16", "lru_hit_rate_kxl_0.25", "lru_hit_rate_kxl_1"]
-            doc.table(tables["summary"][[c for c in cols if c in tables["summary"]]])
-            for p in locality_plots(tables, tmp):
-                doc.image(p)
-            for name, t in tables.items():
-                t.to_parquet(tmp / f"locality_{name}.parquet", index=False)
-        if policies and logs:
-            pol = pd.concat([policy_sweep(log) for log in logs], ignore_index=True)
-            pol.to_parquet(tmp / "policies.parquet", index=False)
-            doc.h(2, "Reservation policies below one decode step's footprint")
-            doc.p("Token hit rate of a fully associative reservation of a fraction of k x layers x requests "
-                  "tokens, every policy beside token-LRU and MIN (share of MIN's hits): the project's policies "
-                  "(dsa-llc) and libCacheSim's eviction algorithms (lcs:, the field's standard simulator; "
-                  "lcs:belady is MIN without bypass, left out of the best online algorithm).")
-            for line in streak_vs_zoo(pol):
-                doc.p(line)
-            doc.table(family_table(pol))
-            quarter = pol[pol.capacity_kxl == 0.25].pivot_table(index=["policy", "family"], columns="log",
-                                                               values="share_of_min", sort=False, dropna=False)
-            doc.table(quarter.reset_index().rename(columns=lambda c: f"share of MIN at kL/4: {c}"
-                                                   if c not in ("policy", "family") else c))
-            for failure in pol.failure[pol.failure != ""]:
-                doc.p(f"Failed (no hits counted): {failure}")
-            for p in policy_plots(pol, tmp):
-                doc.image(p)
-        doc.h(2, "All runs")
-        doc.p("fa_lru / fa_min token hit rate: a fully associative cache of whole tokens with the reserved capacity, "
-              "under LRU / Belady's MIN with bypass, fed the run's KV token reads and writes. fa_min bounds the run's "
-              "KV full-token hit rate (kv_token_full_hit_rate) under any policy of the reserved ways; fa_lru bounds "
-              "nothing. Neither bounds the step time: the shared ways' traffic changes with the reservation too.")
-        cols = ["backbone", "geometry", "prompt_tokens", "topk", "requests", "llc_bytes", "ways", "reserve_ways",
-                "policy", "kv_hit_rate", "index_hit_rate", "misses_lines", "step_time_cycles", "batch_tokens_per_s",
-                "kv_token_full_hit_rate", "fa_lru_token_hit_rate", "min_token_hit_rate", "_status"]
-        doc.table(df[[c for c in cols if c in df]].sort_values(cols[:9])
-                  .rename(columns={"min_token_hit_rate": "fa_min_token_hit_rate"}))
-        if bad:
-            doc.p("Unreadable run folders (skipped): " + "; ".join(bad))
+        ctx = ReportContext(results=df, headline=h, verdict=verdict(df), unreadable=bad, sweep=sweep_dir,
+                            logs=logs, folder=tmp, policies=policies, locality=locality)
+        doc = write_sections(ctx)
         df.to_parquet(tmp / "results.parquet", index=False)
         h.to_csv(tmp / "headline.csv", index=False)
         (tmp / "report.md").write_text(doc.markdown())
         (tmp / "report.html").write_text(doc.html())
-    return {"results": df, "headline": h, "verdict": verdict(df), "unreadable": bad}
+    return {"results": df, "headline": h, "verdict": ctx.verdict, "unreadable": bad}
