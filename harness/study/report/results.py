@@ -1,5 +1,4 @@
-"""The study report: does reserving LLC ways for KV tokens speed up DSA decode, by how much, on
-which backbone, and why? Markdown and a self-contained HTML page with PNG plots.
+"""The report's sections on the sweep's results, with their tables and plots.
 
 The first screen gives, per backbone, the best reservation's decode-step speed-up, the traffic
 class whose saved misses make it, and how often reservations help and hurt (harness.study.headline),
@@ -16,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.core.errors import UserError
 from harness.core.units import format_size
-from harness.study.headline import CLASSES, comparisons, headline, identities, verdict
-from harness.study.report.registry import ReportContext, section, write_sections
+from harness.study.headline import CLASSES, comparisons, identities
+from harness.study.report.registry import ReportContext, section
 from harness.study.report.render import Doc
 
 
@@ -306,36 +304,3 @@ def all_runs(ctx: ReportContext, doc: Doc) -> None:
               .rename(columns={"min_token_hit_rate": "fa_min_token_hit_rate"}))
     if ctx.unreadable:
         doc.p("Unreadable run folders (skipped): " + "; ".join(ctx.unreadable))
-
-
-# --- the report ------------------------------------------------------------------------------
-
-def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, locality: bool = True,
-                 overwrite: bool = False) -> dict:
-    """Collect the sweep and write report.md, report.html, the plots and the tables into ``out``
-    (an earlier report there is replaced only with ``overwrite``: ``harness.core.outputs``): the
-    registered sections (``harness.study.report.registry``) in order."""
-    from harness.core.outputs import check_output_folder, mark_folder
-    from harness.core.units import atomic_path
-    from harness.study.collect import collect
-
-    check = lambda: check_output_folder(out, "report", overwrite)  # noqa: E731
-    check()
-    sweep_dir = Path(sweep_dir)
-    df, bad = collect(sweep_dir)
-    if df.empty:
-        raise UserError(f"{sweep_dir} has no runs to report")
-    h = headline(df)
-    logs = sorted(p for p in (sweep_dir / "logs").iterdir() if (p / "metadata.json").exists()) \
-        if (sweep_dir / "logs").is_dir() else []
-    with atomic_path(Path(out), check) as tmp:
-        tmp.mkdir()
-        mark_folder(tmp, "report")
-        ctx = ReportContext(results=df, headline=h, verdict=verdict(df), unreadable=bad, sweep=sweep_dir,
-                            logs=logs, folder=tmp, policies=policies, locality=locality)
-        doc = write_sections(ctx)
-        df.to_parquet(tmp / "results.parquet", index=False)
-        h.to_csv(tmp / "headline.csv", index=False)
-        (tmp / "report.md").write_text(doc.markdown())
-        (tmp / "report.html").write_text(doc.html())
-    return {"results": df, "headline": h, "verdict": ctx.verdict, "unreadable": bad}
