@@ -7,11 +7,11 @@ the plots (and any table files) saved into ``ctx.folder``. Registered with
 ``order``. A section with nothing to say (no index logs, no gem5 runs, an option turned it off)
 returns without writing anything, and the report then has no heading for it either.
 
-Adding a section touches one or two files: the decorated function, in the module of its group
-(``results``: the sweep's speed-ups and runs; ``locality`` and ``policies``: the index logs), or
-in a new module of ``harness/study/report/``, which is then imported in its ``__init__.py``
-(importing a module registers its sections). Sections import this module and the renderer,
-never the reverse, and never each other.
+Adding a section touches one or two files: the decorated function goes in the module of its
+group (``results``: the sweep's speed-ups and runs; ``index_logs``: the index logs' locality and
+policy study), or in a new module of ``harness/study/report/``, which is then imported in the
+package's ``__init__.py`` (importing a module registers its sections). Sections import this
+module and the renderer, never the reverse, and never each other.
 """
 
 from __future__ import annotations
