@@ -1,5 +1,7 @@
 """Small builders shared by the tests."""
 
+import json
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -91,3 +93,55 @@ ways = 8
 reserve_ways = [0, 2, 4]
 policy = {policy}
 {extra}"""
+
+
+SPEC = tiny_spec('"deepseek-v3.2"', '"64KiB"', '"token-lru"')  # three runs (0, 2 and 4 reserved ways), one decode
+
+
+def run(*args):
+    """``dsa-harness ARGS`` through click's CliRunner (paths and numbers given as they are)."""
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def one_error(res, message=""):
+    """The command failed with exactly one `error:` line (holding ``message``), no traceback."""
+    assert res.exit_code not in (0, None), res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    lines = res.output.splitlines()
+    assert sum(line.startswith("error:") for line in lines) == 1, res.output
+    assert "Traceback" not in res.output and "internal error" not in res.output, res.output
+    assert message in res.output, res.output
+
+
+# --- a raw index log writer: rows exactly as given, metadata as given ----------------------
+
+GOOD_META = {"schema_version": 1, "requests": 1, "steps": 2, "layers": 2,
+             "backbone": {"name": "hand", "config": {"name": "hand", "num_hidden_layers": 2,
+                                                     "num_key_value_heads": 1, "head_dim": 16, "dtype_bytes": 2}},
+             "indexer": {"name": "hand", "topk": 3, "key_bytes": 16}}
+GOOD_ROWS = [(0, 0, 0, 10, [1, 4, 7]), (0, 0, 1, 10, [0, 2, 9]),
+             (0, 1, 0, 11, [1, 4, 10]), (0, 1, 1, 11, [0, 3, 5])]
+
+
+def write_raw_log(folder, rows=GOOD_ROWS, meta=GOOD_META, meta_text=None):
+    """An index log written without the writer's checks: ``rows`` [(request, step, layer, ctx_len,
+    positions), ...] and ``meta`` exactly as given (``meta_text`` replaces metadata.json's text)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    cols = list(zip(*rows)) if rows else [[]] * 5
+    table = pa.table({"request": pa.array(cols[0], pa.int32()), "step": pa.array(cols[1], pa.int32()),
+                      "layer": pa.array(cols[2], pa.int16()), "ctx_len": pa.array(cols[3], pa.int32()),
+                      "positions": pa.array([list(p) for p in cols[4]], pa.list_(pa.int32())),
+                      "recall": pa.array([None] * len(rows), pa.float32()),
+                      "recall_best": pa.array([None] * len(rows), pa.float32())})
+    text = meta_text if meta_text is not None else json.dumps(meta)
+    pq.write_table(table.replace_schema_metadata({b"dsa_llc.index_log": json.dumps(meta).encode()}),
+                   folder / "index_log.parquet")
+    (folder / "metadata.json").write_text(text)
+    return folder

@@ -15,11 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
-from helpers import tiny_spec
+from helpers import GOOD_META, GOOD_ROWS, SPEC, one_error, run, write_raw_log
 
 from harness.cache.timing import TimingConfig
-from harness.cli import cli
 from harness.core.errors import UserError
 from harness.study.collect import collect
 from harness.study.runs import decode_id, log_name, read_run, run_id, write_run
@@ -27,74 +25,9 @@ from harness.study.spec import loads_spec
 from harness.study.sweep import SweepLock, execute
 from trace_gen.synthetic import write_synthetic_log
 
-SPEC = tiny_spec('"deepseek-v3.2"', '"64KiB"', '"token-lru"')
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_error(res, message=""):
-    """The command failed with exactly one `error:` line (holding ``message``), no traceback."""
-    assert res.exit_code not in (0, None), res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    lines = res.output.splitlines()
-    assert sum(line.startswith("error:") for line in lines) == 1, res.output
-    assert "Traceback" not in res.output and "internal error" not in res.output, res.output
-    assert message in res.output, res.output
-
 
 def tree(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
-
-
-@pytest.fixture(scope="module")
-def done_sweep(tmp_path_factory):
-    """A finished three-run sweep (copy it before changing it)."""
-    folder = tmp_path_factory.mktemp("sweep") / "s"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DSA_LLC_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        counts = execute(loads_spec(SPEC), folder, jobs=1, progress=False)
-    assert counts["ok"] == 3
-    return folder
-
-
-@pytest.fixture
-def sweep_copy(done_sweep, tmp_path, monkeypatch):
-    monkeypatch.setenv("DSA_LLC_CACHE", str(tmp_path / "cache"))
-    folder = tmp_path / "s"
-    shutil.copytree(done_sweep, folder)
-    return folder
-
-
-@pytest.fixture
-def log(tmp_path):
-    return write_synthetic_log(tmp_path / "log", steps=3, layers=2, topk=8, prompt=40, requests=2)
-
-
-# --- a raw index log writer: rows exactly as given, metadata as given ----------------------
-
-GOOD_META = {"schema_version": 1, "requests": 1, "steps": 2, "layers": 2,
-             "backbone": {"name": "hand", "config": {"name": "hand", "num_hidden_layers": 2,
-                                                     "num_key_value_heads": 1, "head_dim": 16, "dtype_bytes": 2}},
-             "indexer": {"name": "hand", "topk": 3, "key_bytes": 16}}
-GOOD_ROWS = [(0, 0, 0, 10, [1, 4, 7]), (0, 0, 1, 10, [0, 2, 9]),
-             (0, 1, 0, 11, [1, 4, 10]), (0, 1, 1, 11, [0, 3, 5])]
-
-
-def write_raw_log(folder, rows=GOOD_ROWS, meta=GOOD_META, meta_text=None):
-    folder.mkdir(parents=True)
-    cols = list(zip(*rows)) if rows else [[]] * 5
-    table = pa.table({"request": pa.array(cols[0], pa.int32()), "step": pa.array(cols[1], pa.int32()),
-                      "layer": pa.array(cols[2], pa.int16()), "ctx_len": pa.array(cols[3], pa.int32()),
-                      "positions": pa.array([list(p) for p in cols[4]], pa.list_(pa.int32())),
-                      "recall": pa.array([None] * len(rows), pa.float32()),
-                      "recall_best": pa.array([None] * len(rows), pa.float32())})
-    text = meta_text if meta_text is not None else json.dumps(meta)
-    pq.write_table(table.replace_schema_metadata({b"dsa_llc.index_log": json.dumps(meta).encode()}),
-                   folder / "index_log.parquet")
-    (folder / "metadata.json").write_text(text)
-    return folder
 
 
 def without(d, *keys):
