@@ -5,13 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
-
-from harness.cli import cli
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
+from helpers import one_error, run
 
 
 @pytest.fixture
@@ -76,6 +70,16 @@ def test_requests_spanning_lines_count_every_line(tmp_path):
     assert (r["accesses"], r["hits"], r["misses"]) == (6, 3, 3)
 
 
+def test_a_request_spanning_many_lines_is_simulated_in_pieces(tmp_path):
+    from harness.core.accesstrace import Requests
+
+    r = Requests.of(np.array([100, 1 << 20]), size=np.array([64 * 1000, 130]))
+    pieces = list(r.line_chunks(max_lines=300))
+    assert [len(p) for p in pieces] == [300, 300, 300, 104]
+    whole = np.concatenate([p.line for p in pieces])
+    assert np.array_equal(whole, r.lines().line) and len(whole) == 1001 + 3
+
+
 def bad(tmp_path, name, content):
     path = tmp_path / name
     if isinstance(content, pd.DataFrame):
@@ -112,3 +116,15 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, name, content, args,
     assert "Traceback" not in res.output
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".result.json")]
+
+
+def test_bad_traces_are_one_line(tmp_path):
+    cases = [(bad(tmp_path, "empty.npy", np.zeros(0, np.uint64)), "is empty"),
+             (bad(tmp_path, "header.csv", b"addr,size\n"), "is empty"),
+             (bad(tmp_path, "end.parquet", pd.DataFrame({"addr": [(1 << 63) - 8], "size": [64]})),
+              "ends beyond 2**63"),
+             (bad(tmp_path, "huge.parquet", pd.DataFrame({"addr": [0], "size": [100 << 30]})), "exceeds"),
+             (bad(tmp_path, "nulls.parquet", pd.DataFrame({"addr": [1, None]}, dtype="Int64")), "is empty at row 1")]
+    for path, message in cases:
+        one_error(run("simulate", "--access-trace", path, "--llc-size", "64KiB", "--out", tmp_path / "r.json"), message)
+    assert not (tmp_path / "r.json").exists()

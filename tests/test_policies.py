@@ -4,7 +4,7 @@ set-associative implementations, and the CLI."""
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import reads, streams
+from helpers import GOOD_META, one_error, reads, run, streams, write_raw_log
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -173,6 +173,15 @@ def test_policies_cli_lists_and_sweeps(tmp_path):
     assert bad.exit_code != 0 and "window must be an integer >= 0" in bad.output and bad.output.count("\n") == 1
     bad = CliRunner().invoke(cli, ["policies", str(log), "--out", str(tmp_path / "q"), "--policy", "nope"])
     assert bad.exit_code != 0 and "known: lru" in bad.output and not (tmp_path / "q").exists()
+
+
+def test_policies_edge_cases(tmp_path):
+    empty = write_raw_log(tmp_path / "empty", rows=[], meta={**GOOD_META, "steps": 0})
+    one_error(run("policies", empty, "--out", tmp_path / "p"), "has no rows")
+    good = write_raw_log(tmp_path / "good")
+    res = run("policies", good, "--out", tmp_path / "q", "--policy", "min")
+    assert res.exit_code == 0 and "MIN hits" in res.output, res.output
+    one_error(run("policies", good, "--out", tmp_path / "r", "--param", "pin-recent.window=abc"), "window")
 
 
 @pytest.mark.parametrize("name", ["streak", "admit"])
