@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from helpers import write_log
+from helpers import run, write_log
 
 from harness.cli import cli
 from harness.core.accesstrace import read_access_trace
@@ -199,10 +199,6 @@ def test_chunking_does_not_change_the_stream(tmp_path):
     small = list(src.chunks(chunk_lines=1))
     assert len(small) > 10
     assert np.array_equal(big, np.concatenate([c.line for c in small]))
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def test_bad_input(tmp_path, tiny_log):
