@@ -206,10 +206,12 @@ class StreamSource:
                                np.asarray(shape.last_ctx)[self.source_request])
         self.layer_map = geometry.layer_map(log.layers).astype(np.int64)
         self.max_row = shape.max_row  # from the data: the buffers must hold what the rows hold
-        self.bound = self._bound_per_layer_step()
-        require_memory(max(CHUNK_LINES, self.bound) * _Buffers.BYTES_PER_ACCESS,
-                       f"one decode step of one layer of {log.folder} "
-                       f"({self.bound:,} accesses at ctx_len {self.amap.max_ctx:,})")
+        self._check_memory(self._bound_per_layer_step(weight_scans=True))
+
+    def _check_memory(self, bound: int) -> None:
+        require_memory(max(CHUNK_LINES, bound) * _Buffers.BYTES_PER_ACCESS,
+                       f"one decode step of one layer of {self.log.folder} "
+                       f"({bound:,} accesses at ctx_len {self.amap.max_ctx:,})")
 
     @classmethod
     def from_options(cls, index_log, options: dict) -> StreamSource:
@@ -248,25 +250,29 @@ class StreamSource:
         out.insert(0, "phase", phase_id(out.step.to_numpy(), out.layer.to_numpy(), out.kind.to_numpy(), g.layers))
         return out
 
-    def _bound_per_layer_step(self) -> int:
-        """Most line accesses one (step, geometry layer) can produce."""
+    def _bound_per_layer_step(self, weight_scans: bool = False) -> int:
+        """Most line accesses one (step, geometry layer) can produce (a weight scan: one)."""
         g, a = self.geometry, self.amap
         lines = lambda nbytes: nbytes // LINE_BYTES + 2  # noqa: E731  (any alignment)
         pages = -(-a.max_ctx // a.page_tokens)
         # the key scan reads one range per page: each may straddle one more line than its bytes fill
         per_request = (lines(g.index_bytes) + lines(a.max_ctx * g.index_bytes) + 2 * pages
                        + (self.max_row + 1) * lines(g.kv_bytes))
-        return lines(a.weight_bytes) + self.batch * per_request
+        return (1 if weight_scans else lines(a.weight_bytes)) + self.batch * per_request
 
     def chunks(self, as_lines: bool = True, chunk_lines: int = CHUNK_LINES, reuse: bool = False,
-               steps: int | None = None) -> Iterator:
+               steps: int | None = None, weight_scans: bool = False) -> Iterator:
         """Yield :class:`LineAccesses` (``as_lines``) or :class:`Requests` chunks (of the first
-        ``steps`` decode steps only, when given).
+        ``steps`` decode steps only, when given). With ``weight_scans`` (line accesses only) each
+        layer's weights are one record, a scan of ``scan_lines`` lines from its ``line``, which the
+        built-in simulator applies at once (``harness.cache.simulate``).
 
         With ``reuse`` every chunk lives in the same buffers, valid only until the next chunk is
         requested: the fast path for consumers that process a chunk and move on (fresh pages
         cost a page fault each, which dominated generation time on a VM)."""
-        bound = self.bound
+        scans = bool(weight_scans and as_lines)
+        bound = self._bound_per_layer_step(scans)
+        self._check_memory(bound)
         cap = max(chunk_lines, bound)
         shared = _Buffers(cap, as_lines) if reuse else None
         remaining = steps
@@ -280,12 +286,13 @@ class StreamSource:
             pos = np.zeros(2, dtype=np.int64)  # resume point: step index in block, geometry layer
             while pos[0] < len(step_starts):
                 out = shared or _Buffers(cap, as_lines)
+                out.scans = scans
                 n = _emit(block.request, block.step, block.ctx_len, block.offsets, block.positions,
                           step_starts, pos, self.layer_map, self.log.requests, self.source_request,
                           self.amap.phys, self.amap.page_tokens, self.amap.total_pages,
                           self.geometry.token_stride, self.geometry.kv_bytes, self.geometry.index_bytes,
                           self.amap.weight_bytes, self.amap.kv_base, self.amap.index_base,
-                          self.amap.weights_base, as_lines, bound,
+                          self.amap.weights_base, as_lines, scans, bound,
                           out.addr, out.size, out.cls, out.write, out.token, out.step, out.phase, out.request)
                 yield out.take(n)
 
@@ -304,10 +311,12 @@ class _Buffers:
         self.phase = np.zeros(cap, dtype=np.int64)
         self.request = np.zeros(cap, dtype=np.int64)
 
+    scans = False
+
     def take(self, n: int):
-        if self.as_lines:
+        if self.as_lines:  # a weight scan's line count travels in its token slot (see _emit)
             return LineAccesses(self.addr[:n], self.write[:n], self.cls[:n], self.token[:n], self.step[:n],
-                                self.phase[:n], self.request[:n])
+                                self.phase[:n], self.request[:n], self.token[:n] if self.scans else None)
         return Requests(self.addr[:n], self.size[:n], self.write[:n], self.cls[:n], self.token[:n], self.step[:n],
                         self.phase[:n], self.request[:n])
 
@@ -346,7 +355,7 @@ def _put(n, addr, nbytes, c, w, tok, step, ph, rq, as_lines, o):
 @nb.njit(nogil=True, cache=True)
 def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n_req, source,
           phys, page_tokens, total_pages, stride, kv_bytes, index_bytes, weight_bytes,
-          kv_base, index_base, weights_base, as_lines, bound,
+          kv_base, index_base, weights_base, as_lines, scans, bound,
           o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req):
     o = (o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req)
     n = 0
@@ -384,7 +393,10 @@ def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n
                     p = np.int64(positions[i])
                     slot = phys[r, p // page_tokens] * page_tokens + p % page_tokens
                     n = _put(n, kv_layer + slot * stride, kv_bytes, KV, 0, tok_base | p, st, ph, r, as_lines, o)
-            if weight_bytes > 0:
+            if weight_bytes > 0 and scans:  # one record: the first line, the line count as its token
+                n = _put(n, weights_base + g * weight_bytes, 1, WEIGHTS, 0, weight_bytes >> LINE_SHIFT,
+                         st, ph, 0, True, o)
+            elif weight_bytes > 0:
                 n = _put(n, weights_base + g * weight_bytes, weight_bytes, WEIGHTS, 0, -1, st, ph, 0, as_lines, o)
             pos[1] += 1
         pos[1] = 0

@@ -43,7 +43,7 @@ from harness.cache import dlist, hashtab
 from harness.cache.policies import POLICIES
 from harness.cache.policies.admit import ADMIT_WINDOW
 from harness.cache.policies.bip import BIMODAL_EVERY
-from harness.core.classes import KV, KV_WRITE, LINE_BYTES, TRAFFIC_CLASSES
+from harness.core.classes import KV, KV_WRITE, LINE_BYTES, TRAFFIC_CLASSES, WEIGHTS
 from harness.core.errors import UserError
 from harness.core.units import format_size, parse_size, require_memory
 
@@ -75,6 +75,7 @@ N_FIELDS = 9
 G_AGING, G_INSERTS, G_AGE, G_LOW, G_GROUP_STEP, G_GROUP_LAYER = range(6)
 N_GLOBALS = 6
 N_LAYERS = 1 << 16  # layer ids in token ids are 16 bits
+DEAD_LINE = -2  # the tag of a line a weight scan left: occupied, never hit again (LLCState.scan)
 
 
 @dataclass(frozen=True)
@@ -197,10 +198,8 @@ class LLCState:
             phases = steps
         if requests is None:
             requests = np.zeros(n, dtype=np.int64)
-        elif n and requests.max() >= len(self.by_request):  # more requests than announced: grow
-            grown = np.zeros((int(requests.max()) + 1, 2, N_CLASSES), dtype=np.int64)
-            grown[:len(self.by_request)] = self.by_request
-            self.by_request = grown
+        elif n:
+            self._room_for(int(requests.max()))
         if len(self._out) < n:
             self._out = np.zeros(n, dtype=np.uint8)
             self._reads = np.zeros(n, dtype=np.int64)
@@ -223,9 +222,49 @@ class LLCState:
                                        self.layer_ends)
         return out, reads[:nreads], PhaseRuns(*runs[:nruns].T.copy())
 
+    def _room_for(self, request: int) -> None:
+        """Grow the per-request counts to hold ``request`` (more requests than announced)."""
+        if request >= len(self.by_request):
+            grown = np.zeros((request + 1, 2, N_CLASSES), dtype=np.int64)
+            grown[:len(self.by_request)] = self.by_request
+            self.by_request = grown
+
     def finish(self) -> None:
         """Close the token read still open at the end of the stream."""
         _finish(self.counters, self.read_lengths)
+
+    def scan(self, first: int, count: int, step: int, phase: int, request: int) -> PhaseRuns | None:
+        """A weights scan of ``count`` consecutive lines from line ``first``, applied at once when
+        every set receives at least ``ways + 1`` of its lines in the ways weights allocate in
+        (``harness.cache.simulate`` says why the outcome is then exact); None (nothing done)
+        otherwise. Returns the scan's per-phase counts."""
+        cfg = self.cfg
+        shared = cfg.ways - cfg.reserve_ways
+        if shared and count // cfg.sets < shared + 1:
+            return None
+        self.finish()  # a non-kv access ends the token read in progress and the kv_write run
+        ctr = self.counters
+        ctr[C_WRITE_TOK] = -1
+        self._room_for(request)
+        self.by_request[request, 0, WEIGHTS] += count
+        writebacks = 0
+        if shared == 0:  # nowhere to go: every line bypasses
+            ctr[C_BYPASS] += count
+        else:
+            region = np.s_[:, cfg.reserve_ways:]
+            tag = self.tag.reshape(cfg.sets, cfg.ways)[region]
+            stamp = self.stamp.reshape(cfg.sets, cfg.ways)[region]
+            dirty = self.dirty.reshape(cfg.sets, cfg.ways)[region]
+            free = int(np.count_nonzero(stamp < 0))
+            writebacks = int(np.count_nonzero(dirty))
+            ctr[C_EVICT] += count - free
+            ctr[C_WB] += writebacks
+            tag[:] = DEAD_LINE
+            stamp[:] = ctr[C_NOW] + count  # older than any later access, and occupied
+            dirty[:] = 0
+        ctr[C_NOW] += count
+        one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
+        return PhaseRuns(one(phase), one(count), one(0), one(writebacks), one(step))
 
     def lines_per_token(self) -> int:
         """The most common number of lines in a token read (0 when there were none)."""

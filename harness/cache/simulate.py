@@ -4,6 +4,17 @@ The result is a plain dict (JSON-ready): line counts overall and per traffic cla
 accounting, evictions, the fully associative LRU and MIN token bounds at the reserved capacity,
 and the decode-step time of the timing model (harness.cache.timing), with the configuration
 echoed.
+
+Weight scans. A stream may give each layer's weights as one record, a scan of many consecutive
+lines (``LineAccesses.scan_lines``). When the scan puts at least ``ways + 1`` of its lines into
+every set's ways that weights may use (``LLCState.scan``), its outcome is known without
+simulating its lines: every one misses (a cyclic scan of more lines than an LRU region holds,
+and the weights' own lines are read once per step), and afterwards that region holds only the
+scan's last lines, which no later access hits before the next scan evicts them. The state then
+changes at once: those ways hold dead lines older than any later access; the lines they held are
+evicted, dirty ones written back; the counts are the scan's. This is exact, not an
+approximation (tests/test_weight_scans.py compares it with the scan simulated line by line).
+A smaller scan is simulated line by line.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ from harness.cache.llc import LLCConfig, LLCState
 from harness.cache.timing import TimingConfig, step_time
 from harness.cache.tokencache import TokenStream, lru_hits, min_hits
 from harness.core.accesstrace import LineAccesses, Requests
-from harness.core.classes import TRAFFIC_CLASSES
+from harness.core.classes import TRAFFIC_CLASSES, WEIGHTS
 
 
 def per_phase(runs: list, phases: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -57,13 +68,10 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
     try:
         for chunk in chunks:
             for acc in chunk.line_chunks() if isinstance(chunk, Requests) else (chunk,):
-                if len(acc) == 0:
-                    continue
-                _, refs, phase_runs = state.access(acc.line, acc.cls, acc.token, acc.write, acc.step, acc.phase,
-                                                   acc.request)
-                runs.append(phase_runs)
-                if stream is not None:
-                    stream.append(refs)
+                if acc.scan_lines is None:
+                    _access(state, acc, runs, stream)
+                else:
+                    _access_with_scans(state, acc, runs, stream)
         state.finish()
         summary = _summarise(state)
         counts = per_phase(runs, phases)
@@ -76,6 +84,37 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
     summary["config"] = {"llc": cfg.to_dict(), "timing": timing.to_dict(), **(extra_config or {})}
     summary["version"] = __version__
     return (summary, counts) if return_phases else summary
+
+
+def _access(state: LLCState, acc: LineAccesses, runs: list, stream: TokenStream | None) -> None:
+    if len(acc) == 0:
+        return
+    _, refs, phase_runs = state.access(acc.line, acc.cls, acc.token, acc.write, acc.step, acc.phase, acc.request)
+    runs.append(phase_runs)
+    if stream is not None:
+        stream.append(refs)
+
+
+def _access_with_scans(state: LLCState, acc: LineAccesses, runs: list, stream: TokenStream | None,
+                       piece_lines: int = 1 << 22) -> None:
+    """A chunk whose weights accesses are scans: the accesses between them as usual, each scan at
+    once when it flushes every set (see the module docstring), else line by line."""
+    start = 0
+    for i in np.flatnonzero(acc.cls == WEIGHTS):
+        _access(state, acc.part(start, i), runs, stream)
+        first, count = int(acc.line[i]), int(acc.scan_lines[i])
+        step, phase, request = int(acc.step[i]), int(acc.phase[i]), int(acc.request[i])
+        scanned = state.scan(first, count, step, phase, request)
+        if scanned is not None:
+            runs.append(scanned)
+        for lo in range(0, count if scanned is None else 0, piece_lines):
+            n = min(piece_lines, count - lo)
+            _access(state, LineAccesses(np.arange(first + lo, first + lo + n, dtype=np.int64), np.zeros(n, np.uint8),
+                                        np.full(n, WEIGHTS, np.uint8), np.full(n, -1, np.int64),
+                                        np.full(n, step, np.int64), np.full(n, phase, np.int64),
+                                        np.full(n, request, np.int64)), runs, stream)
+        start = i + 1
+    _access(state, acc.part(start, len(acc)), runs, stream)
 
 
 def _counts(accesses: int, hits: int) -> dict:

@@ -107,6 +107,11 @@ class LineAccesses:
     step: np.ndarray
     phase: np.ndarray | None = None    # as Requests.phase
     request: np.ndarray | None = None  # as Requests.request
+    # A stream's weight scans in one record each (trace_gen.stream, ``weight_scans``): at a
+    # ``weights`` access, the number of consecutive lines from ``line`` it reads (only there; None:
+    # every access is one line). The built-in simulator applies a scan much larger than the LLC
+    # at once (harness.cache.simulate).
+    scan_lines: np.ndarray | None = None
 
     def __post_init__(self):
         if self.phase is None:
@@ -116,6 +121,13 @@ class LineAccesses:
 
     def __len__(self) -> int:
         return len(self.line)
+
+    def part(self, start: int, stop: int) -> LineAccesses:
+        """Accesses ``start`` to ``stop`` (views)."""
+        cut = slice(start, stop)
+        return LineAccesses(self.line[cut], self.write[cut], self.cls[cut], self.token[cut], self.step[cut],
+                            self.phase[cut], self.request[cut],
+                            None if self.scan_lines is None else self.scan_lines[cut])
 
 
 def read_access_trace(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Requests]:

@@ -1,0 +1,59 @@
+"""Weight scans applied at once (harness.cache.simulate, LLCState.scan) give exactly what the
+same scans simulated line by line give, on a grid of configurations: every count, every
+per-class and per-request count, the token accounting and the step time."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from harness.cache.llc import LLCConfig
+from harness.cache.simulate import simulate
+from harness.cache.timing import TimingConfig
+from trace_gen.geometry import Geometry, Weights
+from trace_gen.indexlog import IndexLog
+from trace_gen.stream import Layout, StreamSource
+from trace_gen.synthetic import write_synthetic_log
+
+# 64 KiB, 16 ways: 64 sets. 80 KiB of weights per layer = 1,280 lines, 20 per set: a scan flushes
+# every set's shared ways (at least ways + 1 = 17 lines per set) whatever the reservation.
+LLC = "64KiB"
+FLUSHING = Geometry("flushing", layers=3, kv_bytes=656, index_bytes=132, weights=Weights(3 * 80 * 1024))
+# 8 KiB per layer: 2 lines per set, too few to flush: simulated line by line either way
+SMALL = Geometry("small", layers=3, kv_bytes=656, index_bytes=132, weights=Weights(3 * 8 * 1024))
+
+GRID = [  # (geometry, reserve ways, policy, whole-token eviction, batch)
+    *itertools.product([FLUSHING], [0, 4, 8], ["token-lru", "streak", "bip", "admit", "lru"], [True], [1, 3]),
+    (FLUSHING, 4, "token-lru", False, 2),
+    (FLUSHING, 16, "token-lru", True, 2),  # every way reserved: the weights bypass
+    (SMALL, 0, "lru", True, 2),
+    (SMALL, 4, "streak", True, 2),
+]
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory):
+    return IndexLog(write_synthetic_log(tmp_path_factory.mktemp("scans") / "log", steps=4, layers=2, topk=24,
+                                        prompt=300, requests=2))
+
+
+def _run(log, geometry, reserve, policy, whole, batch, scans):
+    src = StreamSource(log, geometry, Layout(kind="paged", page_tokens=16, weights=True), batch=batch)
+    cfg = LLCConfig.make(LLC, 16, reserve, policy if reserve else "lru", whole)
+    timing = TimingConfig.make("h100-sxm", max_outstanding=64)
+    return simulate(src.chunks(reuse=True, weight_scans=scans), cfg, timing, bounds=True, phases=src.phases(),
+                    batch=batch)
+
+
+@pytest.mark.parametrize("geometry, reserve, policy, whole, batch", GRID,
+                         ids=[f"{g.name}-R{r}-{p}-{'whole' if w else 'lines'}-B{b}" for g, r, p, w, b in GRID])
+def test_a_scan_applied_at_once_equals_its_lines_simulated(log, geometry, reserve, policy, whole, batch):
+    lines = _run(log, geometry, reserve, policy, whole, batch, scans=False)
+    at_once = _run(log, geometry, reserve, policy, whole, batch, scans=True)
+    for key in ("accesses", "hits", "misses", "by_class", "by_request", "kv_tokens", "evictions", "writebacks",
+                "token_invalidations", "bypasses", "bounds", "step_time_cycles_per_step", "phase_cycles"):
+        assert at_once[key] == lines[key], key
+    assert at_once["by_class"]["weights"]["accesses"] == 4 * 3 * geometry.weight_bytes(batch) // 64
+    if geometry is FLUSHING and reserve < 16:
+        assert at_once["by_class"]["weights"]["hits"] == 0
