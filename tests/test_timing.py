@@ -128,12 +128,13 @@ def test_stream_phases_carry_the_compute_by_hand(tmp_path):
                              requests=2, steps=1, layers=1, topk=3))
     geo = Geometry("g", layers=2, kv_bytes=100, index_bytes=16, index_flops_per_token=7.0,
                    attn_flops_per_token=11.0, layer_flops=1000.0)
-    src = StreamSource(log, geo, Layout(kind="paged", page_tokens=2))
+    src = StreamSource(log, geo, Layout(kind="paged", page_tokens=2, weights=True))
     ph = src.phases()
     assert ph[["phase", "step", "layer", "kind"]].values.tolist() == [[0, 0, 0, 0], [1, 0, 0, 1],
                                                                       [2, 0, 1, 0], [3, 0, 1, 1]]
     # index: every cached token of both requests; gather: every selected token, plus the layer once per request
     assert ph.flops.tolist() == [8 * 7.0, 5 * 11.0 + 2 * 1000.0] * 2
+    assert ph.attention_flops.tolist() == [8 * 7.0, 5 * 11.0] * 2
     # every access carries the id of its phase, in phase order
     ids = np.concatenate([c.phase for c in src.chunks()])
     assert (np.diff(ids) >= 0).all() and set(ids) == set(ph.phase)

@@ -57,3 +57,16 @@ def test_a_scan_applied_at_once_equals_its_lines_simulated(log, geometry, reserv
     assert at_once["by_class"]["weights"]["accesses"] == 4 * 3 * geometry.weight_bytes(batch) // 64
     if geometry is FLUSHING and reserve < 16:
         assert at_once["by_class"]["weights"]["hits"] == 0
+
+
+def test_a_whole_step_names_its_scope_and_its_attention_part(log):
+    whole = _run(log, FLUSHING, 4, "token-lru", True, 2, scans=True)
+    assert whole["step_scope"] == "whole"
+    assert 0 < whole["attention_time_cycles"] < whole["step_time_cycles"]
+    assert whole["attention_share"] == pytest.approx(whole["attention_time_cycles"] / whole["step_time_cycles"])
+    mixed = _run(log, FLUSHING, 4, "token-lru", True, 2, scans=False)
+    assert mixed["step_scope"] == "whole" and mixed["attention_time_cycles"] is None
+    src = StreamSource(log, FLUSHING, Layout(kind="paged", page_tokens=16), batch=2)
+    alone = simulate(src.chunks(reuse=True), LLCConfig.make(LLC, 16, 4, "token-lru"),
+                     TimingConfig.make("h100-sxm", max_outstanding=64), phases=src.phases(), batch=2)
+    assert alone["step_scope"] == "attention" and alone["attention_time_cycles"] <= alone["step_time_cycles"]

@@ -228,7 +228,8 @@ class StreamSource:
         """One row per phase of the stream (of its first ``steps`` decode steps, when given), in
         stream order: ``phase`` (the id its accesses carry), ``step``, ``layer`` (geometry layer),
         ``kind`` (0 index, 1 gather) and ``flops``, the compute that follows the phase for the
-        whole batch (trace_gen.geometry)."""
+        whole batch (trace_gen.geometry), of which ``attention_flops`` are the indexer's and the
+        sparse attention's (the rest: the layer's projections, MLP or experts)."""
         ctx = self.log.table(["step", "layer", "request", "ctx_len", "positions"])
         uses = np.bincount(self.source_request, minlength=self.log.requests)[ctx.column("request").to_numpy()]
         rows = pd.DataFrame({"step": ctx.column("step").to_numpy(), "log_layer": ctx.column("layer").to_numpy(),
@@ -243,9 +244,11 @@ class StreamSource:
         step = np.repeat(kept, g.layers)
         src = per.set_index(["step", "log_layer"]).loc[list(zip(step, self.layer_map[layer]))]
         index = pd.DataFrame({"step": step, "layer": layer, "kind": INDEX_PHASE,
-                              "flops": src.ctx.to_numpy() * g.index_flops_per_token})
+                              "flops": src.ctx.to_numpy() * g.index_flops_per_token,
+                              "attention_flops": src.ctx.to_numpy() * g.index_flops_per_token})
         gather = pd.DataFrame({"step": step, "layer": layer, "kind": GATHER_PHASE,
-                               "flops": src.sel.to_numpy() * g.attn_flops_per_token + src.n.to_numpy() * g.layer_flops})
+                               "flops": src.sel.to_numpy() * g.attn_flops_per_token + src.n.to_numpy() * g.layer_flops,
+                               "attention_flops": src.sel.to_numpy() * g.attn_flops_per_token})
         out = pd.concat([index, gather]).sort_values(["step", "layer", "kind"], kind="stable", ignore_index=True)
         out.insert(0, "phase", phase_id(out.step.to_numpy(), out.layer.to_numpy(), out.kind.to_numpy(), g.layers))
         return out

@@ -264,7 +264,7 @@ class LLCState:
             dirty[:] = 0
         ctr[C_NOW] += count
         one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
-        return PhaseRuns(one(phase), one(count), one(0), one(writebacks), one(step))
+        return PhaseRuns(one(phase), one(count), one(0), one(writebacks), one(step), weights=True)
 
     def lines_per_token(self) -> int:
         """The most common number of lines in a token read (0 when there were none)."""
@@ -284,6 +284,7 @@ class PhaseRuns:
     hits: np.ndarray
     writebacks: np.ndarray
     step: np.ndarray  # the decode step of the run's first access
+    weights: bool = False  # runs of a weight scan only (harness.cache.simulate)
 
 
 @nb.njit(inline="always")

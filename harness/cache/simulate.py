@@ -36,20 +36,31 @@ from harness.core.classes import TRAFFIC_CLASSES, WEIGHTS
 def per_phase(runs: list, phases: pd.DataFrame | None = None) -> pd.DataFrame:
     """Line hits, misses and writebacks of every phase, from the kernel's per-chunk runs, joined
     with the stream's phase table (trace_gen.stream: step, layer, kind, flops); without one, the
-    phases are a generic trace's (kind -1, no compute)."""
+    phases are a generic trace's (kind -1, no compute). When the weights came as scans, the
+    weights' own share is counted apart too (``weights_hits``, ``weights_misses``,
+    ``weights_writebacks``: the writebacks of the lines the scans evicted)."""
     cols = ("phase", "accesses", "hits", "writebacks", "step")
     runs_df = pd.DataFrame({c: np.concatenate([getattr(r, c) for r in runs]) if runs else np.zeros(0, np.int64)
                             for c in cols})
+    runs_df["weights"] = np.concatenate([np.full(len(r.phase), r.weights) for r in runs]) if runs else False
+    for c in ("accesses", "hits", "writebacks"):
+        runs_df[f"weights_{c}"] = runs_df[c].where(runs_df.weights, 0)
     counts = runs_df.groupby("phase", sort=False).agg(
         step=("step", "first"), accesses=("accesses", "sum"), hits=("hits", "sum"),
-        writebacks=("writebacks", "sum")).reset_index()
+        writebacks=("writebacks", "sum"), weights_accesses=("weights_accesses", "sum"),
+        weights_hits=("weights_hits", "sum"), weights_writebacks=("weights_writebacks", "sum")).reset_index()
     counts["misses"] = counts.accesses - counts.hits
+    counts["weights_misses"] = counts.weights_accesses - counts.weights_hits
+    counts = counts.drop(columns="weights_accesses")
+    if not runs_df.weights.any():  # no scans: the weights, if any, are mixed into the phases' counts
+        counts = counts.drop(columns=["weights_hits", "weights_misses", "weights_writebacks"])
     if phases is None:
         return counts.assign(kind=-1, flops=0.0)
     counts = counts.drop(columns="step")
     simulated = phases.step[phases.phase.isin(counts.phase)].unique()  # a stream cut short ends early
     out = phases[phases.step.isin(simulated)].merge(counts, on="phase", how="left")
-    return out.fillna({"hits": 0, "misses": 0, "writebacks": 0})
+    return out.fillna({c: 0 for c in ("hits", "misses", "writebacks", "weights_hits", "weights_misses",
+                                       "weights_writebacks") if c in out})
 
 
 def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
@@ -76,6 +87,9 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
         summary = _summarise(state)
         counts = per_phase(runs, phases)
         summary.update(step_time(counts, timing, batch))
+        if summary["by_class"].get("weights") and "weights_misses" not in counts:
+            # weights mixed into the phases' counts (not as scans): a whole step, its part unknown
+            summary.update(step_scope="whole", attention_time_cycles=None, attention_share=None)
         summary["bounds"] = _bounds(stream, cfg, state.lines_per_token(), summary["kv_tokens"]["accesses"]) \
             if stream else None
     finally:
@@ -109,10 +123,13 @@ def _access_with_scans(state: LLCState, acc: LineAccesses, runs: list, stream: T
             runs.append(scanned)
         for lo in range(0, count if scanned is None else 0, piece_lines):
             n = min(piece_lines, count - lo)
-            _access(state, LineAccesses(np.arange(first + lo, first + lo + n, dtype=np.int64), np.zeros(n, np.uint8),
-                                        np.full(n, WEIGHTS, np.uint8), np.full(n, -1, np.int64),
-                                        np.full(n, step, np.int64), np.full(n, phase, np.int64),
-                                        np.full(n, request, np.int64)), runs, stream)
+            lines = LineAccesses(np.arange(first + lo, first + lo + n, dtype=np.int64), np.zeros(n, np.uint8),
+                                 np.full(n, WEIGHTS, np.uint8), np.full(n, -1, np.int64), np.full(n, step, np.int64),
+                                 np.full(n, phase, np.int64), np.full(n, request, np.int64))
+            done = len(runs)
+            _access(state, lines, runs, stream)
+            for r in runs[done:]:
+                r.weights = True
         start = i + 1
     _access(state, acc.part(start, len(acc)), runs, stream)
 

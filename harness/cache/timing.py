@@ -171,6 +171,7 @@ def step_time(phases, t: TimingConfig, batch: int = 1, produced_by: str = "") ->
     seconds = mean / t.clock_hz
     kinds = phases[phases.step.isin(measured)].groupby("kind")[["memory_cycles", "compute_cycles"]].sum() \
         / len(measured)
+    attention = _attention_part(phases, t, measured)
     return {
         "steps": int(len(steps)), "measured_steps": int(len(measured)),
         "step_time_cycles": mean, "step_time_cycles_per_step": [float(x) for x in total],
@@ -182,8 +183,31 @@ def step_time(phases, t: TimingConfig, batch: int = 1, produced_by: str = "") ->
                          for k, r in kinds.iterrows()},
         "memory_wait_share": {PHASE_NAMES[int(k)]: float(r.memory_cycles / mean) if mean else None
                               for k, r in kinds.iterrows()},
+        "step_scope": attention["scope"],
+        "attention_time_cycles": attention["cycles"],
+        "attention_share": attention["cycles"] / mean if attention["cycles"] is not None and mean else None,
         "timing": _provenance(t, produced_by),
     }
+
+
+def _attention_part(phases, t: TimingConfig, measured) -> dict:
+    """The step's scope and its attention part. A stream with weights is the whole step
+    (``whole``), one without them the step without the weights' traffic (``attention``). The
+    attention part is the time of the same phases without the weights' line requests (and the
+    writebacks their scans caused) and with only the indexer's and the sparse attention's FLOPs:
+    what the KV and indexer traffic and compute cost, in the LLC state the step leaves them
+    (weights included). Known for streams from index logs whose weights, if any, came as scans
+    (harness.cache.simulate)."""
+    weighted = "weights_misses" in phases and bool((phases.weights_misses + phases.weights_hits).sum() > 0)
+    scope = "whole" if weighted else "attention" if "attention_flops" in phases else "trace"
+    if scope == "trace" or t.model != "closed-loop" or "hits" not in phases:
+        return {"scope": scope, "cycles": None}
+    less = {k: phases[f"weights_{k}"] if weighted else 0 for k in ("hits", "misses", "writebacks")}
+    memory, compute = phase_cycles(phases.hits - less["hits"], phases.misses - less["misses"],
+                                   phases.writebacks - less["writebacks"], phases.attention_flops, t)
+    part = phases.assign(attention=phase_time(memory, compute, t.overlap))
+    per_step = part.groupby("step", sort=True).attention.sum()
+    return {"scope": "whole" if weighted else "attention", "cycles": float(per_step.loc[measured].mean())}
 
 
 def _provenance(t: TimingConfig, produced_by: str) -> dict:
