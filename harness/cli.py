@@ -248,7 +248,8 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
         chunks, source = read_access_trace(access_trace), {"access_trace": str(access_trace)}
     else:
         src = StreamSource.from_options(index_log, stream)
-        chunks, source = src.chunks(as_lines=True, reuse=True, steps=steps), _stream_provenance(src)
+        chunks = src.chunks(as_lines=True, reuse=True, steps=steps, weight_scans=backend == "builtin")
+        source = _stream_provenance(src)
         address_map, phases, batch = src.amap.describe(), src.phases(steps), src.batch
     if backend == "gem5" and gem5_model == "closed-loop":
         from harness.gem5.steptime import simulate_step_gem5

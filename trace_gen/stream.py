@@ -34,7 +34,7 @@ chunks by a numba kernel, as line accesses for the simulator or as requests for 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numba as nb
 import numpy as np
@@ -212,6 +212,12 @@ class StreamSource:
         require_memory(max(CHUNK_LINES, bound) * _Buffers.BYTES_PER_ACCESS,
                        f"one decode step of one layer of {self.log.folder} "
                        f"({bound:,} accesses at ctx_len {self.amap.max_ctx:,})")
+
+    def without_weights(self) -> StreamSource:
+        """The same stream without the weights' traffic (the attention part's)."""
+        if not self.layout.weights:
+            return self
+        return StreamSource(self.log, self.geometry, replace(self.layout, weights=False), self.batch)
 
     @classmethod
     def from_options(cls, index_log, options: dict) -> StreamSource:

@@ -93,7 +93,11 @@ SETTINGS: dict[str, dict[str, Field]] = {
         "page_order": Field("in-order", "str", choices=registry("trace_gen.stream", "PAGE_ORDERS"),
                             help="Physical page allocation order ({choices})."),
         "layout_seed": Field(0, "int", 0, help="Seed of the shuffled page order."),
-        "weights": Field(False, "bool", help="Stream each layer's weights once per step (geometry's weight_bytes)."),
+        # the whole step by default (the weights' traffic, which dominates a decode step at small
+        # batches); --no-weights leaves the attention part alone (results say step_scope)
+        "weights": Field(True, "bool", help="Stream the weights one device reads per step (the geometry's "
+                                            "cited deployment): the whole step; --no-weights: the step "
+                                            "without the weights' traffic."),
         "batch": Field(None, "int", 1, MAX_REQUESTS, nullable=True,
                        help="Requests decoded side by side [default: the log's]; a larger batch reuses the "
                             "log's selections in turn, each request at its own addresses."),

@@ -120,8 +120,14 @@ def simulate_step_gem5(src, cfg: LLCConfig, timing: TimingConfig, binary: str | 
     """One closed-loop gem5 run of a stream's first ``steps`` decode steps: the built-in
     simulator's LLC result keys (line counts per class, evictions, writebacks), the step-time
     keys of :func:`harness.cache.timing.step_time` from gem5's measured phases, and ``gem5``
-    run details. ``options`` override decode_step.py options (e.g. ``mem_channels``)."""
+    run details. ``options`` override decode_step.py options (e.g. ``mem_channels``).
+
+    gem5 runs the step's attention part: a stream's weights are left out (``step_scope``
+    ``attention``). A decode step's weights are hundreds of millions of line requests, far beyond
+    gem5's reach here, and the built-in model applies their scans exactly
+    (harness.cache.simulate)."""
     check_step_config(cfg, timing, steps)
+    src = src.without_weights()
     opts = llc_options(cfg, src.amap.describe()) | platform_options(timing) | (options or {})
     folder = Path(outdir) if outdir else Path(tempfile.mkdtemp(prefix="dsa-llc-step-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -133,6 +139,7 @@ def simulate_step_gem5(src, cfg: LLCConfig, timing: TimingConfig, binary: str | 
     t = TimingConfig(**{**timing.to_dict(), "warmup_steps": 0, "overlap": 0.0})
     result.update(step_time(phase_table(run.phases, timing.clock_hz), t, src.batch, PRODUCED_BY))
     result["steps"] = int(run.phases.step.nunique())  # warm-up steps included; the means leave them out
+    result["step_scope"] = "attention"
     result["gem5"].update({"phases": counts["phases"], "requests": counts["requests"],
                            "options": opts, "command": run.command})
     result["config"] = {"llc": cfg.to_dict(), "timing": timing.to_dict(), "backend": "gem5",

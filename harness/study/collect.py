@@ -7,8 +7,9 @@ next sweep redoes it), ``_error``, ``_host``, ``_version``, ``_results_version``
 ``_seconds``), parameters under their plain names (backbone, geometry,
 reserve_ways, ...), and results with units in their names (``llc_bytes``, ``step_time_cycles``,
 ``tokens_per_s``, ``kv_hit_rate``, ``misses_lines``, ...); ``step_time_model`` names the model
-that produced the step time. gem5 and built-in runs share the table; a result a
-backend does not produce is empty.
+that produced the step time and ``step_scope`` what it includes (``whole``: the weights' traffic
+too; ``attention``: without it), ``attention_time_cycles`` the step's attention part. gem5 and
+built-in runs share the table; a result a backend does not produce is empty.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def _results(r: dict) -> dict:
         "writebacks_lines": r.get("writebacks"), "steps": r.get("steps"),
         "measured_steps": r.get("measured_steps"), "step_time_cycles": r.get("step_time_cycles"),
         "step_time_s": r.get("step_time_s"), "tokens_per_s": r.get("tokens_per_s"),
+        "step_scope": r.get("step_scope"), "attention_time_cycles": r.get("attention_time_cycles"),
+        "attention_share": r.get("attention_share"),
         "batch_tokens_per_s": r.get("batch_tokens_per_s"), "memory_cycles_per_step": r.get("memory_cycles_per_step"),
         "compute_cycles_per_step": r.get("compute_cycles_per_step"),
         "step_time_model": (r.get("timing") or {}).get("produced_by"),

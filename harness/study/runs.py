@@ -37,6 +37,7 @@ from harness.core.errors import UserError
 from harness.core.units import remove_path, replace_path, temp_name
 
 FINISHED = ("ok", "stale")
+STEP_SCOPES = ("whole", "attention", "trace")  # harness.cache.timing: what a step time includes
 
 
 @dataclass
@@ -126,6 +127,10 @@ def result_problem(result, backend: str) -> str | None:
     for key in ("memory_cycles_per_step", "compute_cycles_per_step"):
         if not _cycles(result.get(key)):
             return f"result.{key} is not a finite cycle count ({result.get(key)!r})"
+    if result.get("step_scope") not in STEP_SCOPES:
+        return f"result.step_scope is not one of {', '.join(STEP_SCOPES)} ({result.get('step_scope')!r})"
+    if result.get("attention_time_cycles") is not None and not _cycles(result["attention_time_cycles"]):
+        return f"result.attention_time_cycles is not a finite cycle count ({result['attention_time_cycles']!r})"
     bounds = result.get("bounds")
     if bounds is not None:
         if not isinstance(bounds, dict) or not all(_count(bounds.get(k)) for k in _BOUND_COUNTS):

@@ -188,7 +188,8 @@ def simulate_run(folder: Path, run: dict, gem5_binary: str | None = None, gem5_t
                                           gem5_timeout)
             return simulate_gem5(src.chunks(reuse=True), cfg, src.amap.describe(), gem5_binary, out,
                                  gem5_timeout, g["tick_spacing_ps"], g["dram"], g["clock"])
-    return simulate(src.chunks(reuse=True), cfg, TimingConfig(**run["timing"]), bounds=True, phases=src.phases(),
+    return simulate(src.chunks(reuse=True, weight_scans=True), cfg, TimingConfig(**run["timing"]), bounds=True,
+                    phases=src.phases(),
                     batch=src.batch)
 
 
