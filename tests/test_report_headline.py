@@ -77,3 +77,17 @@ def test_verdict_says_where_a_reservation_pays_and_which_traffic_misses(table):
     assert "Best speed-up by LLC: 16MiB 1.25x (2/5 help), 64MiB 1.12x (2/5 help)" in line
     # the two baselines miss 2 x 50,000 indexer-key and 2 x 20,000 KV lines
     assert "Without a reservation, indexer-key reads make 71%, KV reads make 29% of the LLC misses." in line
+
+
+def test_a_whole_step_gives_tokens_per_s_and_its_attention_part_beside_it(table):
+    whole = table.assign(step_scope="whole", attention_time_cycles=table.step_time_cycles / 4, attention_share=0.25)
+    whole.loc[whole.reserve_ways == 0, "attention_time_cycles"] = 500.0  # the baseline's attention part
+    (line,) = verdict(whole)
+    assert "1.25x the whole decode step (2,000,000 -> 2,500,000 tokens/s per device for its batch)" in line
+    assert "its attention part, 25% of the step, 2.50x (attention-only speed-up)" in line
+
+
+def test_an_attention_only_step_is_never_a_decode_speed(table):
+    (line,) = verdict(table.assign(step_scope="attention"))
+    assert "1.25x the attention-only step time (no weights: not a decode speed)" in line
+    assert "tokens/s" not in line.split("Of ")[0]

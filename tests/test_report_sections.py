@@ -11,7 +11,8 @@ from helpers import tiny_spec
 
 from harness.study.report import build_report, registry
 from harness.study.report.render import Doc
-from harness.study.sweep import execute, loads_spec
+from harness.study.spec import loads_spec
+from harness.study.sweep import execute
 
 EXTRA = "A section added by a test"
 EMPTY = "A section with nothing to say"

@@ -95,6 +95,7 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
     finally:
         if stream is not None:
             stream.close()
+    summary["batch"] = batch
     summary["config"] = {"llc": cfg.to_dict(), "timing": timing.to_dict(), **(extra_config or {})}
     summary["version"] = __version__
     return (summary, counts) if return_phases else summary

@@ -140,6 +140,7 @@ def simulate_step_gem5(src, cfg: LLCConfig, timing: TimingConfig, binary: str | 
     result.update(step_time(phase_table(run.phases, timing.clock_hz), t, src.batch, PRODUCED_BY))
     result["steps"] = int(run.phases.step.nunique())  # warm-up steps included; the means leave them out
     result["step_scope"] = "attention"
+    result["batch"] = src.batch
     result["gem5"].update({"phases": counts["phases"], "requests": counts["requests"],
                            "options": opts, "command": run.command})
     result["config"] = {"llc": cfg.to_dict(), "timing": timing.to_dict(), "backend": "gem5",

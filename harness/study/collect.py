@@ -53,6 +53,7 @@ def _results(r: dict) -> dict:
         "writebacks_lines": r.get("writebacks"), "steps": r.get("steps"),
         "measured_steps": r.get("measured_steps"), "step_time_cycles": r.get("step_time_cycles"),
         "step_time_s": r.get("step_time_s"), "tokens_per_s": r.get("tokens_per_s"),
+        "batch_requests": r.get("batch"),
         "step_scope": r.get("step_scope"), "attention_time_cycles": r.get("attention_time_cycles"),
         "attention_share": r.get("attention_share"),
         "batch_tokens_per_s": r.get("batch_tokens_per_s"), "memory_cycles_per_step": r.get("memory_cycles_per_step"),

@@ -6,6 +6,12 @@ A *configuration* is every parameter of a run except the reservation (``reserve_
 0). Every reserved run is compared with its baseline: the decode-step speed-up
 ``step_time(baseline) / step_time(run)``, and the LLC misses it saves per decode step in each
 traffic class (negative: it adds misses there).
+
+A step time is what its run's ``step_scope`` says: the whole step (the weights' traffic too) or
+the attention-only step. Beside a whole step's speed-up stands its attention part's
+(``attention_speedup``, named so, from ``attention_time_cycles``) and the share of the step that
+part takes: a reservation can speed attention up a lot and the step little. A figure in tokens/s
+is given only for whole steps.
 """
 
 from __future__ import annotations
@@ -40,12 +46,16 @@ def comparisons(df: pd.DataFrame) -> pd.DataFrame:
     if base.empty or runs.empty:
         return pd.DataFrame()
     per_request = [c for c in ("request_kv_misses_lines", "request_index_misses_lines") if c in ok]
-    cols = key + ["step_time_cycles", "batch_tokens_per_s"] + per_request + [
+    attention = [c for c in ("attention_time_cycles", "attention_share") if c in ok]
+    cols = key + ["step_time_cycles", "batch_tokens_per_s"] + attention + per_request + [
         f"{c}_misses_lines" for c in CLASSES if f"{c}_misses_lines" in ok]
     both = runs.merge(base[cols].drop_duplicates(key), on=key, suffixes=("", "_baseline"))
     out = both.assign(speedup=both.step_time_cycles_baseline / both.step_time_cycles,
                       baseline_step_time_cycles=both.step_time_cycles_baseline,
                       baseline_batch_tokens_per_s=both.batch_tokens_per_s_baseline)
+    if attention:
+        out["attention_speedup"] = both.attention_time_cycles_baseline / both.attention_time_cycles
+        out["baseline_attention_share"] = both.attention_share_baseline
     for c in CLASSES:
         if f"{c}_misses_lines" in both:
             out[f"saved_{c}"] = (both[f"{c}_misses_lines_baseline"].fillna(0) - both[f"{c}_misses_lines"].fillna(0)) \
@@ -94,11 +104,30 @@ def attribution(row) -> str:
     return "per decode step it " + ", ".join(parts) + source
 
 
+def is_whole(row) -> bool:
+    return row.get("step_scope") == "whole"
+
+
+def speed(row) -> str:
+    """A reserved run's speed-up in words: of the whole step, with tokens/s per device and its
+    attention part's speed-up and share beside it; or of the attention-only step, without tokens/s."""
+    if not is_whole(row):
+        return f"{row.speedup:.2f}x the attention-only step time (no weights: not a decode speed)"
+    text = (f"{row.speedup:.2f}x the whole decode step ({row.baseline_batch_tokens_per_s:,.0f} -> "
+            f"{row.batch_tokens_per_s:,.0f} tokens/s per device for its batch)")
+    attention, share = row.get("attention_speedup"), row.get("baseline_attention_share")
+    if attention is not None and not pd.isna(attention) and share is not None and not pd.isna(share):
+        text += f"; its attention part, {share:.0%} of the step, {attention:.2f}x (attention-only speed-up)"
+    return text
+
+
 def describe(row) -> str:
     """A configuration and its reservation in a few words."""
     parts = [f"{row.geometry}", format_size(int(row.llc_bytes)), f"ctx {int(row.prompt_tokens):,}", f"k {int(row.topk)}"]
-    if int(row.get("requests", 1)) > 1:
-        parts.append(f"batch {int(row.requests)}")
+    batch = row.get("batch_requests")
+    batch = int(row.get("requests", 1)) if batch is None or pd.isna(batch) else int(batch)
+    if batch > 1:
+        parts.append(f"batch {batch}")
     platform = row.get("timing_platform")
     if isinstance(platform, str):
         parts.append(platform)
@@ -116,8 +145,7 @@ def verdict(df: pd.DataFrame) -> list[str]:
         best, worst = g.loc[g.speedup.idxmax()], g.loc[g.speedup.idxmin()]
         helps, hurts = int((g.speedup >= HELP).sum()), int((g.speedup <= 1 / HELP).sum())
         text = (f"**{backbone}**: the best reservation is {best.policy} in {int(best.reserve_ways)} of "
-                f"{int(best.ways)} ways ({describe(best)}): {best.speedup:.2f}x the decode-step speed "
-                f"({best.baseline_batch_tokens_per_s:,.0f} -> {best.batch_tokens_per_s:,.0f} tokens/s for the batch); "
+                f"{int(best.ways)} ways ({describe(best)}): {speed(best)}; "
                 f"{attribution(best)}{_token_bound(best)}. Of {len(g)} reserved runs, {helps} help (>= {HELP:.2f}x), {hurts} hurt "
                 f"(<= {1 / HELP:.2f}x) and {len(g) - helps - hurts} change less; the worst is {worst.speedup:.2f}x "
                 f"({worst.policy} in {int(worst.reserve_ways)} ways, {describe(worst)}).")
@@ -126,7 +154,7 @@ def verdict(df: pd.DataFrame) -> list[str]:
 
 
 SCALE = {"prompt_tokens": ("context", lambda v: f"{int(v):,}"), "topk": ("k", lambda v: f"{int(v):,}"),
-         "requests": ("batch", lambda v: f"{int(v)}"), "llc_bytes": ("LLC", lambda v: format_size(int(v))),
+         "batch_requests": ("batch", lambda v: f"{int(v)}"), "llc_bytes": ("LLC", lambda v: format_size(int(v))),
          "geometry": ("geometry", str)}
 
 

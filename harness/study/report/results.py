@@ -32,14 +32,20 @@ def first_screen_table(h: pd.DataFrame, best_only: bool = True) -> pd.DataFrame:
 
         h = h.loc[h.groupby(configuration_columns(h), dropna=False).speedup.idxmax()]
     t = pd.DataFrame({"backbone": h.backbone, "geometry": h.geometry, "LLC": h.llc_bytes.map(format_size)})
-    for col, name in (("prompt_tokens", "context"), ("topk", "k"), ("requests", "batch"),
+    for col, name in (("prompt_tokens", "context"), ("topk", "k"), ("batch_requests", "batch"),
                       ("timing_platform", "platform")):
         if col in h and h[col].nunique() > 1:
             t[name] = h[col]
+    whole = (h.step_scope == "whole") if "step_scope" in h else pd.Series(False, index=h.index)
     t["policy (reserved ways)"] = [f"{p} ({int(r)}/{int(w)})" for p, r, w in zip(h.policy, h.reserve_ways, h.ways)]
+    t["step"] = ["whole" if w else "attention only" for w in whole]
     t["baseline step (us)"] = [f"{x:,.1f}" for x in h.baseline_step_time_cycles / h.timing_clock_hz * 1e6]
     t["speed-up"] = [f"{x:.2f}x" for x in h.speedup]
-    t["batch tokens/s"] = [f"{x:,.0f}" for x in h.batch_tokens_per_s]
+    if "attention_speedup" in h:
+        t["attention part: share, speed-up"] = [
+            f"{s:.0%}, {a:.2f}x" if w and a == a and s == s else "" for w, s, a in
+            zip(whole, h.baseline_attention_share, h.attention_speedup)]
+    t["tokens/s per device"] = [f"{x:,.0f}" if w else "" for w, x in zip(whole, h.batch_tokens_per_s)]
     for c, name in CLASSES.items():
         if f"saved_{c}" in h and (h[f"saved_{c}"].abs() >= 0.5).any():
             t[f"{name} misses saved/step (k)"] = [f"{x / 1e3:,.1f}" for x in h[f"saved_{c}"]]
@@ -59,6 +65,27 @@ def model_note(df: pd.DataFrame) -> str:
         text += f" Against gem5's closed-loop decode steps on {name}: " + (_validation_text(v) if v else
                                                                            "not validated (run bench/gem5_steptime.py).")
     return text
+
+
+def step_note(df: pd.DataFrame) -> str:
+    """What a decode step includes in these results."""
+    from trace_gen.geometry import PRESETS
+
+    scopes = set(df.step_scope.dropna()) if "step_scope" in df else set()
+    parts = []
+    if "whole" in scopes:
+        deployments = [f"{g} ({PRESETS[g].weights.deployment})" for g in sorted(set(df.geometry.dropna()))
+                       if g in PRESETS]
+        parts.append("A whole decode step is, per layer, the indexer-key scan and its top-k, then the gather of the "
+                     "selected KV, the new token's KV and indexer key, and the layer's share of the weights one device "
+                     "reads per step (dense parts, LM head and the routed experts its batch activates), with every "
+                     "phase's compute (indexer, attention, projections and MLP or experts), memory and compute "
+                     "overlapping as the platform's `overlap` says; tokens/s are per device, for its batch. Weights "
+                     "as deployed: " + ("; ".join(deployments) or "the backbones' own, on one device") + ".")
+    if "attention" in scopes:
+        parts.append("Runs marked attention only leave the weights' traffic out (--no-weights, and every gem5 run): "
+                     "their speed-ups are of that part, never of decode, and they have no tokens/s.")
+    return " ".join(parts)
 
 
 def _validation_text(v: dict) -> str:
@@ -232,6 +259,7 @@ def first_screen(ctx: ReportContext, doc: Doc) -> None:
         doc.p(line)
     doc.p(model_note(ctx.results) + " A reservation keeps ways for KV lines only (the rest of the traffic gets the "
           "other ways); speed-ups are of the decode-step time against the same configuration without one.")
+    doc.p(step_note(ctx.results))
     for line in identities(ctx.results):
         doc.p(line)
     doc.table(first_screen_table(ctx.headline))
