@@ -5,12 +5,13 @@ indexer-key scan, a streaming class) from a synthetic index log, then:
   1. LRU, R = 0: the built-in simulator and pycachesim on the same 32 MiB / 16-way LLC; checks
      that their miss counts are identical (loads only: pycachesim does not refresh LRU on a
      store hit) and prints accesses/s for both and the ratio;
-  2. token-lru with whole-token eviction (R = 8): accesses/s.
+  2. token-lru with whole-token eviction (R = 8): accesses/s; ``--policies`` names other
+     reserved-way policies to time the same way (``all``: every one).
 The simulator runs on one thread (numba kernels are single-threaded), fed 4M-line chunks as
 `dsa-harness simulate` feeds it; each figure is the best of three runs (this machine's speed
 varies run to run), timing everything from the first chunk on.
 
-    python bench/sim_throughput.py [--accesses 20e6] [--pycachesim-accesses N]
+    python bench/sim_throughput.py [--accesses 20e6] [--pycachesim-accesses N] [--policies all]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 import numpy as np
 from _timing import best_of
 
-from harness.cache.llc import LLCConfig, LLCState
+from harness.cache.llc import RESERVED_POLICIES, LLCConfig, LLCState
 from harness.core.accesstrace import LineAccesses
 from trace_gen.geometry import PRESETS
 from trace_gen.indexlog import IndexLog
@@ -85,7 +86,10 @@ def main():
     ap.add_argument("--accesses", type=float, default=20e6)
     ap.add_argument("--pycachesim-accesses", type=float, default=None,
                     help="compare pycachesim on a prefix of this length (default: all)")
+    ap.add_argument("--policies", nargs="+", default=["token-lru"], metavar="POLICY",
+                    help="reserved-way policies to time at R=8 (default: token-lru; all: every one)")
     a = ap.parse_args()
+    policies = RESERVED_POLICIES if a.policies == ["all"] else a.policies
     acc = build_stream(int(a.accesses))
     kinds = {name: int((acc.cls == code).sum()) for code, name in enumerate(["kv", "kv_write", "index"])}
     print(f"stream: {len(acc):,} line accesses ({', '.join(f'{k} {v:,}' for k, v in kinds.items())})")
@@ -103,9 +107,10 @@ def main():
 
     full_miss, full_dt = run_builtin(acc, lru)
     print(f"LRU R=0 on the full stream: {len(acc) / full_dt / 1e6:.1f} M accesses/s")
-    tok = LLCConfig.make("32MiB", 16, 8, "token-lru", True)
-    _, tok_dt = run_builtin(acc, tok)
-    print(f"token-lru R=8 whole-token eviction: {len(acc) / tok_dt / 1e6:.1f} M accesses/s")
+    for policy in policies:
+        _, dt = run_builtin(acc, LLCConfig.make("32MiB", 16, 8, policy, True))
+        whole = " whole-token eviction" if policy != "lru" else ""
+        print(f"{policy} R=8{whole}: {len(acc) / dt / 1e6:.1f} M accesses/s")
     if ours_miss != py_miss:
         raise SystemExit("miss counts differ")
 
