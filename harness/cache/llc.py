@@ -43,38 +43,35 @@ from harness.cache import dlist, hashtab
 from harness.cache.policies import POLICIES
 from harness.cache.policies.admit import ADMIT_WINDOW
 from harness.cache.policies.bip import BIMODAL_EVERY
+from harness.cache.policies.ways import (
+    F_COUNT,
+    F_HEAD,
+    F_KEY,
+    F_OWN,
+    F_TIME,
+    F_TOKEN,
+    N_FIELDS,
+    N_GLOBALS,
+    N_LAYERS,
+    SEQ,
+    ReservedWays,
+    history_entry,
+    layer_of,
+)
 from harness.core.classes import KV, KV_WRITE, LINE_BYTES, TRAFFIC_CLASSES, WEIGHTS
 from harness.core.errors import UserError
 from harness.core.units import format_size, parse_size, require_memory
 
-# Policies of the reserved ways, by kernel code (harness.cache.policies documents each one).
-# 0 is line LRU; the others keep one record per resident token with a victim key.
-POLICY_CODE = {"lru": 0, "token-lru": 1, "srrip": 2, "brrip": 3, "bip": 4, "lfu": 5, "streak": 6, "admit": 7}
-RESERVED_POLICIES = tuple(POLICY_CODE)
-P_TOKEN_LRU, P_SRRIP, P_BRRIP, P_BIP, P_LFU, P_STREAK, P_ADMIT = (
-    POLICY_CODE[p] for p in ("token-lru", "srrip", "brrip", "bip", "lfu", "streak", "admit"))
-SEQ = 1 << 40       # keys that combine a small priority with an access time: prio * SEQ + time
-
 # counters kept across chunks (indices into LLCState.counters)
 C_NOW, C_EVICT, C_WB, C_TOKEN_INVAL, C_BYPASS = 0, 1, 2, 3, 4
 C_TR_FULL, C_TR_PARTIAL, C_TR_MISS, C_TR_OPEN, C_TR_TOKEN, C_TR_LINES, C_TR_HITS = 5, 6, 7, 8, 9, 10, 11
-C_NFREE, C_HISTORY = 12, 13  # free token records; entries in streak/admit's history table
+C_NFREE, C_HISTORY = 12, 13  # free token records; entries in the policy's history table
 C_WRITE_TOK = 14  # token of the kv_write run in progress (-1: none)
-C_KV_SEEN = 15  # kv line accesses so far (admit's epochs)
+C_KV_SEEN = 15  # kv line accesses so far
 N_COUNTERS = 16
 
 N_CLASSES = len(TRAFFIC_CLASSES)
 
-# token record fields: latest access, first resident line, resident lines, token id, victim key
-# (the smallest key goes first), a policy's own counter (LFU reads, streak), and for streak the
-# token's last read step and its neighbours in the list of its layer's records
-F_TIME, F_HEAD, F_COUNT, F_TOKEN, F_KEY, F_AUX, F_LASTSTEP, F_LPREV, F_LNEXT = range(9)
-N_FIELDS = 9
-# global policy state: RRIP aging offset, inserted tokens, LFU-DA age, BIP's LRU-end counter,
-# streak's current (step, layer) group of token reads
-G_AGING, G_INSERTS, G_AGE, G_LOW, G_GROUP_STEP, G_GROUP_LAYER = range(6)
-N_GLOBALS = 6
-N_LAYERS = 1 << 16  # layer ids in token ids are 16 bits
 DEAD_LINE = -2  # the tag of a line a weight scan left: occupied, never hit again (LLCState.scan)
 
 
@@ -125,8 +122,13 @@ class LLCConfig:
     def memory_bytes(self) -> int:
         """Memory the simulator's state of this LLC takes: per line a tag, a stamp and a dirty
         bit; per reserved line of a token policy a token record and its list links."""
-        tracked = self.sets * self.reserve_ways if self.policy != "lru" else 0
+        tracked = self.sets * self.reserve_ways if WAYS[self.policy].tokens else 0
         return self.sets * self.ways * 17 + tracked * (8 * N_FIELDS + 8 * 6)
+
+    @property
+    def reserved_ways(self) -> ReservedWays:
+        """The hooks of the reserved ways' policy (line LRU without a reservation)."""
+        return WAYS[self.policy if self.reserve_ways else "lru"]
 
     @property
     def reserved_bytes(self) -> int:
@@ -143,7 +145,8 @@ class LLCState:
         cfg.validate()
         self.cfg = cfg
         n = cfg.sets * cfg.ways
-        tracked = cfg.sets * cfg.reserve_ways if cfg.policy != "lru" else 0
+        hooks = self.hooks = cfg.reserved_ways
+        tracked = cfg.sets * cfg.reserve_ways if hooks.tokens else 0
         require_memory(cfg.memory_bytes(), f"an LLC of {format_size(cfg.size)}")
         self.tag = np.full(n, -1, dtype=np.int64)
         # An invalid way's stamp is -(ways - way): below every real stamp and lowest for way 0,
@@ -162,14 +165,11 @@ class LLCState:
         self.tkeys, self.tvals = hashtab.new_table(tracked, 1)
         self.counters[C_NFREE] = len(self.free)
         self.counters[C_WRITE_TOK] = -1
-        self.policy_state = np.zeros(N_GLOBALS, dtype=np.int64)
-        self.policy_state[G_GROUP_STEP] = self.policy_state[G_GROUP_LAYER] = -1
-        # history of every token read so far: streak's (last read step, streak), admit's
-        # (frequency, epoch); streak also keeps each layer's records in a list
-        streak = cfg.policy == "streak" and cfg.reserve_ways > 0
-        history = cfg.policy in ("streak", "admit") and cfg.reserve_ways > 0
-        self.hkeys, self.hvals = hashtab.new_table(1 << 12 if history else 1, 2)
-        self.layer_ends = np.full(N_LAYERS if streak else 1, -1, dtype=np.int64)  # list heads
+        self.policy_state = np.zeros(N_GLOBALS, dtype=np.int64)  # the policy's globals
+        self.policy_state[:len(hooks.initial_g)] = hooks.initial_g
+        # the policy's history of every token read so far, and its lists per layer
+        self.hkeys, self.hvals = hashtab.new_table(1 << 12 if hooks.history else 1, 2)
+        self.layer_ends = np.full(N_LAYERS if hooks.layer_lists else 1, -1, dtype=np.int64)  # list heads
         self.read_lengths = np.zeros(256, dtype=np.int64)  # token reads by line count (capped)
         self.by_request = np.zeros((max(requests, 1), 2, N_CLASSES), dtype=np.int64)  # [request, accesses|hits, class]
         self._out = self._reads = self._runs = np.zeros(0)
@@ -206,20 +206,18 @@ class LLCState:
             self._runs = np.zeros((n + 1, 5), dtype=np.int64)
         out, reads, runs = self._out[:n], self._reads[:n], self._runs[:n + 1]
         cfg = self.cfg
-        code = POLICY_CODE[cfg.policy] if cfg.reserve_ways else 0
-        if code == P_STREAK or code == P_ADMIT:  # room in the history for every token read this chunk may add
+        if self.hooks.history:  # room in the history for every token read this chunk may add
             kv = cls == KV
             tok = np.where(tokens < 0, -2 - lines, tokens)  # as the kernel sees them: -1 is a token per line
             starts = int(np.count_nonzero(kv[1:] & ~(kv[:-1] & (tok[1:] == tok[:-1])))) + 1
             need = int(self.counters[C_HISTORY]) + starts
             if 2 * need > len(self.hkeys):
                 self.hkeys, self.hvals = hashtab.grow(self.hkeys, self.hvals, need)
-        nreads, nruns = _KERNELS[code](lines, cls, tokens, writes, (steps, phases, requests), out, reads, runs,
-                                       self.tag, self.stamp, self.dirty, self.owner, self.next, self.prev,
-                                       self.records, self.free, self.tkeys, self.tvals, self.counters,
-                                       self.read_lengths, self.by_request, cfg.sets, cfg.ways, cfg.reserve_ways,
-                                       cfg.whole_token_eviction, self.policy_state, self.hkeys, self.hvals,
-                                       self.layer_ends)
+        tables = self.records, self.policy_state, self.tkeys, self.tvals, self.hkeys, self.hvals, self.layer_ends
+        nreads, nruns = _KERNELS[self.hooks.name](
+            lines, cls, tokens, writes, (steps, phases, requests), out, reads, runs, self.tag, self.stamp,
+            self.dirty, self.owner, self.next, self.prev, tables, self.free, self.counters, self.read_lengths,
+            self.by_request, cfg.sets, cfg.ways, cfg.reserve_ways, cfg.whole_token_eviction)
         return out, reads[:nreads], PhaseRuns(*runs[:nruns].T.copy())
 
     def _room_for(self, request: int) -> None:
@@ -306,58 +304,88 @@ def _finish(ctr, read_lengths):
 
 
 @nb.njit(inline="always")
-def _touch(policy, rec, records, g, now, new_read):
-    """A line of a resident token was accessed: refresh the token's victim key. token-lru counts
-    every line access (DESIGN.md); the other policies see one reference per token read, on its
-    first line (``new_read``), as their fully associative versions do: the later lines of a read
-    that inserted the token must not promote it."""
-    if policy == P_TOKEN_LRU or policy == P_ADMIT:
+def _recent_touch(rec, records, g, now, new_read):
+    records[rec, F_KEY] = now  # every line access counts (DESIGN.md)
+
+
+@nb.njit(inline="always")
+def _recent_insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
+    records[rec, F_KEY] = now
+
+
+G_AGING, G_RRIP_INSERTS = 0, 1  # srrip, brrip: aging offset, inserted tokens
+
+
+@nb.njit(inline="always")
+def _rrip_touch(rec, records, g, now, new_read):
+    if new_read:
+        records[rec, F_KEY] = g[G_AGING] * SEQ + now  # RRPV 0
+
+
+@nb.njit(inline="always")
+def _srrip_insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
+    records[rec, F_KEY] = (g[G_AGING] - 2) * SEQ + now
+
+
+@nb.njit(inline="always")
+def _brrip_insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
+    g[G_RRIP_INSERTS] += 1
+    rrpv = 2 if g[G_RRIP_INSERTS] % BIMODAL_EVERY == 0 else 3
+    records[rec, F_KEY] = (g[G_AGING] - rrpv) * SEQ + now
+
+
+@nb.njit(inline="always")
+def _rrip_before_eviction(key, g):
+    rrpv = g[G_AGING] - key // SEQ
+    if rrpv < 3:  # nobody is at RRPV 3: age everyone until the victim is
+        g[G_AGING] += 3 - rrpv
+
+
+G_BIP_INSERTS, G_LOW = 0, 1  # bip: inserted tokens, the LRU end's key
+
+
+@nb.njit(inline="always")
+def _bip_touch(rec, records, g, now, new_read):
+    if new_read:
         records[rec, F_KEY] = now
-    elif policy == P_BIP:
-        if new_read:
-            records[rec, F_KEY] = now
-    elif policy == P_SRRIP or policy == P_BRRIP:
-        if new_read:
-            records[rec, F_KEY] = g[G_AGING] * SEQ + now  # RRPV 0
-    elif policy == P_LFU:
-        if new_read:
-            records[rec, F_AUX] += 1  # reads, not lines, count
-        records[rec, F_KEY] = (g[G_AGE] + records[rec, F_AUX]) * SEQ + now
 
 
 @nb.njit(inline="always")
-def _insert_key(policy, rec, records, g, now):
-    """Victim key of a token that just became resident."""
-    g[G_INSERTS] += 1
-    if policy == P_SRRIP or policy == P_BRRIP:
-        rrpv = 2 if policy == P_SRRIP or g[G_INSERTS] % BIMODAL_EVERY == 0 else 3
-        records[rec, F_KEY] = (g[G_AGING] - rrpv) * SEQ + now
-    elif policy == P_BIP:
-        if g[G_INSERTS] % BIMODAL_EVERY == 0:
-            records[rec, F_KEY] = now
-        else:  # the LRU end: below every key so far, the newest lowest
-            g[G_LOW] -= 1
-            records[rec, F_KEY] = g[G_LOW]
-    elif policy == P_LFU:
-        records[rec, F_AUX] = 1
-        records[rec, F_KEY] = (g[G_AGE] + 1) * SEQ + now
-    elif policy != P_STREAK:  # token-lru, admit (streak: _streak_insert)
+def _bip_insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
+    g[G_BIP_INSERTS] += 1
+    if g[G_BIP_INSERTS] % BIMODAL_EVERY == 0:
         records[rec, F_KEY] = now
+    else:  # the LRU end: below every key so far, the newest lowest
+        g[G_LOW] -= 1
+        records[rec, F_KEY] = g[G_LOW]
+
+
+G_AGE = 0  # lfu: the age L
+F_READS = F_OWN  # lfu: reads since insertion
 
 
 @nb.njit(inline="always")
-def _before_eviction(policy, victim_key, g):
-    if policy == P_SRRIP or policy == P_BRRIP:
-        rrpv = g[G_AGING] - victim_key // SEQ
-        if rrpv < 3:  # nobody is at RRPV 3: age everyone until the victim is
-            g[G_AGING] += 3 - rrpv
-    elif policy == P_LFU:
-        g[G_AGE] = victim_key // SEQ
+def _lfu_touch(rec, records, g, now, new_read):
+    if new_read:
+        records[rec, F_READS] += 1  # reads, not lines, count
+    records[rec, F_KEY] = (g[G_AGE] + records[rec, F_READS]) * SEQ + now
 
 
 @nb.njit(inline="always")
-def _layer_of(tok):
-    return (tok >> 32) & 0xFFFF if tok >= 0 else 0
+def _lfu_insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
+    records[rec, F_READS] = 1
+    records[rec, F_KEY] = (g[G_AGE] + 1) * SEQ + now
+
+
+@nb.njit(inline="always")
+def _lfu_before_eviction(key, g):
+    g[G_AGE] = key // SEQ
+
+
+# streak: a record's streak, last read step and neighbours in its layer's list of records; the
+# current (step, layer) group of token reads
+F_STREAK, F_LASTSTEP, F_LPREV, F_LNEXT = F_OWN, F_OWN + 1, F_OWN + 2, F_OWN + 3
+G_GROUP_STEP, G_GROUP_LAYER = 0, 1
 
 
 @nb.njit(inline="always")
@@ -366,45 +394,44 @@ def _streak_key(streak, now):
 
 
 @nb.njit(inline="always")
-def _streak_read(tok, s, records, tkeys, tvals, hkeys, hvals, layer_ends, g, now, ctr):
-    """streak: a read of token ``tok`` at step ``s`` starts. When the reads move on to another
+def _streak_read(tok, s, records, g, tkeys, tvals, hkeys, hvals, layer_ends, now, kv_lines, reserved_lines):
+    """A read of token ``tok`` at step ``s`` starts. When the reads move on to another
     (step, layer), the finished layer's cached tokens that step did not select drop to streak 0
     (key = their latest access); then the token's streak is updated and, if it is cached, its
-    key becomes streak * SEQ + now. New tokens in the history are counted in ``ctr``."""
-    layer = _layer_of(tok)
+    key becomes streak * SEQ + now."""
+    layer = layer_of(tok)
     if s != g[G_GROUP_STEP] or layer != g[G_GROUP_LAYER]:
         done_step, done_layer = g[G_GROUP_STEP], g[G_GROUP_LAYER]
         if done_layer >= 0:
             r = layer_ends[done_layer]
             while r >= 0:
-                if records[r, F_LASTSTEP] < done_step and records[r, F_AUX] > 0:
-                    records[r, F_AUX] = 0
+                if records[r, F_LASTSTEP] < done_step and records[r, F_STREAK] > 0:
+                    records[r, F_STREAK] = 0
                     records[r, F_KEY] = records[r, F_TIME]
                 r = records[r, F_LNEXT]
         g[G_GROUP_STEP], g[G_GROUP_LAYER] = s, layer
-    e = hashtab.find(hkeys, tok)
-    if e < 0:
-        e = hashtab.insert(hkeys, hvals, tok)
+    e, added = history_entry(tok, hkeys, hvals)
+    if added:
         hvals[e, 0] = -1
-        ctr[C_HISTORY] += 1
     hvals[e, 1] = hvals[e, 1] + 1 if hvals[e, 0] == s - 1 else 1
     hvals[e, 0] = s
     c = hashtab.find(tkeys, tok)
     if c >= 0:
         rec = tvals[c, 0]
-        records[rec, F_AUX] = hvals[e, 1]
+        records[rec, F_STREAK] = hvals[e, 1]
         records[rec, F_LASTSTEP] = s
         records[rec, F_KEY] = _streak_key(hvals[e, 1], now)
+    return added
 
 
 @nb.njit(inline="always")
-def _streak_insert(rec, tok, records, hkeys, hvals, layer_ends, now):
-    """streak: a token became resident: its key from its streak, and into its layer's list."""
+def _streak_insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
+    """A token became resident: its key from its streak, and into its layer's list."""
     h = hashtab.find(hkeys, tok)
-    records[rec, F_AUX] = hvals[h, 1] if h >= 0 else 0
+    records[rec, F_STREAK] = hvals[h, 1] if h >= 0 else 0
     records[rec, F_LASTSTEP] = hvals[h, 0] if h >= 0 else -1
-    records[rec, F_KEY] = _streak_key(records[rec, F_AUX], now)
-    layer = _layer_of(tok)
+    records[rec, F_KEY] = _streak_key(records[rec, F_STREAK], now)
+    layer = layer_of(tok)
     records[rec, F_LPREV] = -1
     records[rec, F_LNEXT] = layer_ends[layer]
     if layer_ends[layer] >= 0:
@@ -413,8 +440,33 @@ def _streak_insert(rec, tok, records, hkeys, hvals, layer_ends, now):
 
 
 @nb.njit(inline="always")
+def _streak_refuse(tok, victim, key, records, hkeys, hvals, kv_lines, reserved_lines):
+    """Not admitted: not stronger than every token of this set."""
+    e = hashtab.find(hkeys, tok)
+    return (hvals[e, 1] if e >= 0 else 0) <= key // SEQ
+
+
+@nb.njit(inline="always")
+def _streak_release(rec, records, layer_ends):
+    """Out of its layer's list."""
+    p, q = records[rec, F_LPREV], records[rec, F_LNEXT]
+    if p >= 0:
+        records[p, F_LNEXT] = q
+    else:
+        layer_ends[layer_of(records[rec, F_TOKEN])] = q
+    if q >= 0:
+        records[q, F_LPREV] = p
+
+
+@nb.njit(inline="always")
+def _admit_epoch(kv_lines, reserved_lines):
+    """Frequencies halve every ADMIT_WINDOW x reserved lines of kv reads."""
+    return (kv_lines - 1) // max(ADMIT_WINDOW * reserved_lines, 1)
+
+
+@nb.njit(inline="always")
 def _decayed(hvals, e, epoch):
-    """admit: the read count of history entry ``e``, halved once per epoch since its last read."""
+    """The read count of history entry ``e``, halved once per epoch since its last read."""
     shift = epoch - hvals[e, 1]
     return hvals[e, 0] >> shift if shift < 63 else 0
 
@@ -426,48 +478,56 @@ def _admit_freq(tok, epoch, hkeys, hvals):
 
 
 @nb.njit(inline="always")
-def _admit_read(tok, epoch, hkeys, hvals, ctr):
-    """admit: a read of ``tok`` starts: count it (new tokens in the history are counted in ``ctr``)."""
-    e = hashtab.find(hkeys, tok)
-    if e < 0:
-        e = hashtab.insert(hkeys, hvals, tok)
-        ctr[C_HISTORY] += 1
-        hvals[e, 0] = 1
-    else:
-        hvals[e, 0] = _decayed(hvals, e, epoch) + 1
+def _admit_read(tok, step, records, g, tkeys, tvals, hkeys, hvals, layer_ends, now, kv_lines, reserved_lines):
+    """A read of ``tok`` starts: count it."""
+    epoch = _admit_epoch(kv_lines, reserved_lines)
+    e, added = history_entry(tok, hkeys, hvals)
+    hvals[e, 0] = 1 if added else _decayed(hvals, e, epoch) + 1
     hvals[e, 1] = epoch
+    return added
 
 
 @nb.njit(inline="always")
-def _streak_of(tok, hkeys, hvals):
-    e = hashtab.find(hkeys, tok)
-    return hvals[e, 1] if e >= 0 else 0
+def _admit_refuse(tok, victim, key, records, hkeys, hvals, kv_lines, reserved_lines):
+    """Not admitted: not read more often than the LRU token."""
+    epoch = _admit_epoch(kv_lines, reserved_lines)
+    return _admit_freq(tok, epoch, hkeys, hvals) <= _admit_freq(records[victim, F_TOKEN], epoch, hkeys, hvals)
+
+
+# The policies of the reserved ways, by name (harness.cache.policies documents each one).
+WAYS = {w.name: w for w in (
+    ReservedWays("lru"),
+    ReservedWays("token-lru", touch=_recent_touch, insert=_recent_insert),
+    ReservedWays("srrip", touch=_rrip_touch, insert=_srrip_insert, before_eviction=_rrip_before_eviction),
+    ReservedWays("brrip", touch=_rrip_touch, insert=_brrip_insert, before_eviction=_rrip_before_eviction),
+    ReservedWays("bip", touch=_bip_touch, insert=_bip_insert),
+    ReservedWays("lfu", touch=_lfu_touch, insert=_lfu_insert, before_eviction=_lfu_before_eviction),
+    ReservedWays("streak", insert=_streak_insert, on_read=_streak_read, refuse=_streak_refuse,
+                 release=_streak_release, history=True, layer_lists=True, initial_g=(-1, -1)),
+    ReservedWays("admit", touch=_recent_touch, insert=_recent_insert, on_read=_admit_read,
+                 refuse=_admit_refuse, history=True),
+)}
+RESERVED_POLICIES = tuple(WAYS)
 
 
 @nb.njit(inline="always")
-def _release(rec, records, free, nfree, tkeys, tvals, policy, layer_ends):
-    """Drop a token record: out of the hash table (and its layer's list), back on the free stack."""
+def _release(rec, records, free, nfree, tkeys, tvals, layer_ends, hooks):
+    """Drop a token record: out of the hash table (and the policy's own structures), back on
+    the free stack."""
     hashtab.delete(tkeys, tvals, hashtab.find(tkeys, records[rec, F_TOKEN]))
-    if policy == P_STREAK:
-        layer = _layer_of(records[rec, F_TOKEN])
-        p, q = records[rec, F_LPREV], records[rec, F_LNEXT]
-        if p >= 0:
-            records[p, F_LNEXT] = q
-        else:
-            layer_ends[layer] = q
-        if q >= 0:
-            records[q, F_LPREV] = p
+    hooks.release(rec, records, layer_ends)
     free[nfree] = rec
     return nfree + 1
 
 
 @nb.njit(inline="always")
-def _run(lines, cls, tokens, writes, labels, out, reads, runs,
-         tag, stamp, dirty, owner, nxt, prv, records, free, tkeys, tvals, ctr, read_lengths, by_request,
-         n_sets, n_ways, n_res, whole, policy, g, hkeys, hvals, layer_ends):
-    # (steps, phases, requests) travel as one tuple: CPython passes calls of more than 30
-    # arguments as *args, which numba cannot inline
+def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty, owner, nxt, prv, tables, free, ctr,
+         read_lengths, by_request, n_sets, n_ways, n_res, whole, token_records, hooks):
+    # token_records: the policy keeps token records (a compile-time constant, as are its hooks).
+    # (steps, phases, requests) and the policy's tables travel as tuples: CPython passes calls of
+    # more than 30 arguments as *args, which numba cannot inline
     steps, phases, requests = labels
+    records, g, tkeys, tvals, hkeys, hvals, layer_ends = tables
     # Counters live in locals inside the loop (array elements would be reloaded on every use).
     now = ctr[C_NOW]
     evictions, writebacks, invalidations, bypasses = ctr[C_EVICT], ctr[C_WB], ctr[C_TOKEN_INVAL], ctr[C_BYPASS]
@@ -475,12 +535,13 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs,
     nfree = ctr[C_NFREE]
     write_tok = ctr[C_WRITE_TOK]
     kv_seen = ctr[C_KV_SEEN]
+    history = ctr[C_HISTORY]
     nreads = 0
     nruns = 0
     run_phase = phases[0] if phases.shape[0] else 0
     run_start, run_hits, run_wb = 0, 0, writebacks
     pow2 = (n_sets & (n_sets - 1)) == 0
-    admit_window = max(ADMIT_WINDOW * n_sets * n_res, 1)
+    reserved_lines = n_sets * n_res
     set_mask = n_sets - 1
     for i in range(lines.shape[0]):
         line = lines[i]
@@ -544,10 +605,9 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs,
             read_lines += 1
             if hit:
                 read_hits += 1
-            if policy == P_STREAK and read_lines == 1:
-                _streak_read(tok, steps[i], records, tkeys, tvals, hkeys, hvals, layer_ends, g, now, ctr)
-            elif policy == P_ADMIT and read_lines == 1:
-                _admit_read(tok, (kv_seen - 1) // admit_window, hkeys, hvals, ctr)
+            if read_lines == 1:
+                history += hooks.on_read(tok, steps[i], records, g, tkeys, tvals, hkeys, hvals, layer_ends, now,
+                                          kv_seen, reserved_lines)
         elif read_open:
             _close_read(read_lines, read_hits, read_lengths, ctr)
             read_open = 0
@@ -567,7 +627,7 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs,
             stamp[slot] = now
             if writes[i]:
                 dirty[slot] = 1
-            if policy and is_kv:
+            if token_records and is_kv:
                 rec = -1
                 if way < n_res:  # the line's own record
                     rec = owner[slot]
@@ -577,14 +637,14 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs,
                         rec = tvals[e, 0]
                 if rec >= 0:
                     records[rec, F_TIME] = now
-                    _touch(policy, rec, records, g, now, c == KV and read_lines == 1)
+                    hooks.touch(rec, records, g, now, c == KV and read_lines == 1)
             continue
 
         out[i] = 0
         if lo == hi:
             bypasses += 1
             continue
-        tracked = policy > 0 and lo == 0
+        tracked = token_records and lo == 0
         victim = lru
         if lru_t >= 0:  # no free way: evict
             if tracked:  # the smallest token key (token-lru: the least recent); ties: lowest way
@@ -595,16 +655,10 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs,
                     if t < best:
                         best = t
                         victim = w
-                _before_eviction(policy, best, g)
-                if policy == P_STREAK and _streak_of(tok, hkeys, hvals) <= best // SEQ:
-                    bypasses += 1  # not admitted: weaker than every token of this set
+                hooks.before_eviction(best, g)
+                if hooks.refuse(tok, owner[base + victim], best, records, hkeys, hvals, kv_seen, reserved_lines):
+                    bypasses += 1  # not admitted
                     continue
-                if policy == P_ADMIT:
-                    epoch = (kv_seen - 1) // admit_window
-                    if _admit_freq(tok, epoch, hkeys, hvals) <= _admit_freq(
-                            records[owner[base + victim], F_TOKEN], epoch, hkeys, hvals):
-                        bypasses += 1  # not admitted: not read more often than the LRU token
-                        continue
             vslot = base + victim
             evictions += 1
             if tracked:
@@ -620,12 +674,12 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs,
                             stamp[other] = -(n_ways - other % n_ways)
                             invalidations += 1
                         other = nxt[other]
-                    nfree = _release(rec, records, free, nfree, tkeys, tvals, policy, layer_ends)
+                    nfree = _release(rec, records, free, nfree, tkeys, tvals, layer_ends, hooks)
                 else:
                     records[rec, F_HEAD], _ = dlist.unlink(vslot, prv, nxt, records[rec, F_HEAD], -1)
                     records[rec, F_COUNT] -= 1
                     if records[rec, F_COUNT] == 0:
-                        nfree = _release(rec, records, free, nfree, tkeys, tvals, policy, layer_ends)
+                        nfree = _release(rec, records, free, nfree, tkeys, tvals, layer_ends, hooks)
             if dirty[vslot]:
                 writebacks += 1
         vslot = base + victim
@@ -642,11 +696,9 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs,
                 records[rec, F_HEAD] = -1
                 records[rec, F_COUNT] = 0
                 records[rec, F_TOKEN] = tok
-                _insert_key(policy, rec, records, g, now)
-                if policy == P_STREAK:
-                    _streak_insert(rec, tok, records, hkeys, hvals, layer_ends, now)
+                hooks.insert(rec, tok, records, g, hkeys, hvals, layer_ends, now)
             else:
-                _touch(policy, tvals[e, 0], records, g, now, c == KV and read_lines == 1)
+                hooks.touch(tvals[e, 0], records, g, now, c == KV and read_lines == 1)
             rec = tvals[e, 0]
             head = records[rec, F_HEAD]  # push the line on its token's list (dlist.push_head cost 15%)
             nxt[vslot] = head
@@ -667,22 +719,25 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs,
     ctr[C_NFREE] = nfree
     ctr[C_WRITE_TOK] = write_tok
     ctr[C_KV_SEEN] = kv_seen
+    ctr[C_HISTORY] = history
     return nreads, nruns
 
 
-# One compiled kernel per policy: the policy code is a constant of each kernel, so a kernel holds
-# only its own policy's branches (with every policy's code in one kernel, token-lru ran 1.6x
-# slower). Each kernel is compiled on first use and cached on disk (the cache tells the kernels
-# apart by their closure's value).
-def _kernel(policy: int):
+# One compiled kernel per policy: the policy's hooks (a ReservedWays, a module object) are a
+# closure constant of its kernel, so numba inlines them and the kernel holds only its own policy's
+# code (with every policy's code in one kernel, token-lru ran 1.6x slower). Each kernel is
+# compiled on first use and cached on disk: the cache tells the kernels apart by their closure,
+# which pickles as the policy's name and the hash of its hooks' source (see ReservedWays), where
+# a closure over the hook functions themselves would pickle a random id of each and never hit.
+def _kernel(hooks: ReservedWays):
+    token_records = hooks.tokens
+
     @nb.njit(nogil=True, cache=True)
     def simulate(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
-                 records, free, tkeys, tvals, ctr, read_lengths, by_request, n_sets, n_ways, n_res, whole,
-                 g, hkeys, hvals, layer_ends):
+                 tables, free, ctr, read_lengths, by_request, n_sets, n_ways, n_res, whole):
         return _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
-                    records, free, tkeys, tvals, ctr, read_lengths, by_request, n_sets, n_ways, n_res, whole,
-                    policy, g, hkeys, hvals, layer_ends)
+                    tables, free, ctr, read_lengths, by_request, n_sets, n_ways, n_res, whole, token_records, hooks)
     return simulate
 
 
-_KERNELS = {code: _kernel(code) for code in POLICY_CODE.values()}
+_KERNELS = {name: _kernel(hooks) for name, hooks in WAYS.items()}
