@@ -8,21 +8,23 @@ other class only in ways ``[reserve_ways, ways)``; a lookup hits wherever the li
 non-KV lines have nowhere to go and bypass the cache (counted as misses and ``bypasses``).
 
 A miss fills the lowest free way of its region. Otherwise the shared ways evict the least
-recently used line; the reserved ways use ``policy``:
+recently used line; the reserved ways use ``policy``, one of
+``harness.cache.policies.RESERVED_POLICIES``, each defined whole in its own module:
 
-- ``lru``: the least recently used line.
-- ``token-lru``: recency per token (a token's time is its latest access to any of its lines);
-  the victim is the reserved line whose token is least recent, ties to the lowest way. With
-  whole-token eviction (default) every other resident line of that token is invalidated too.
-- ``srrip``, ``brrip``, ``bip``, ``lfu``, ``streak``, ``admit``: the token policies of
-  ``harness.cache.policies``; each resident token has one record whose key ranks it, and the victim is
-  the line whose token has the smallest key. ``streak`` and ``admit`` also keep a history of
-  every token read so far ((last read step, streak); (read count, epoch), counts halving every
-  8 x reserved lines of kv reads) and refuse a miss whose token is not stronger than the
-  victim's: the line is not cached (a miss, counted in ``bypasses``). The policies see one
-  reference per token read, on its first line. A one-set cache of one-line tokens is exactly the
-  fully associative policy, and with m-line tokens and whole-token eviction it hits m lines per
-  token hit of the fully associative policy (tests/test_policies.py).
+- ``lru``: the least recently used line, this module's own replacement.
+- a token policy (``token-lru``, ``srrip``, ``streak``, ...): each resident token has one record
+  whose key ranks it, kept by the hooks the policy's class gives (``reserved_ways``, the
+  interface of ``harness.cache.policies.ways``); the victim is the reserved line whose token has
+  the smallest key, ties to the lowest way. With whole-token eviction (default) every other
+  resident line of that token is invalidated too. A policy may refuse a miss (``streak``,
+  ``admit``): the line is not cached (a miss, counted in ``bypasses``). The policies see one
+  reference per token read, on its first line (token-lru: every line access). A one-set cache of
+  one-line tokens is exactly the fully associative policy, and with m-line tokens and
+  whole-token eviction it hits m lines per token hit of the fully associative policy
+  (tests/test_policies.py).
+
+This module holds the set-associative machinery only; it compiles one kernel per policy with
+that policy's hooks inlined (``_kernel``).
 
 On a miss the victim is chosen from the state before the access, then the new line is filled
 and its token's time set (as gem5 does: the policy sees the block when it is inserted).
@@ -40,23 +42,18 @@ import numba as nb
 import numpy as np
 
 from harness.cache import dlist, hashtab
-from harness.cache.policies import POLICIES
-from harness.cache.policies.admit import ADMIT_WINDOW
-from harness.cache.policies.bip import BIMODAL_EVERY
+from harness.cache.policies import POLICIES, RESERVED_POLICIES
+from harness.cache.policies.line_lru import LineLRU
 from harness.cache.policies.ways import (
     F_COUNT,
     F_HEAD,
     F_KEY,
-    F_OWN,
     F_TIME,
     F_TOKEN,
     N_FIELDS,
     N_GLOBALS,
     N_LAYERS,
-    SEQ,
     ReservedWays,
-    history_entry,
-    layer_of,
 )
 from harness.core.classes import KV, KV_WRITE, LINE_BYTES, TRAFFIC_CLASSES, WEIGHTS
 from harness.core.errors import UserError
@@ -122,13 +119,13 @@ class LLCConfig:
     def memory_bytes(self) -> int:
         """Memory the simulator's state of this LLC takes: per line a tag, a stamp and a dirty
         bit; per reserved line of a token policy a token record and its list links."""
-        tracked = self.sets * self.reserve_ways if WAYS[self.policy].tokens else 0
+        tracked = self.sets * self.reserve_ways if POLICIES[self.policy].reserved_ways.tokens else 0
         return self.sets * self.ways * 17 + tracked * (8 * N_FIELDS + 8 * 6)
 
     @property
     def reserved_ways(self) -> ReservedWays:
         """The hooks of the reserved ways' policy (line LRU without a reservation)."""
-        return WAYS[self.policy if self.reserve_ways else "lru"]
+        return POLICIES[self.policy].reserved_ways if self.reserve_ways else LineLRU.reserved_ways
 
     @property
     def reserved_bytes(self) -> int:
@@ -301,213 +298,6 @@ def _finish(ctr, read_lengths):
     if ctr[C_TR_OPEN]:
         _close_read(ctr[C_TR_LINES], ctr[C_TR_HITS], read_lengths, ctr)
         ctr[C_TR_OPEN] = 0
-
-
-@nb.njit(inline="always")
-def _recent_touch(rec, records, g, now, new_read):
-    records[rec, F_KEY] = now  # every line access counts (DESIGN.md)
-
-
-@nb.njit(inline="always")
-def _recent_insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
-    records[rec, F_KEY] = now
-
-
-G_AGING, G_RRIP_INSERTS = 0, 1  # srrip, brrip: aging offset, inserted tokens
-
-
-@nb.njit(inline="always")
-def _rrip_touch(rec, records, g, now, new_read):
-    if new_read:
-        records[rec, F_KEY] = g[G_AGING] * SEQ + now  # RRPV 0
-
-
-@nb.njit(inline="always")
-def _srrip_insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
-    records[rec, F_KEY] = (g[G_AGING] - 2) * SEQ + now
-
-
-@nb.njit(inline="always")
-def _brrip_insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
-    g[G_RRIP_INSERTS] += 1
-    rrpv = 2 if g[G_RRIP_INSERTS] % BIMODAL_EVERY == 0 else 3
-    records[rec, F_KEY] = (g[G_AGING] - rrpv) * SEQ + now
-
-
-@nb.njit(inline="always")
-def _rrip_before_eviction(key, g):
-    rrpv = g[G_AGING] - key // SEQ
-    if rrpv < 3:  # nobody is at RRPV 3: age everyone until the victim is
-        g[G_AGING] += 3 - rrpv
-
-
-G_BIP_INSERTS, G_LOW = 0, 1  # bip: inserted tokens, the LRU end's key
-
-
-@nb.njit(inline="always")
-def _bip_touch(rec, records, g, now, new_read):
-    if new_read:
-        records[rec, F_KEY] = now
-
-
-@nb.njit(inline="always")
-def _bip_insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
-    g[G_BIP_INSERTS] += 1
-    if g[G_BIP_INSERTS] % BIMODAL_EVERY == 0:
-        records[rec, F_KEY] = now
-    else:  # the LRU end: below every key so far, the newest lowest
-        g[G_LOW] -= 1
-        records[rec, F_KEY] = g[G_LOW]
-
-
-G_AGE = 0  # lfu: the age L
-F_READS = F_OWN  # lfu: reads since insertion
-
-
-@nb.njit(inline="always")
-def _lfu_touch(rec, records, g, now, new_read):
-    if new_read:
-        records[rec, F_READS] += 1  # reads, not lines, count
-    records[rec, F_KEY] = (g[G_AGE] + records[rec, F_READS]) * SEQ + now
-
-
-@nb.njit(inline="always")
-def _lfu_insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
-    records[rec, F_READS] = 1
-    records[rec, F_KEY] = (g[G_AGE] + 1) * SEQ + now
-
-
-@nb.njit(inline="always")
-def _lfu_before_eviction(key, g):
-    g[G_AGE] = key // SEQ
-
-
-# streak: a record's streak, last read step and neighbours in its layer's list of records; the
-# current (step, layer) group of token reads
-F_STREAK, F_LASTSTEP, F_LPREV, F_LNEXT = F_OWN, F_OWN + 1, F_OWN + 2, F_OWN + 3
-G_GROUP_STEP, G_GROUP_LAYER = 0, 1
-
-
-@nb.njit(inline="always")
-def _streak_key(streak, now):
-    return streak * SEQ + now
-
-
-@nb.njit(inline="always")
-def _streak_read(tok, s, records, g, tkeys, tvals, hkeys, hvals, layer_ends, now, kv_lines, reserved_lines):
-    """A read of token ``tok`` at step ``s`` starts. When the reads move on to another
-    (step, layer), the finished layer's cached tokens that step did not select drop to streak 0
-    (key = their latest access); then the token's streak is updated and, if it is cached, its
-    key becomes streak * SEQ + now."""
-    layer = layer_of(tok)
-    if s != g[G_GROUP_STEP] or layer != g[G_GROUP_LAYER]:
-        done_step, done_layer = g[G_GROUP_STEP], g[G_GROUP_LAYER]
-        if done_layer >= 0:
-            r = layer_ends[done_layer]
-            while r >= 0:
-                if records[r, F_LASTSTEP] < done_step and records[r, F_STREAK] > 0:
-                    records[r, F_STREAK] = 0
-                    records[r, F_KEY] = records[r, F_TIME]
-                r = records[r, F_LNEXT]
-        g[G_GROUP_STEP], g[G_GROUP_LAYER] = s, layer
-    e, added = history_entry(tok, hkeys, hvals)
-    if added:
-        hvals[e, 0] = -1
-    hvals[e, 1] = hvals[e, 1] + 1 if hvals[e, 0] == s - 1 else 1
-    hvals[e, 0] = s
-    c = hashtab.find(tkeys, tok)
-    if c >= 0:
-        rec = tvals[c, 0]
-        records[rec, F_STREAK] = hvals[e, 1]
-        records[rec, F_LASTSTEP] = s
-        records[rec, F_KEY] = _streak_key(hvals[e, 1], now)
-    return added
-
-
-@nb.njit(inline="always")
-def _streak_insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
-    """A token became resident: its key from its streak, and into its layer's list."""
-    h = hashtab.find(hkeys, tok)
-    records[rec, F_STREAK] = hvals[h, 1] if h >= 0 else 0
-    records[rec, F_LASTSTEP] = hvals[h, 0] if h >= 0 else -1
-    records[rec, F_KEY] = _streak_key(records[rec, F_STREAK], now)
-    layer = layer_of(tok)
-    records[rec, F_LPREV] = -1
-    records[rec, F_LNEXT] = layer_ends[layer]
-    if layer_ends[layer] >= 0:
-        records[layer_ends[layer], F_LPREV] = rec
-    layer_ends[layer] = rec
-
-
-@nb.njit(inline="always")
-def _streak_refuse(tok, victim, key, records, hkeys, hvals, kv_lines, reserved_lines):
-    """Not admitted: not stronger than every token of this set."""
-    e = hashtab.find(hkeys, tok)
-    return (hvals[e, 1] if e >= 0 else 0) <= key // SEQ
-
-
-@nb.njit(inline="always")
-def _streak_release(rec, records, layer_ends):
-    """Out of its layer's list."""
-    p, q = records[rec, F_LPREV], records[rec, F_LNEXT]
-    if p >= 0:
-        records[p, F_LNEXT] = q
-    else:
-        layer_ends[layer_of(records[rec, F_TOKEN])] = q
-    if q >= 0:
-        records[q, F_LPREV] = p
-
-
-@nb.njit(inline="always")
-def _admit_epoch(kv_lines, reserved_lines):
-    """Frequencies halve every ADMIT_WINDOW x reserved lines of kv reads."""
-    return (kv_lines - 1) // max(ADMIT_WINDOW * reserved_lines, 1)
-
-
-@nb.njit(inline="always")
-def _decayed(hvals, e, epoch):
-    """The read count of history entry ``e``, halved once per epoch since its last read."""
-    shift = epoch - hvals[e, 1]
-    return hvals[e, 0] >> shift if shift < 63 else 0
-
-
-@nb.njit(inline="always")
-def _admit_freq(tok, epoch, hkeys, hvals):
-    e = hashtab.find(hkeys, tok)
-    return _decayed(hvals, e, epoch) if e >= 0 else 0
-
-
-@nb.njit(inline="always")
-def _admit_read(tok, step, records, g, tkeys, tvals, hkeys, hvals, layer_ends, now, kv_lines, reserved_lines):
-    """A read of ``tok`` starts: count it."""
-    epoch = _admit_epoch(kv_lines, reserved_lines)
-    e, added = history_entry(tok, hkeys, hvals)
-    hvals[e, 0] = 1 if added else _decayed(hvals, e, epoch) + 1
-    hvals[e, 1] = epoch
-    return added
-
-
-@nb.njit(inline="always")
-def _admit_refuse(tok, victim, key, records, hkeys, hvals, kv_lines, reserved_lines):
-    """Not admitted: not read more often than the LRU token."""
-    epoch = _admit_epoch(kv_lines, reserved_lines)
-    return _admit_freq(tok, epoch, hkeys, hvals) <= _admit_freq(records[victim, F_TOKEN], epoch, hkeys, hvals)
-
-
-# The policies of the reserved ways, by name (harness.cache.policies documents each one).
-WAYS = {w.name: w for w in (
-    ReservedWays("lru"),
-    ReservedWays("token-lru", touch=_recent_touch, insert=_recent_insert),
-    ReservedWays("srrip", touch=_rrip_touch, insert=_srrip_insert, before_eviction=_rrip_before_eviction),
-    ReservedWays("brrip", touch=_rrip_touch, insert=_brrip_insert, before_eviction=_rrip_before_eviction),
-    ReservedWays("bip", touch=_bip_touch, insert=_bip_insert),
-    ReservedWays("lfu", touch=_lfu_touch, insert=_lfu_insert, before_eviction=_lfu_before_eviction),
-    ReservedWays("streak", insert=_streak_insert, on_read=_streak_read, refuse=_streak_refuse,
-                 release=_streak_release, history=True, layer_lists=True, initial_g=(-1, -1)),
-    ReservedWays("admit", touch=_recent_touch, insert=_recent_insert, on_read=_admit_read,
-                 refuse=_admit_refuse, history=True),
-)}
-RESERVED_POLICIES = tuple(WAYS)
 
 
 @nb.njit(inline="always")
@@ -740,4 +530,4 @@ def _kernel(hooks: ReservedWays):
     return simulate
 
 
-_KERNELS = {name: _kernel(hooks) for name, hooks in WAYS.items()}
+_KERNELS = {name: _kernel(POLICIES[name].reserved_ways) for name in RESERVED_POLICIES}

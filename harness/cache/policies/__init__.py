@@ -1,9 +1,13 @@
 """Reservation policies, one module each, registered by name here.
 
 ``dsa-harness policies`` lists them. Every policy runs on the fully associative token cache
-(``Policy.fa_hits``); those in ``harness.cache.llc.RESERVED_POLICIES`` also run in the LLC's reserved ways.
-Two families: the project's own, and libCacheSim's eviction algorithms (``lcs:<algorithm>``,
-``harness.cache.policies.zoo``).
+(``Policy.fa_hits``); those whose class has ``reserved_ways`` (``RESERVED_POLICIES``) also run in
+the LLC's reserved ways (``harness.cache.llc``), through the hooks ``harness.cache.policies.ways``
+defines. A policy's module holds all of it: its fully associative form, its reserved-way hooks,
+its hardware cost and its docstring, which defines it. Two families: the project's own, and
+libCacheSim's eviction algorithms (``lcs:<algorithm>``, ``harness.cache.policies.zoo``).
+
+A new policy is its module and one entry in ``POLICIES`` below.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from harness.core.errors import UserError
 
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (
     LineLRU, TokenLRU, SRRIP, BRRIP, BIP, LFU, Admit, LayerQuota, PrevStep, PinRecent, Streak, Belady, *ZOO)}
+# Those that also run in the LLC's reserved ways (lru: the kernel's own line LRU).
+RESERVED_POLICIES: tuple[str, ...] = tuple(name for name, p in POLICIES.items() if p.reserved_ways is not None)
 
 
 def get_policy(name: str, **params) -> Policy:
@@ -40,4 +46,5 @@ def get_policy(name: str, **params) -> Policy:
     return POLICIES[name](**params)
 
 
-__all__ = ["POLICIES", "HardwareCost", "HardwareReference", "Policy", "PolicyFailed", "TokenReads", "get_policy"]
+__all__ = ["POLICIES", "RESERVED_POLICIES", "HardwareCost", "HardwareReference", "Policy", "PolicyFailed",
+           "TokenReads", "get_policy"]

@@ -19,18 +19,59 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from harness.cache import dlist
+from harness.cache import dlist, hashtab
 from harness.cache.policies.base import REFERENCE, HardwareCost, Policy, check_int
+from harness.cache.policies.token_lru import insert_recent, touch_recent
+from harness.cache.policies.ways import F_TOKEN, ReservedWays, history_entry
 
 # Frequencies halve every ADMIT_WINDOW x capacity reads (in the LLC's reserved ways: x reserved
 # lines of kv reads).
 ADMIT_WINDOW = 8
 
 
+@nb.njit(inline="always")
+def _halved(count, last_epoch, epoch):
+    """A read count as of epoch ``last_epoch``, halved once per epoch since."""
+    shift = epoch - last_epoch
+    return count >> shift if shift < 63 else 0
+
+
+# The reserved ways: LRU as token-lru; a history entry per token read holds its (read count,
+# epoch of its latest read).
+@nb.njit(inline="always")
+def _epoch(kv_lines, reserved_lines):
+    return (kv_lines - 1) // max(ADMIT_WINDOW * reserved_lines, 1)
+
+
+@nb.njit(inline="always")
+def _history_freq(tok, epoch, hkeys, hvals):
+    e = hashtab.find(hkeys, tok)
+    return _halved(hvals[e, 0], hvals[e, 1], epoch) if e >= 0 else 0
+
+
+@nb.njit(inline="always")
+def _on_read(tok, step, records, g, tkeys, tvals, hkeys, hvals, layer_ends, now, kv_lines, reserved_lines):
+    """A read of ``tok`` starts: count it."""
+    epoch = _epoch(kv_lines, reserved_lines)
+    e, added = history_entry(tok, hkeys, hvals)
+    hvals[e, 0] = 1 if added else _halved(hvals[e, 0], hvals[e, 1], epoch) + 1
+    hvals[e, 1] = epoch
+    return added
+
+
+@nb.njit(inline="always")
+def _refuse(tok, victim, key, records, hkeys, hvals, kv_lines, reserved_lines):
+    """Not admitted: not read more often than the LRU token."""
+    epoch = _epoch(kv_lines, reserved_lines)
+    return _history_freq(tok, epoch, hkeys, hvals) <= _history_freq(records[victim, F_TOKEN], epoch, hkeys, hvals)
+
+
 class Admit(Policy):
     name = "admit"
     description = "LRU that admits a missed token only if it is read more often than the LRU token"
     defaults = {"window": 0}  # 0: ADMIT_WINDOW (8) x capacity, as in the LLC's reserved ways
+    reserved_ways = ReservedWays(touch=touch_recent, insert=insert_recent, on_read=_on_read, refuse=_refuse,
+                                 history=True)
 
     @classmethod
     def hardware_cost(cls, ref=REFERENCE):
@@ -47,12 +88,6 @@ class Admit(Policy):
                       np.zeros(d, np.uint8), np.zeros(d, np.int64), np.zeros(d, np.int64))
 
 
-@nb.njit(inline="always")
-def _freq(x, freq, epoch_of, epoch):
-    shift = epoch - epoch_of[x]
-    return freq[x] >> shift if shift < 63 else 0
-
-
 @nb.njit(cache=True)
 def _admit(tid, capacity, window, prev, nxt, inside, freq, epoch_of):
     head, tail = -1, -1  # head = most recent
@@ -60,14 +95,14 @@ def _admit(tid, capacity, window, prev, nxt, inside, freq, epoch_of):
     for i in range(tid.shape[0]):
         t = tid[i]
         epoch = i // window
-        freq[t] = _freq(t, freq, epoch_of, epoch) + 1
+        freq[t] = _halved(freq[t], epoch_of[t], epoch) + 1
         epoch_of[t] = epoch
         if inside[t]:
             hits += 1
             head, tail = dlist.unlink(t, prev, nxt, head, tail)
         else:
             if size == capacity:
-                if freq[t] <= _freq(tail, freq, epoch_of, epoch):
+                if freq[t] <= _halved(freq[tail], epoch_of[tail], epoch):
                     continue  # not admitted
                 victim, head, tail = dlist.pop_tail(prev, nxt, head, tail)
                 inside[victim] = 0

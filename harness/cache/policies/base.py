@@ -2,8 +2,9 @@
 (the kernels' linked lists live in ``harness.cache.dlist``).
 
 A policy decides which whole tokens a reservation of ``capacity`` tokens keeps. Each module
-implements it for the fully associative token cache (the study's capacity sweeps); those in
-``harness.cache.llc.RESERVED_POLICIES`` also run in the set-associative LLC's reserved ways.
+implements it for the fully associative token cache (the study's capacity sweeps); those whose
+class has ``reserved_ways`` (``harness.cache.policies.RESERVED_POLICIES``) also run in the
+set-associative LLC's reserved ways (``harness.cache.policies.ways``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from functools import cached_property
 
 import numpy as np
 
+from harness.cache.policies.ways import ReservedWays
 from harness.cache.tokencache import NEVER, _next_use_backward
 from harness.core.errors import UserError
 from harness.core.units import require_memory
@@ -201,7 +203,8 @@ class PolicyFailed(UserError):
 class Policy:
     """A reservation policy. Subclasses set ``name``, ``description`` (one line), ``defaults``
     (parameters) and implement :meth:`fa_hits`; those that also run in the LLC's reserved ways
-    state their :meth:`hardware_cost`. ``family`` tells the project's policies from libCacheSim's
+    give the hooks of that form as ``reserved_ways`` and state their :meth:`hardware_cost`.
+    ``family`` tells the project's policies from libCacheSim's
     (``harness.cache.policies.zoo``); ``offline`` marks a bound that reads the future;
     ``default_sweep`` is False for a policy the capacity study leaves out unless named."""
 
@@ -211,6 +214,7 @@ class Policy:
     family = "dsa-llc"
     offline = False
     default_sweep = True
+    reserved_ways: ReservedWays | None = None  # None: the token cache only
 
     @classmethod
     def hardware_cost(cls, ref: HardwareReference = REFERENCE) -> HardwareCost | None:

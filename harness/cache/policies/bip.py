@@ -17,16 +17,35 @@ import numpy as np
 
 from harness.cache import dlist
 from harness.cache.policies.base import REFERENCE, HardwareCost, Policy, check_int
+from harness.cache.policies.ways import F_KEY, ReservedWays
 
 # Bimodal insertion (BIP, and BRRIP's 'long' prediction): every 32nd inserted token is treated as
 # likely to be reused; the FA policies and the LLC's reserved ways use the same.
 BIMODAL_EVERY = 32
+G_INSERTS, G_LOW = 0, 1  # the reserved ways' inserted tokens and LRU end's key (global registers)
+
+
+@nb.njit(inline="always")
+def _touch(rec, records, g, now, new_read):
+    if new_read:
+        records[rec, F_KEY] = now
+
+
+@nb.njit(inline="always")
+def _insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
+    g[G_INSERTS] += 1
+    if g[G_INSERTS] % BIMODAL_EVERY == 0:
+        records[rec, F_KEY] = now
+    else:  # the LRU end: below every key so far, the newest lowest
+        g[G_LOW] -= 1
+        records[rec, F_KEY] = g[G_LOW]
 
 
 class BIP(Policy):
     name = "bip"
     description = "LRU with bimodal insertion: new tokens at the LRU end, every 32nd at the MRU end"
     defaults = {"mru_every": BIMODAL_EVERY}  # the LLC's reserved ways use the same
+    reserved_ways = ReservedWays(touch=_touch, insert=_insert)
 
     @classmethod
     def hardware_cost(cls, ref=REFERENCE):

@@ -9,15 +9,34 @@ Hardware cost: as ``srrip``, plus one global counter of insertions modulo 32 (5 
 
 from __future__ import annotations
 
+import numba as nb
+
 from harness.cache.policies.base import REFERENCE, HardwareCost, Policy, check_int
 from harness.cache.policies.bip import BIMODAL_EVERY
-from harness.cache.policies.rrip import SRRIP, rrip_hits
+from harness.cache.policies.rrip import (
+    G_AGING,
+    SRRIP,
+    age_before_eviction,
+    insert_rrpv,
+    rrip_hits,
+    touch_rrip,
+)
+from harness.cache.policies.ways import ReservedWays
+
+G_INSERTS = G_AGING + 1  # the reserved ways' count of inserted tokens (a global register after srrip's)
+
+
+@nb.njit(inline="always")
+def _insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
+    g[G_INSERTS] += 1
+    insert_rrpv(rec, records, g, now, 2 if g[G_INSERTS] % BIMODAL_EVERY == 0 else 3)
 
 
 class BRRIP(Policy):
     name = "brrip"
     description = "token BRRIP: new tokens inserted 'distant' (RRPV 3), every 32nd 'long' (RRPV 2)"
     defaults = {"long_every": BIMODAL_EVERY}  # the LLC's reserved ways use the same
+    reserved_ways = ReservedWays(touch=touch_rrip, insert=_insert, before_eviction=age_before_eviction)
 
     @classmethod
     def hardware_cost(cls, ref=REFERENCE):

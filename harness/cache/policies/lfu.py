@@ -20,7 +20,10 @@ eviction searches an empty list and dies (SIGSEGV; a failed run in the study).
 Hardware cost: per record the key, kept relative to L: every resident key lies in [L, L + D]
 (a token is read at most once per decode step, so count <= D steps), so ceil(log2(D + 1)) bits
 hold K - L; a recency rank for the tie-break (ceil(log2 T) bits); L itself, one global register
-of as many bits; plus the record bookkeeping of every token policy (``HardwareCost``)."""
+of as many bits; plus the record bookkeeping of every token policy (``HardwareCost``).
+
+In the LLC's reserved ways a token's key is K * SEQ + its latest access, so ties go to the least
+recently accessed token; L is one global register."""
 
 from __future__ import annotations
 
@@ -29,11 +32,34 @@ import numpy as np
 
 from harness.cache import dlist
 from harness.cache.policies.base import REFERENCE, HardwareCost, Policy
+from harness.cache.policies.ways import F_KEY, F_OWN, SEQ, ReservedWays
+
+G_AGE = 0  # the reserved ways' age L (global register)
+F_READS = F_OWN  # a record's reads since its token was inserted
+
+
+@nb.njit(inline="always")
+def _touch(rec, records, g, now, new_read):
+    if new_read:
+        records[rec, F_READS] += 1  # reads, not lines, count
+    records[rec, F_KEY] = (g[G_AGE] + records[rec, F_READS]) * SEQ + now
+
+
+@nb.njit(inline="always")
+def _insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
+    records[rec, F_READS] = 1
+    records[rec, F_KEY] = (g[G_AGE] + 1) * SEQ + now
+
+
+@nb.njit(inline="always")
+def _before_eviction(key, g):
+    g[G_AGE] = key // SEQ
 
 
 class LFU(Policy):
     name = "lfu"
     description = "LFU with dynamic aging: evict the smallest (age + reads since insertion)"
+    reserved_ways = ReservedWays(touch=_touch, insert=_insert, before_eviction=_before_eviction)
 
     @classmethod
     def hardware_cost(cls, ref=REFERENCE):

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from harness.cache.policies.base import REFERENCE, HardwareCost
 from harness.cache.policies.token_lru import TokenLRU
+from harness.cache.policies.ways import ReservedWays
 
 
 class LineLRU(TokenLRU):
     name = "lru"
     description = "least recently used line (set-associative reserved ways); as a token cache = token-lru"
     default_sweep = False  # the same hits as token-lru on the token cache
+    reserved_ways = ReservedWays()  # no token hooks: the kernel's own line LRU
 
     @classmethod
     def hardware_cost(cls, ref=REFERENCE):

@@ -13,7 +13,11 @@ Using Re-Reference Interval Prediction (RRIP)", ISCA 2010: M = 2 bits per block;
 aging offset the live RRPVs span four values, so two bits still hold them) and, for the
 oldest-first tie-break among tokens at the largest RRPV, a recency rank (ceil(log2 T) bits);
 hardware SRRIP breaks ties by way index and needs only the 2 bits. Plus the record bookkeeping
-of every token policy (``HardwareCost``)."""
+of every token policy (``HardwareCost``).
+
+In the LLC's reserved ways a token's key is (aging offset - RRPV) * SEQ + the time its RRPV was
+set: the victim is the token of the largest RRPV (the smallest key), the oldest among them; the
+offset is one global register, raised when the victim's RRPV is below 3."""
 
 from __future__ import annotations
 
@@ -22,8 +26,33 @@ import numpy as np
 
 from harness.cache import dlist
 from harness.cache.policies.base import REFERENCE, HardwareCost, Policy
+from harness.cache.policies.ways import F_KEY, SEQ, ReservedWays
 
 NONE = np.iinfo(np.int64).min  # level[id] of a token that is not cached
+G_AGING = 0  # the reserved ways' aging offset (global register)
+
+
+@nb.njit(inline="always")
+def touch_rrip(rec, records, g, now, new_read):
+    if new_read:
+        records[rec, F_KEY] = g[G_AGING] * SEQ + now  # RRPV 0
+
+
+@nb.njit(inline="always")
+def insert_rrpv(rec, records, g, now, rrpv):
+    records[rec, F_KEY] = (g[G_AGING] - rrpv) * SEQ + now
+
+
+@nb.njit(inline="always")
+def _insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
+    insert_rrpv(rec, records, g, now, 2)
+
+
+@nb.njit(inline="always")
+def age_before_eviction(key, g):
+    rrpv = g[G_AGING] - key // SEQ
+    if rrpv < 3:  # nobody is at RRPV 3: age everyone until the victim is
+        g[G_AGING] += 3 - rrpv
 
 
 class SRRIP(Policy):
@@ -31,6 +60,7 @@ class SRRIP(Policy):
     description = "token SRRIP: 2-bit re-reference prediction, new tokens inserted at 'long' (RRPV 2)"
     long_every = 1  # every insertion predicts "long"
     RRPV_BITS = 2
+    reserved_ways = ReservedWays(touch=touch_rrip, insert=_insert, before_eviction=age_before_eviction)
 
     @classmethod
     def hardware_cost(cls, ref=REFERENCE):

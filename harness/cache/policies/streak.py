@@ -28,13 +28,101 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from harness.cache import dlist
+from harness.cache import dlist, hashtab
 from harness.cache.policies.base import REFERENCE, HardwareCost, Policy
+from harness.cache.policies.ways import (
+    F_KEY,
+    F_OWN,
+    F_TIME,
+    F_TOKEN,
+    SEQ,
+    ReservedWays,
+    history_entry,
+    layer_of,
+)
+
+# The reserved ways: a record's streak, its last read step and its neighbours in its layer's list
+# of records; the current (step, layer) group of token reads (global registers); a history
+# entry per token read holds its (last read step, streak). A record's key: streak * SEQ + time.
+F_STREAK, F_LASTSTEP, F_LPREV, F_LNEXT = F_OWN, F_OWN + 1, F_OWN + 2, F_OWN + 3
+G_GROUP_STEP, G_GROUP_LAYER = 0, 1
+
+
+@nb.njit(inline="always")
+def _key(streak, now):
+    return streak * SEQ + now
+
+
+@nb.njit(inline="always")
+def _on_read(tok, s, records, g, tkeys, tvals, hkeys, hvals, layer_ends, now, kv_lines, reserved_lines):
+    """A read of token ``tok`` at step ``s`` starts. When the reads move on to another
+    (step, layer), the finished layer's cached tokens that step did not select drop to streak 0
+    (key = their latest access); then the token's streak is updated and, if it is cached, its
+    key becomes streak * SEQ + now."""
+    layer = layer_of(tok)
+    if s != g[G_GROUP_STEP] or layer != g[G_GROUP_LAYER]:
+        done_step, done_layer = g[G_GROUP_STEP], g[G_GROUP_LAYER]
+        if done_layer >= 0:
+            r = layer_ends[done_layer]
+            while r >= 0:
+                if records[r, F_LASTSTEP] < done_step and records[r, F_STREAK] > 0:
+                    records[r, F_STREAK] = 0
+                    records[r, F_KEY] = records[r, F_TIME]
+                r = records[r, F_LNEXT]
+        g[G_GROUP_STEP], g[G_GROUP_LAYER] = s, layer
+    e, added = history_entry(tok, hkeys, hvals)
+    if added:
+        hvals[e, 0] = -1
+    hvals[e, 1] = hvals[e, 1] + 1 if hvals[e, 0] == s - 1 else 1
+    hvals[e, 0] = s
+    c = hashtab.find(tkeys, tok)
+    if c >= 0:
+        rec = tvals[c, 0]
+        records[rec, F_STREAK] = hvals[e, 1]
+        records[rec, F_LASTSTEP] = s
+        records[rec, F_KEY] = _key(hvals[e, 1], now)
+    return added
+
+
+@nb.njit(inline="always")
+def _insert(rec, tok, records, g, hkeys, hvals, layer_ends, now):
+    """A token became resident: its key from its streak, and into its layer's list."""
+    h = hashtab.find(hkeys, tok)
+    records[rec, F_STREAK] = hvals[h, 1] if h >= 0 else 0
+    records[rec, F_LASTSTEP] = hvals[h, 0] if h >= 0 else -1
+    records[rec, F_KEY] = _key(records[rec, F_STREAK], now)
+    layer = layer_of(tok)
+    records[rec, F_LPREV] = -1
+    records[rec, F_LNEXT] = layer_ends[layer]
+    if layer_ends[layer] >= 0:
+        records[layer_ends[layer], F_LPREV] = rec
+    layer_ends[layer] = rec
+
+
+@nb.njit(inline="always")
+def _refuse(tok, victim, key, records, hkeys, hvals, kv_lines, reserved_lines):
+    """Not admitted: not stronger than every token of this set."""
+    e = hashtab.find(hkeys, tok)
+    return (hvals[e, 1] if e >= 0 else 0) <= key // SEQ
+
+
+@nb.njit(inline="always")
+def _release(rec, records, layer_ends):
+    """Out of its layer's list."""
+    p, q = records[rec, F_LPREV], records[rec, F_LNEXT]
+    if p >= 0:
+        records[p, F_LNEXT] = q
+    else:
+        layer_ends[layer_of(records[rec, F_TOKEN])] = q
+    if q >= 0:
+        records[q, F_LPREV] = p
 
 
 class Streak(Policy):
     name = "streak"
     description = "predictive: keep tokens re-selected in the most consecutive steps, admit only stronger ones"
+    reserved_ways = ReservedWays(insert=_insert, on_read=_on_read, refuse=_refuse, release=_release, history=True,
+                                 layer_lists=True, initial_g=(-1, -1))
 
     @classmethod
     def hardware_cost(cls, ref=REFERENCE):

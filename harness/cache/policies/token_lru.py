@@ -2,7 +2,9 @@
 
 A read of a cached token is a hit and makes it the most recent; a missed token is inserted,
 evicting the least recently read token when the cache is full. In the LLC's reserved ways the
-same recency is kept per token across its lines (see ``harness.cache.llc``).
+same recency is kept per token across its lines: a token's time is its latest access to any of
+its lines (every line access counts, as DESIGN.md defines it), and the victim is the reserved
+line whose token is least recent.
 
 Hardware cost: besides the record bookkeeping every token policy has (``HardwareCost``: a tag per
 record, a record index per reserved line), a recency rank per record, ceil(log2 T) bits for the
@@ -10,15 +12,28 @@ exact order of up to T resident tokens (``HardwareReference.rank_bits``)."""
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 
 from harness.cache.policies.base import REFERENCE, HardwareCost, Policy
+from harness.cache.policies.ways import F_KEY, ReservedWays
 from harness.cache.tokencache import lru_chunk
+
+
+@nb.njit(inline="always")
+def touch_recent(rec, records, g, now, new_read):
+    records[rec, F_KEY] = now
+
+
+@nb.njit(inline="always")
+def insert_recent(rec, tok, records, g, hkeys, hvals, layer_ends, now):
+    records[rec, F_KEY] = now
 
 
 class TokenLRU(Policy):
     name = "token-lru"
     description = "least recently read token is evicted (recency per token)"
+    reserved_ways = ReservedWays(touch=touch_recent, insert=insert_recent)
 
     @classmethod
     def hardware_cost(cls, ref=REFERENCE):

@@ -17,8 +17,10 @@ way), and with whole-token eviction every other resident line of that token too.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
+import sys
 import types
 
 import numba as nb
@@ -86,6 +88,7 @@ def no_release(rec, records, layer_ends):
 
 
 _HOOKS = ("touch", "insert", "on_read", "before_eviction", "refuse", "release")
+_PACKAGE = __name__.split(".")[0]
 _registered: dict[str, ReservedWays] = {}
 
 
@@ -112,10 +115,12 @@ class ReservedWays(types.ModuleType):
       evicting the line of record ``victim``;
     - ``release(rec, records, layer_ends)``: record ``rec`` is dropped (its token's last line left).
 
-    A policy without an ``insert`` hook keeps no token records: the reserved ways are line LRU,
-    the kernel's own replacement. ``history``: the policy keeps a history of every token read
-    (``hkeys``/``hvals``); ``layer_lists``: it needs ``layer_ends``; ``initial_g``:
-    the initial values of its first global registers (the rest start at 0).
+    A policy class that runs in the reserved ways holds its hooks as ``reserved_ways =
+    ReservedWays(...)`` (which takes the class's ``name``). A policy without an ``insert`` hook
+    keeps no token records: the reserved ways are line LRU, the kernel's own replacement.
+    ``history``: the policy keeps a history of every token read (``hkeys``/``hvals``);
+    ``layer_lists``: it needs ``layer_ends``; ``initial_g``: the initial values of its first
+    global registers (the rest start at 0).
 
     Each hook is a numba function compiled with ``inline="always"``; the kernel factory
     (``harness.cache.llc``) compiles one kernel per policy with the policy's ``ReservedWays``
@@ -126,22 +131,27 @@ class ReservedWays(types.ModuleType):
     and recompiled after an edit of its hooks (numba itself watches only llc.py).
     """
 
-    def __init__(self, name: str, *, touch=None, insert=None, on_read=no_read, before_eviction=no_eviction,
+    def __init__(self, *, touch=None, insert=None, on_read=no_read, before_eviction=no_eviction,
                  refuse=never_refuse, release=no_release, history: bool = False, layer_lists: bool = False,
                  initial_g: tuple[int, ...] = ()):
-        super().__init__(f"{__name__}:{name}")
+        super().__init__(__name__)
         if touch is not None and insert is None:
-            raise TypeError(f"reserved ways of {name}: a touch hook without an insert hook")
-        if name in _registered:
-            raise ValueError(f"reserved ways of {name} are defined twice")
+            raise TypeError("reserved ways: a touch hook without an insert hook")
         if len(initial_g) > N_GLOBALS:
-            raise ValueError(f"reserved ways of {name}: {len(initial_g)} globals, at most {N_GLOBALS}")
-        self.name = name
+            raise ValueError(f"reserved ways: {len(initial_g)} globals, at most {N_GLOBALS}")
+        self.name = ""
         self.tokens = insert is not None
         self.touch, self.insert = touch or no_touch, insert or no_insert
         self.on_read, self.before_eviction, self.refuse, self.release = on_read, before_eviction, refuse, release
         self.history, self.layer_lists, self.initial_g = history, layer_lists, tuple(initial_g)
-        _registered[name] = self
+
+    def __set_name__(self, owner, attribute) -> None:
+        """Named after the policy class that holds it, once."""
+        if self.name or owner.name in _registered:
+            raise ValueError(f"reserved ways of {owner.name}: defined twice")
+        self.name = owner.name
+        self.__name__ = f"{__name__}:{self.name}"
+        _registered[self.name] = self
 
     def __repr__(self) -> str:
         return f"<ReservedWays {self.name}>"
@@ -150,8 +160,7 @@ class ReservedWays(types.ModuleType):
         return _lookup, (self.name, self.fingerprint())
 
     def fingerprint(self) -> str:
-        """A hash of the source files of the hooks and of the jitted functions and project
-        modules they call."""
+        """A hash of the source the hooks compile from (``_source_files``)."""
         digest = hashlib.sha256()
         for path in sorted(_source_files([getattr(self, h) for h in _HOOKS])):
             with open(path, "rb") as f:
@@ -164,18 +173,25 @@ def _lookup(name: str, fingerprint: str) -> ReservedWays:
 
 
 def _source_files(functions: list[Dispatcher]) -> set[str]:
-    package = __name__.split(".")[0]
-    files, seen, todo = set(), set(), list(functions)
+    """The source files of the modules that define ``functions`` and the jitted functions they
+    call, and of the project modules those modules import from (numba freezes the constants
+    they take from them too)."""
+    modules, seen, todo = set(), set(), list(functions)
     while todo:
         fn = todo.pop()
-        if fn in seen:
-            continue
-        seen.add(fn)
-        files.add(inspect.getsourcefile(fn.py_func))
-        for name in fn.py_func.__code__.co_names:
-            value = fn.py_func.__globals__.get(name)
-            if isinstance(value, Dispatcher):
-                todo.append(value)
-            elif isinstance(value, types.ModuleType) and value.__name__.split(".")[0] == package:
-                files.add(inspect.getsourcefile(value))
+        if fn not in seen:
+            seen.add(fn)
+            modules.add(sys.modules[fn.py_func.__module__])
+            todo += [v for v in map(fn.py_func.__globals__.get, fn.py_func.__code__.co_names) if isinstance(v, Dispatcher)]
+    files = set()
+    for module in modules:
+        path = inspect.getsourcefile(module)
+        files.add(path)
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == _PACKAGE:
+                for alias in node.names:  # a submodule, or a name of the module
+                    source = sys.modules.get(f"{node.module}.{alias.name}") or sys.modules[node.module]
+                    files.add(inspect.getsourcefile(source))
     return files
