@@ -1,6 +1,7 @@
 """The gem5 backend. Plain tests parse real gem5 outputs committed under tests/data (no gem5
 needed); tests marked gem5 run the user's gem5 (--gem5 PATH or GEM5=PATH) and skip without it."""
 
+import ast
 import json
 import os
 import re
@@ -10,12 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.cache.llc import LLCConfig
+from harness.cache.llc import RESERVED_POLICIES, LLCConfig
 from harness.cache.simulate import simulate
 from harness.core.accesstrace import LineAccesses
 from harness.core.classes import CLASS_CODE, KV, KV_WRITE
 from harness.core.errors import UserError
 from harness.gem5.launcher import (
+    CONFIG_DIR,
+    EXTENSION_DIR,
+    GEM5_POLICIES,
+    REPLAY_POLICIES,
     check_extension,
     find_gem5,
     parse_stats,
@@ -116,6 +121,22 @@ def test_truncated_and_empty_stats_are_one_line_errors(tmp_path):
         parse_stats(cut)
     with pytest.raises(UserError, match="wrote no stats file"):
         parse_stats(tmp_path / "missing.txt")
+
+
+def test_the_gem5_configs_list_the_policies_the_extension_declares():
+    # GEM5_POLICIES comes from DsaLlc.py's enum; the config files that run inside gem5 (and
+    # cannot import the harness) and the C++ agree with it
+    def parse(name):
+        return ast.parse((CONFIG_DIR / name).read_text())
+
+    assert GEM5_POLICIES[0] == "lru" and set(GEM5_POLICIES) <= set(RESERVED_POLICIES)
+    assert next(ast.literal_eval(n.value) for n in parse("components.py").body if isinstance(n, ast.Assign)
+                and n.targets[0].id == "RESERVED_POLICIES") == GEM5_POLICIES
+    assert next(tuple(ast.literal_eval(k.value)) for n in ast.walk(parse("replay_llc.py"))
+                if isinstance(n, ast.Call) and n.args and getattr(n.args[0], "value", None) == "--policy"
+                for k in n.keywords if k.arg == "choices") == REPLAY_POLICIES
+    cxx = (EXTENSION_DIR / "token_policy_tags.cc").read_text()
+    assert all(f"KvWayPolicy::{p.replace('-', '_')}" in cxx for p in GEM5_POLICIES)
 
 
 def test_no_binary_and_a_binary_that_is_not_gem5(monkeypatch, tmp_path):

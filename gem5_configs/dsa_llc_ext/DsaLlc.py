@@ -26,8 +26,9 @@ class KvPartitionManager(PartitionManager):
 
 
 class KvWayPolicy(ScopedEnum):
-    """Policy of the reserved ways (harness/cache/llc.py): lru keeps the cache's replacement
-    policy; token_lru and streak rank KV lines by token."""
+    """Policy of the reserved ways (harness/cache/policies/; the harness lists them in
+    GEM5_POLICIES, harness/gem5/launcher.py): lru keeps the cache's replacement policy;
+    token_lru and streak rank KV lines by token."""
 
     vals = ["lru", "token_lru", "streak"]
 

@@ -12,7 +12,8 @@ namespace dsa_llc
 namespace
 {
 
-// Keys that combine a streak with an access time: streak * SEQ + time (llc.py's SEQ).
+// Keys that combine a streak with an access time: streak * SEQ + time (SEQ of
+// harness/cache/policies/ways.py).
 constexpr int64_t SEQ = int64_t(1) << 40;
 
 int64_t

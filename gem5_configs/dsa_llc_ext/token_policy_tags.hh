@@ -1,5 +1,5 @@
 // dsa-llc gem5 extension: set-associative tags whose reserved (KV) ways follow a token policy,
-// exactly as the built-in model (harness/cache/llc.py) defines it.
+// exactly as the built-in model (harness/cache/llc.py, harness/cache/policies/) defines it.
 #ifndef __DSA_LLC_TOKEN_POLICY_TAGS_HH__
 #define __DSA_LLC_TOKEN_POLICY_TAGS_HH__
 

@@ -10,6 +10,7 @@ two overlap, which is where gem5's counts equal the built-in model's exactly.
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 import re
@@ -33,7 +34,24 @@ EXTENSION_OBJECTS = ("KvPartitionManager", "TokenPolicyTags", "DsaStepGen")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "gem5_configs"
 CONFIG_SCRIPT = CONFIG_DIR / "replay_llc.py"
 EXTENSION_DIR = CONFIG_DIR / "dsa_llc_ext"
-REPLAY_POLICIES = ("lru", "token-lru")
+
+
+def declared_policies() -> tuple[str, ...]:
+    """The reserved-way policies dsa-llc's gem5 extension declares, by the harness's names: the
+    values of its KvWayPolicy enum (DsaLlc.py, beside the C++ of TokenPolicyTags), read from the
+    file (it runs inside gem5 and cannot be imported here)."""
+    tree = ast.parse((EXTENSION_DIR / "DsaLlc.py").read_text(encoding="utf-8"))
+    enum = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "KvWayPolicy")
+    vals = next(n.value for n in enum.body if isinstance(n, ast.Assign) and n.targets[0].id == "vals")
+    return tuple(v.replace("_", "-") for v in ast.literal_eval(vals))
+
+
+# The one list of gem5's reserved-way policies; the config files that run inside gem5 spell it
+# again (components.py, replay_llc.py) and tests/test_gem5.py checks them against it.
+GEM5_POLICIES = declared_policies()
+# The trace replay (replay_llc.py) sends no decode steps, which streak reads.
+REPLAY_POLICIES = tuple(p for p in GEM5_POLICIES if p != "streak")
+
 BEGIN = "---------- Begin Simulation Statistics ----------"
 END = "---------- End Simulation Statistics"  # gem5 pads the rest of this line
 _checked: dict[tuple, list[str]] = {}

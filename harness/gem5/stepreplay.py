@@ -19,6 +19,7 @@ from harness.core.classes import TRAFFIC_CLASSES
 from harness.core.errors import UserError
 from harness.gem5.launcher import (
     CONFIG_DIR,
+    GEM5_POLICIES,
     check_extension,
     check_llc,
     find_gem5,
@@ -34,7 +35,6 @@ from harness.gem5.phasefile import PHASE_KINDS, read_phase_results
 STEP_SCRIPT = CONFIG_DIR / "decode_step.py"
 LLC = "system.llc"
 GENERATOR = "system.gen"
-STEP_POLICIES = ("lru", "token-lru", "streak")  # the reserved-way policies TokenPolicyTags has
 
 
 @dataclass
@@ -54,8 +54,8 @@ class StepReplay:
 def step_policy(cfg: LLCConfig) -> str:
     """The reserved ways' policy as the closed-loop config runs it (UserError if it cannot)."""
     policy = cfg.policy if cfg.reserve_ways else "lru"  # without a reservation every way is LRU
-    if policy not in STEP_POLICIES:
-        raise UserError(f"gem5's reserved ways run {', '.join(STEP_POLICIES)}, not {policy!r}")
+    if policy not in GEM5_POLICIES:
+        raise UserError(f"gem5's reserved ways run {', '.join(GEM5_POLICIES)}, not {policy!r}")
     return policy
 
 
