@@ -1,6 +1,9 @@
 """Reservation policies: hand-worked sequences, properties against MIN, the cyclic sweep, the
 set-associative implementations, and the CLI."""
 
+import inspect
+import pickle
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -10,7 +13,8 @@ from hypothesis import strategies as st
 
 from harness.cache import hashtab
 from harness.cache.llc import RESERVED_POLICIES, LLCConfig, LLCState
-from harness.cache.policies import POLICIES, get_policy
+from harness.cache.policies import POLICIES, bip, get_policy, ways
+from harness.cache.policies.ways import _HOOKS, _source_files
 from harness.cli import cli
 from harness.core.errors import UserError
 from trace_gen.synthetic import write_synthetic_log
@@ -193,3 +197,19 @@ def test_history_has_room_for_lines_without_a_token_id(name):
     lines = np.arange(n, dtype=np.int64) * 7
     state.access(lines, np.zeros(n, np.uint8), np.full(n, -1, np.int64), np.zeros(n, np.uint8))
     assert 2 * int((state.hkeys != hashtab.EMPTY).sum()) <= len(state.hkeys)
+
+
+def test_reserved_ways_are_read_off_the_registry_and_key_the_kernel_cache():
+    # a policy runs in the reserved ways when its class has hooks; line LRU keeps no token records
+    assert RESERVED_POLICIES == tuple(n for n, cls in POLICIES.items() if cls.reserved_ways is not None)
+    assert [n for n in RESERVED_POLICIES if not POLICIES[n].reserved_ways.tokens] == ["lru"]
+    # numba's disk cache keys each policy's kernel by its pickled hooks: the policy's name and
+    # a hash of the source its hooks compile from, the policy's own module and what it imports
+    for name in RESERVED_POLICIES:
+        hooks = POLICIES[name].reserved_ways
+        assert hooks.name == name and pickle.loads(pickle.dumps(hooks)) is hooks
+        assert pickle.dumps(hooks) == pickle.dumps(hooks)
+        files = _source_files([getattr(hooks, h) for h in _HOOKS])
+        assert inspect.getsourcefile(ways) in files
+        assert name == "lru" or inspect.getsourcefile(POLICIES[name]) in files
+    assert inspect.getsourcefile(bip) in _source_files([POLICIES["brrip"].reserved_ways.insert])  # BIMODAL_EVERY
