@@ -66,7 +66,7 @@ def test_a_whole_step_names_its_scope_and_its_attention_part(log):
     assert whole["attention_share"] == pytest.approx(whole["attention_time_cycles"] / whole["step_time_cycles"])
     mixed = _run(log, FLUSHING, 4, "token-lru", True, 2, scans=False)
     assert mixed["step_scope"] == "whole" and mixed["attention_time_cycles"] is None
-    src = StreamSource(log, FLUSHING, Layout(kind="paged", page_tokens=16), batch=2)
+    src = StreamSource(log, FLUSHING, Layout(kind="paged", page_tokens=16, weights=False), batch=2)
     alone = simulate(src.chunks(reuse=True), LLCConfig.make(LLC, 16, 4, "token-lru"),
                      TimingConfig.make("h100-sxm", max_outstanding=64), phases=src.phases(), batch=2)
     assert alone["step_scope"] == "attention" and alone["attention_time_cycles"] <= alone["step_time_cycles"]
