@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from harness.cache.llc import LLCConfig, LLCState
 from harness.cache.policies import TokenReads
 from harness.core.accesstrace import LineAccesses
-from harness.core.classes import CLASS_CODE
+from harness.core.traffic import CLASS_CODE
 
 
 def line_accesses(seq):

@@ -10,7 +10,7 @@ import pytest
 from harness.cache.llc import LLCConfig
 from harness.cache.simulate import simulate
 from harness.core.accesstrace import Requests
-from harness.core.classes import OTHER
+from harness.core.traffic import OTHER
 
 GEM5_REF = Path(__file__).parent / "data" / "gem5_reference"
 

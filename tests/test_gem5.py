@@ -14,8 +14,8 @@ import pytest
 from harness.cache.llc import RESERVED_POLICIES, LLCConfig
 from harness.cache.simulate import simulate
 from harness.core.accesstrace import LineAccesses
-from harness.core.classes import CLASS_CODE, KV, KV_WRITE
 from harness.core.errors import UserError
+from harness.core.traffic import CLASS_CODE, KV, KV_WRITE
 from harness.gem5.launcher import (
     CONFIG_DIR,
     EXTENSION_DIR,

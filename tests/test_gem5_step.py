@@ -13,8 +13,8 @@ import pytest
 from harness.cache.llc import LLCConfig
 from harness.cache.simulate import simulate
 from harness.core.accesstrace import LineAccesses
-from harness.core.classes import KV_WRITE, OTHER, TRAFFIC_CLASSES
 from harness.core.errors import UserError
+from harness.core.traffic import KV_WRITE, OTHER, TRAFFIC_CLASSES
 from harness.gem5.launcher import parse_stats
 from harness.gem5.phasefile import (
     GATHER_PHASE,

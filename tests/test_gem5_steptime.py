@@ -122,7 +122,7 @@ def test_gem5_reproduces_a_committed_validation_run(gem5_binary, tmp_path):
 
 
 def test_stream_phases_are_the_streams_batched_phases_with_their_compute():
-    from harness.core.classes import INDEX
+    from harness.core.traffic import INDEX
     from harness.gem5.steptime import stream_phases
     from harness.gem5.validation import STREAM
     from trace_gen.stream import StreamSource

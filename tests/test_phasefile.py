@@ -116,7 +116,7 @@ def test_missing_phase_results(tmp_path):
 
 def test_phases_from_a_stream_keep_its_order():
     from harness.core.accesstrace import LineAccesses
-    from harness.core.classes import INDEX, KV, KV_WRITE
+    from harness.core.traffic import INDEX, KV, KV_WRITE
     from harness.gem5.phasefile import phases_from_stream
 
     # step 3: index scan, gather of layer 2 (tokens of layer 2, a KV write); step 4: index only

@@ -11,7 +11,7 @@ from harness.cache.llc import RESERVED_POLICIES, LLCConfig, LLCState
 from harness.cache.simulate import simulate
 from harness.cache.tokencache import TokenStream, lru_hits, min_hits
 from harness.core.accesstrace import LineAccesses
-from harness.core.classes import KV, KV_WRITE, TRAFFIC_CLASSES
+from harness.core.traffic import KV, KV_WRITE, TRAFFIC_CLASSES
 
 SETS, WAYS = 4, 4
 KV_BASE = 1 << 20  # kv lines live above this line address, other classes below: class-consistent

@@ -11,8 +11,8 @@ from helpers import run, write_log
 
 from harness.cli import cli
 from harness.core.accesstrace import read_access_trace
-from harness.core.classes import INDEX, KV, KV_WRITE, TRAFFIC_CLASSES, WEIGHTS
 from harness.core.errors import UserError
+from harness.core.traffic import INDEX, KV, KV_WRITE, TRAFFIC_CLASSES, WEIGHTS
 from trace_gen import gem5trace
 from trace_gen.geometry import PRESETS, Geometry, Weights
 from trace_gen.indexlog import IndexLog

@@ -34,7 +34,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from harness.core.accesstrace import LineAccesses
-from harness.core.classes import LINE_SHIFT
+from harness.core.traffic import LINE_SHIFT
 
 MAGIC = b"gem5"
 TICK_FREQ = 10**12

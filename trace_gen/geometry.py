@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from harness.core.classes import LINE_BYTES
 from harness.core.errors import UserError
+from harness.core.traffic import LINE_BYTES
 
 DSA_INDEX_KEY_BYTES = 132  # 128 FP8 values + FP32 scale (DeepSeek-V3.2 indexer cache)
 MAX_LAYERS = (1 << 16) - 1  # token ids hold the layer in 16 bits (trace_gen.stream.token_id)

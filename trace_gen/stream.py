@@ -42,9 +42,9 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from harness.core.accesstrace import LineAccesses, Requests
-from harness.core.classes import INDEX, KV, KV_WRITE, LINE_BYTES, LINE_SHIFT, WEIGHTS
 from harness.core.errors import UserError
 from harness.core.settings import MAX_REQUESTS, SETTINGS, default
+from harness.core.traffic import INDEX, KV, KV_WRITE, LINE_BYTES, LINE_SHIFT, WEIGHTS
 from harness.core.units import require_memory
 from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog

@@ -55,8 +55,8 @@ from harness.cache.policies.ways import (
     N_LAYERS,
     ReservedWays,
 )
-from harness.core.classes import KV, KV_WRITE, LINE_BYTES, TRAFFIC_CLASSES, WEIGHTS
 from harness.core.errors import UserError
+from harness.core.traffic import KV, KV_WRITE, LINE_BYTES, TRAFFIC_CLASSES, WEIGHTS
 from harness.core.units import format_size, parse_size, require_memory
 
 # counters kept across chunks (indices into LLCState.counters)

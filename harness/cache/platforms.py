@@ -25,9 +25,9 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 from harness.cache.calibration import calibrated_values
-from harness.core.classes import LINE_BYTES
 from harness.core.errors import UserError
 from harness.core.settings import default
+from harness.core.traffic import LINE_BYTES
 
 
 @dataclass(frozen=True)

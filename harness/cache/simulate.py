@@ -30,7 +30,7 @@ from harness.cache.llc import LLCConfig, LLCState
 from harness.cache.timing import TimingConfig, step_time
 from harness.cache.tokencache import TokenStream, lru_hits, min_hits
 from harness.core.accesstrace import LineAccesses, Requests
-from harness.core.classes import TRAFFIC_CLASSES, WEIGHTS
+from harness.core.traffic import TRAFFIC_CLASSES, WEIGHTS
 
 
 def per_phase(runs: list, phases: pd.DataFrame | None = None) -> pd.DataFrame:

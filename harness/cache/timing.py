@@ -38,9 +38,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from harness.cache.platforms import DEFAULT_PLATFORM, get_platform
-from harness.core.classes import LINE_BYTES
 from harness.core.errors import UserError
 from harness.core.settings import default
+from harness.core.traffic import LINE_BYTES
 
 TIMING_MODELS = ("closed-loop", "open-loop")
 PHASE_NAMES = {0: "index", 1: "gather", -1: "step"}  # -1: a generic trace's one phase per step

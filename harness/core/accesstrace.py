@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harness.core.classes import LINE_SHIFT, OTHER, TRAFFIC_CLASSES
 from harness.core.errors import UserError, first_line
+from harness.core.traffic import LINE_SHIFT, OTHER, TRAFFIC_CLASSES
 
 CHUNK_ROWS = 1 << 21
 CHUNK_LINES = 1 << 22  # line accesses handed to the simulator at once
@@ -39,7 +39,7 @@ class Requests:
     addr: np.ndarray   # int64 byte address
     size: np.ndarray   # int64 bytes
     write: np.ndarray  # uint8, 1 for a write
-    cls: np.ndarray    # uint8 traffic-class code (harness.core.classes)
+    cls: np.ndarray    # uint8 traffic-class code (harness.core.traffic)
     token: np.ndarray  # int64 token id, -1 for none
     step: np.ndarray   # int64 decode step
     phase: np.ndarray | None = None    # int64 phase id (trace_gen.stream); None: one phase per step

@@ -27,8 +27,8 @@ import pandas as pd
 from harness import __version__
 from harness.cache.llc import LLCConfig
 from harness.core.accesstrace import LineAccesses
-from harness.core.classes import TRAFFIC_CLASSES
 from harness.core.errors import UserError
+from harness.core.traffic import TRAFFIC_CLASSES
 
 EXTENSION_OBJECTS = ("KvPartitionManager", "TokenPolicyTags", "DsaStepGen")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "gem5_configs"

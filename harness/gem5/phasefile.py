@@ -9,7 +9,7 @@ response). Format, little-endian:
 - per phase, a 32-byte header: u32 step, u16 layer, u8 kind (0 index phase, 1 gather phase),
   u8 measured (0 warm-up, 1 measured), u64 compute_ticks, u64 n_requests, u64 reserved (0);
   then n_requests u64 request words: bits 0-55 the byte address of a 64 B line, bits 56-59 the
-  traffic class code (``harness.core.classes``), bits 60-62 zero, bit 63 set for a write.
+  traffic class code (``harness.core.traffic``), bits 60-62 zero, bit 63 set for a write.
 
 Warm-up phases come first; gem5's statistics are reset when the first measured phase starts.
 """
@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from harness.core.accesstrace import LineAccesses
-from harness.core.classes import INDEX, KV, KV_WRITE, LINE_SHIFT, TRAFFIC_CLASSES
 from harness.core.errors import UserError
+from harness.core.traffic import INDEX, KV, KV_WRITE, LINE_SHIFT, TRAFFIC_CLASSES
 from harness.core.units import atomic_path
 
 MAGIC = b"DSAPHAS1"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness.cache.llc import LLCConfig
-from harness.core.classes import TRAFFIC_CLASSES
 from harness.core.errors import UserError
+from harness.core.traffic import TRAFFIC_CLASSES
 from harness.gem5.launcher import (
     CONFIG_DIR,
     GEM5_POLICIES,

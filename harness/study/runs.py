@@ -32,8 +32,8 @@ from pathlib import Path
 
 from harness.cache import RESULTS_VERSION
 from harness.core.canon import config_hash
-from harness.core.classes import TRAFFIC_CLASSES
 from harness.core.errors import UserError
+from harness.core.traffic import TRAFFIC_CLASSES
 from harness.core.units import remove_path, replace_path, temp_name
 
 FINISHED = ("ok", "stale")
