@@ -199,8 +199,9 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
     index log under a KV geometry and layout (--index-log)."""
     from harness.cache.simulate import simulate as run
     from harness.core.accesstrace import read_access_trace
+    from harness.core.files import atomic_path
     from harness.core.outputs import check_output_file
-    from harness.core.units import atomic_path, parse_size
+    from harness.core.units import parse_size
     from trace_gen.stream import StreamSource
 
     if bool(access_trace) == bool(index_log):
@@ -584,8 +585,8 @@ def policies(logs, out, names, params, overwrite):
         raise click.UsageError("give --out for a sweep over LOGS")
     import pandas as pd
 
+    from harness.core.files import atomic_path
     from harness.core.outputs import check_output_folder, mark_folder
-    from harness.core.units import atomic_path
     from harness.study.policy_study import (
         policy_markdown,
         policy_plots,

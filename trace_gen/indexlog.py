@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 
 from harness.core.errors import UserError, first_line, problems_error
 from harness.core.fields import Field
+from harness.core.files import make_parents, remove_empty, remove_path, replace_path, temp_name
 from harness.core.outputs import check_output_folder
 from harness.core.settings import MAX_INT32, MAX_REQUESTS
-from harness.core.units import make_parents, remove_empty, remove_path, replace_path, temp_name
 
 SCHEMA_VERSION = 1
 LOG_FILE = "index_log.parquet"

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.core.accesstrace import LineAccesses, Requests
+from harness.core.files import atomic_path
 from harness.core.traffic import TRAFFIC_CLASSES
-from harness.core.units import atomic_path
 from trace_gen import gem5trace
 
 _OPS = pa.array(["R", "W"])

@@ -203,8 +203,8 @@ def analyze(paths: list[str | Path], out: str | Path, geometry: str | None = Non
     ``out`` (the output rule of ``harness.core.outputs``: an earlier analyze output is replaced
     only with ``overwrite``)."""
     from harness.analysis.plots import locality_plots
+    from harness.core.files import atomic_path
     from harness.core.outputs import check_output_folder, mark_folder
-    from harness.core.units import atomic_path
     from trace_gen.geometry import get_geometry
 
     if not paths:

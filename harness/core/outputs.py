@@ -8,7 +8,7 @@
   files) and ``--overwrite`` is given. A folder holding anything else is never replaced.
 - The location must be usable: no part of the path is a file, and the nearest existing folder
   is writable. Everything is written under a temporary name and renamed into place when
-  complete (``harness.core.units.atomic_path``), so a failure leaves the old output as it was.
+  complete (``harness.core.files.atomic_path``), so a failure leaves the old output as it was.
 """
 
 from __future__ import annotations

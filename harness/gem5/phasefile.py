@@ -26,8 +26,8 @@ import pandas as pd
 
 from harness.core.accesstrace import LineAccesses
 from harness.core.errors import UserError
+from harness.core.files import atomic_path
 from harness.core.traffic import INDEX, KV, KV_WRITE, LINE_SHIFT, TRAFFIC_CLASSES
-from harness.core.units import atomic_path
 
 MAGIC = b"DSAPHAS1"
 PHASE_KINDS = ("index", "gather")

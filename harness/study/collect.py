@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from harness.core.errors import UserError
+from harness.core.files import atomic_path
 from harness.core.outputs import check_output_file
 from harness.core.settings import SETTINGS, column_name
-from harness.core.units import atomic_path
 from harness.study.runs import FINISHED, read_run, run_folders
 
 # Parameter columns: (column, section, key) of every setting that has a column (harness.core.settings),

@@ -33,8 +33,8 @@ from pathlib import Path
 from harness.cache import RESULTS_VERSION
 from harness.core.canon import config_hash
 from harness.core.errors import UserError
+from harness.core.files import remove_path, replace_path, temp_name
 from harness.core.traffic import TRAFFIC_CLASSES
-from harness.core.units import remove_path, replace_path, temp_name
 
 FINISHED = ("ok", "stale")
 STEP_SCOPES = ("whole", "attention", "trace")  # harness.cache.timing: what a step time includes

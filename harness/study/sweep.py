@@ -27,8 +27,8 @@ from pathlib import Path
 from harness import __version__
 from harness.cache import RESULTS_VERSION
 from harness.core.errors import UserError, error_line
+from harness.core.files import remove_path, write_text_atomic
 from harness.core.locks import FileLock, LockHeld
-from harness.core.units import remove_path, write_text_atomic
 from harness.study.executors import dask_executor, local_executor
 from harness.study.runs import (
     decode_id,

@@ -29,9 +29,9 @@ import torch
 from harness.core.canon import config_hash
 from harness.core.errors import first_line, problems_error
 from harness.core.fields import Field, check_fields
+from harness.core.files import atomic_path, write_text_atomic
 from harness.core.locks import FileLock
 from harness.core.progress import progress_bar
-from harness.core.units import atomic_path, write_text_atomic
 from trace_gen.indexers.base import Indexer, LayerInputs
 
 

@@ -25,8 +25,8 @@ def build_report(sweep_dir: str | Path, out: str | Path, policies: bool = True, 
     """Collect the sweep and write report.md, report.html, the plots and the tables into ``out``
     (an earlier report there is replaced only with ``overwrite``: ``harness.core.outputs``): the
     registered sections (``harness.study.report.registry``) in order."""
+    from harness.core.files import atomic_path
     from harness.core.outputs import check_output_folder, mark_folder
-    from harness.core.units import atomic_path
     from harness.study.collect import collect
 
     check = lambda: check_output_folder(out, "report", overwrite)  # noqa: E731
