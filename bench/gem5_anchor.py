@@ -18,7 +18,8 @@ from _timing import best_of
 
 from harness.cache.llc import LLCConfig
 from harness.cache.simulate import simulate
-from harness.gem5.launcher import find_gem5, simulate_gem5
+from harness.gem5.binary import find_gem5
+from harness.gem5.replay import simulate_gem5
 from trace_gen.geometry import PRESETS
 from trace_gen.indexlog import IndexLog
 from trace_gen.stream import Layout, StreamSource

@@ -46,7 +46,7 @@ import numpy as np
 
 from harness.cache.calibration import CALIBRATION_FILE
 from harness.core.files import write_text_atomic
-from harness.gem5.launcher import find_gem5
+from harness.gem5.binary import find_gem5
 from harness.gem5.steptime import simulate_step_gem5
 from harness.gem5.validation import (
     config_id,

@@ -234,7 +234,7 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
     if check:
         check()
     if backend == "gem5":
-        from harness.gem5.launcher import check_extension, check_llc, find_gem5
+        from harness.gem5.binary import check_extension, check_llc, find_gem5
 
         check_llc(cfg)
         if gem5_model == "closed-loop":
@@ -258,7 +258,7 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
         result = simulate_step_gem5(src, cfg, timing, gem5_binary, gem5_out, steps, gem5["timeout"],
                                     extra_config={"input": source})
     elif backend == "gem5":
-        from harness.gem5.launcher import simulate_gem5
+        from harness.gem5.replay import simulate_gem5
         from trace_gen.writers import line_chunks_of
 
         result = simulate_gem5(line_chunks_of(chunks), cfg, address_map, gem5_binary, gem5_out, gem5["timeout"],
@@ -473,7 +473,7 @@ def sweep(spec, out, jobs, scheduler, rerun_failed, force, wait, gem5, dry_run):
     _check_jobs(jobs)
     s = load_spec(spec)
     if s.uses_gem5:
-        from harness.gem5.launcher import find_gem5
+        from harness.gem5.binary import find_gem5
 
         find_gem5(gem5 or s.raw.get("gem5", {}).get("binary"))
     folder = Path(out)

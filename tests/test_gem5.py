@@ -16,17 +16,9 @@ from harness.cache.simulate import simulate
 from harness.core.accesstrace import LineAccesses
 from harness.core.errors import UserError
 from harness.core.traffic import CLASS_CODE, KV, KV_WRITE
-from harness.gem5.launcher import (
-    CONFIG_DIR,
-    EXTENSION_DIR,
-    GEM5_POLICIES,
-    REPLAY_POLICIES,
-    check_extension,
-    find_gem5,
-    parse_stats,
-    results_from_stats,
-    simulate_gem5,
-)
+from harness.gem5.binary import CONFIG_DIR, EXTENSION_DIR, GEM5_POLICIES, check_extension, find_gem5
+from harness.gem5.replay import REPLAY_POLICIES, simulate_gem5
+from harness.gem5.stats import parse_stats, results_from_stats
 from trace_gen.gem5trace import read_packet_trace
 from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog

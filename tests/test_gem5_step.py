@@ -15,7 +15,6 @@ from harness.cache.simulate import simulate
 from harness.core.accesstrace import LineAccesses
 from harness.core.errors import UserError
 from harness.core.traffic import KV_WRITE, OTHER, TRAFFIC_CLASSES
-from harness.gem5.launcher import parse_stats
 from harness.gem5.phasefile import (
     GATHER_PHASE,
     INDEX_PHASE,
@@ -25,6 +24,7 @@ from harness.gem5.phasefile import (
     read_phase_results,
     write_phase_file,
 )
+from harness.gem5.stats import parse_stats
 from harness.gem5.stepreplay import llc_options, run_step_replay, step_results
 from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog

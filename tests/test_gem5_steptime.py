@@ -12,8 +12,8 @@ import pytest
 
 from harness.cache.calibration import load as load_calibration
 from harness.cache.timing import TimingConfig, step_time
-from harness.gem5.launcher import parse_stats
 from harness.gem5.phasefile import read_phase_results
+from harness.gem5.stats import parse_stats
 from harness.gem5.stepreplay import step_results
 from harness.gem5.steptime import phase_table
 from harness.gem5.validation import (

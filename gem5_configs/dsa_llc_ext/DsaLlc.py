@@ -27,7 +27,7 @@ class KvPartitionManager(PartitionManager):
 
 class KvWayPolicy(ScopedEnum):
     """Policy of the reserved ways (harness/cache/policies/; the harness lists them in
-    GEM5_POLICIES, harness/gem5/launcher.py): lru keeps the cache's replacement policy;
+    GEM5_POLICIES, harness/gem5/binary.py): lru keeps the cache's replacement policy;
     token_lru and streak rank KV lines by token."""
 
     vals = ["lru", "token_lru", "streak"]

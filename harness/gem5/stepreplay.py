@@ -17,20 +17,17 @@ import pandas as pd
 from harness.cache.llc import LLCConfig
 from harness.core.errors import UserError
 from harness.core.traffic import TRAFFIC_CLASSES
-from harness.gem5.launcher import (
+from harness.gem5.binary import (
     CONFIG_DIR,
     GEM5_POLICIES,
     check_extension,
     check_llc,
     find_gem5,
-    last_dump,
-    llc_results,
     memory_size,
-    parse_stats,
     run_gem5,
-    stat_value,
 )
 from harness.gem5.phasefile import PHASE_KINDS, read_phase_results
+from harness.gem5.stats import last_dump, llc_results, parse_stats, stat_value
 
 STEP_SCRIPT = CONFIG_DIR / "decode_step.py"
 LLC = "system.llc"

@@ -88,7 +88,7 @@ _BOUND_COUNTS = ("capacity_tokens", "lines_per_token", "token_reads", "fa_lru_hi
 
 def result_problem(result, backend: str) -> str | None:
     """Why ``result`` is not a valid result of a ``backend`` run (None when it is): the keys the
-    built-in simulator (``harness.cache.simulate``) or the gem5 launcher write, with their types
+    built-in simulator (``harness.cache.simulate``) or the gem5 backend (``harness.gem5``) write, with their types
     and ranges (counts are non-negative integers, rates in [0, 1], cycles finite)."""
     if not isinstance(result, dict):
         return "the result is not a JSON object"

@@ -105,7 +105,7 @@ def parse_spec(raw: dict, where: str = "spec") -> Spec:
             if backend == "gem5":
                 try:
                     from harness.cache.llc import LLCConfig
-                    from harness.gem5.launcher import check_llc
+                    from harness.gem5.binary import check_llc
 
                     cfg = LLCConfig(**run["llc"])
                     check_llc(cfg)

@@ -177,7 +177,7 @@ def simulate_run(folder: Path, run: dict, gem5_binary: str | None = None, gem5_t
     src = StreamSource.from_options(log_dir(folder, run["decode"]), run["stream"])
     cfg = LLCConfig(**run["llc"])
     if run["backend"] == "gem5":
-        from harness.gem5.launcher import simulate_gem5
+        from harness.gem5.replay import simulate_gem5
 
         g = run["gem5"]
         with tempfile.TemporaryDirectory(prefix="gem5-") as out:

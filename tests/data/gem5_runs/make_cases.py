@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness.gem5.launcher import simulate_gem5
+from harness.gem5.replay import simulate_gem5
 from harness.cache.llc import LLCConfig
 from harness.cache.simulate import simulate
 from trace_gen.synthetic import write_synthetic_log

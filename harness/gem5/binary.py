@@ -1,0 +1,125 @@
+"""The user's gem5: find the binary, check that dsa-llc's extension is built into it, say which
+LLCs it can model, and run it with its output in a folder, a failure reported in one line from
+gem5's own log.
+
+The extension (``gem5_configs/dsa_llc_ext``) declares the reserved-way policies gem5 runs: its
+KvWayPolicy enum is the one list of them (``GEM5_POLICIES``).
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from harness.cache.llc import LLCConfig
+from harness.core.errors import UserError
+
+EXTENSION_OBJECTS = ("KvPartitionManager", "TokenPolicyTags", "DsaStepGen")
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "gem5_configs"
+EXTENSION_DIR = CONFIG_DIR / "dsa_llc_ext"
+
+
+def declared_policies() -> tuple[str, ...]:
+    """The reserved-way policies dsa-llc's gem5 extension declares, by the harness's names: the
+    values of its KvWayPolicy enum (DsaLlc.py, beside the C++ of TokenPolicyTags), read from the
+    file (it runs inside gem5 and cannot be imported here)."""
+    tree = ast.parse((EXTENSION_DIR / "DsaLlc.py").read_text(encoding="utf-8"))
+    enum = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "KvWayPolicy")
+    vals = next(n.value for n in enum.body if isinstance(n, ast.Assign) and n.targets[0].id == "vals")
+    return tuple(v.replace("_", "-") for v in ast.literal_eval(vals))
+
+
+# The one list of gem5's reserved-way policies; the config files that run inside gem5 spell it
+# again (components.py, replay_llc.py) and tests/test_gem5.py checks them against it.
+GEM5_POLICIES = declared_policies()
+
+_checked: dict[tuple, list[str]] = {}
+
+
+def find_gem5(path: str | None = None) -> str:
+    """The gem5 binary from ``path`` or ``$GEM5``."""
+    path = path or os.environ.get("GEM5")
+    if not path:
+        raise UserError("no gem5 binary: pass --gem5 PATH or set GEM5=PATH (gem5 is not on PyPI; "
+                        "build your own, see the README)")
+    resolved = shutil.which(path) or path
+    if not os.path.isfile(resolved) or not os.access(resolved, os.X_OK):
+        raise UserError(f"gem5 binary {path} does not exist or is not executable")
+    return os.path.abspath(resolved)
+
+
+def check_extension(binary: str, timeout: float = 120) -> None:
+    """Fail with a clear message unless the binary has dsa-llc's SimObjects compiled in."""
+    key = (binary, os.path.getmtime(binary))
+    if key not in _checked:
+        with tempfile.TemporaryDirectory() as tmp:
+            script = Path(tmp, "check.py")
+            script.write_text("import m5.objects as o\n"
+                              f"print('DSA_LLC_MISSING=' + ','.join(n for n in {EXTENSION_OBJECTS!r} "
+                              "if not hasattr(o, n)))\n")
+            try:
+                res = subprocess.run([binary, "-d", tmp, str(script)], capture_output=True, text=True,
+                                     timeout=timeout)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                raise UserError(f"cannot run gem5 binary {binary}: {e}") from None
+            found = re.search(r"DSA_LLC_MISSING=(\S*)", res.stdout)
+            if not found:
+                last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+                raise UserError(f"{binary} does not run gem5 config scripts ({last})")
+            _checked[key] = [n for n in found.group(1).split(",") if n]
+    missing = _checked[key]
+    if missing:
+        raise UserError(f"{binary} lacks dsa-llc's gem5 extension ({', '.join(missing)} missing): rebuild "
+                        f"it with scons EXTRAS={EXTENSION_DIR} (see the README)")
+
+
+# gem5 starts a fatal/panic message with the source location and, from fatal_if/panic_if, the
+# condition: "src/x.cc:12: fatal: fatal condition !ok occurred: the message"
+_GEM5_PREFIX = re.compile(r"^\S+:\d+: (fatal|panic): (?:\1 condition .*? occurred: )?")
+
+
+def _failure_line(log: Path) -> str:
+    """The line of a gem5 log that says why it stopped (fatal/panic/error), else its last line."""
+    lines = log.read_text(errors="replace").strip().splitlines() or ["no output"]
+    for line in lines:
+        if re.search(r"\b(fatal|panic|error|Error)\b|segmentation fault", line):
+            return _GEM5_PREFIX.sub(r"\1: ", line.strip())[:240]
+    return lines[-1].strip()[:240]
+
+
+def run_gem5(cmd: list[str], outdir: Path, timeout: float) -> float:
+    """Run a gem5 command with its output in ``outdir/gem5.stdout`` and ``gem5.stderr``; the wall
+    seconds it took. A timeout or a failure is a one-line UserError naming the log."""
+    stdout, stderr = outdir / "gem5.stdout", outdir / "gem5.stderr"
+    t0 = time.perf_counter()
+    try:
+        with open(stdout, "w") as out, open(stderr, "w") as err:
+            proc = subprocess.run(cmd, stdout=out, stderr=err, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"gem5 timed out after {timeout:g} s; its log: {stderr}") from None
+    if proc.returncode != 0:
+        raise UserError(f"gem5 failed (exit {proc.returncode}): {_failure_line(stderr)}; its log: {stderr}")
+    return time.perf_counter() - t0
+
+
+def memory_size(nbytes: int) -> str:
+    """gem5 memory size covering ``nbytes``: a power of two of at least 1 GiB."""
+    gib = max(1, 1 << max(0, math.ceil(math.log2(max(1, nbytes) / 2**30))))
+    return f"{gib}GiB"
+
+
+def check_llc(cfg: LLCConfig) -> None:
+    """The LLC shapes gem5 can model (one-line UserError otherwise)."""
+    cfg.validate()
+    if cfg.reserve_ways >= cfg.ways:
+        raise UserError("the gem5 backend needs at least one shared way (reserve_ways < ways)")
+    if cfg.sets & (cfg.sets - 1):
+        raise UserError(f"gem5 needs a power-of-two number of sets; {cfg.size} B / {cfg.ways} ways / 64 B "
+                        f"gives {cfg.sets}")
