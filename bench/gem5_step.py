@@ -25,8 +25,8 @@ import numpy as np
 from harness.cache.llc import LLCConfig
 from harness.core.traffic import OTHER
 from harness.gem5.binary import find_gem5
+from harness.gem5.decode_step import llc_options, run_step_replay
 from harness.gem5.phasefile import GATHER_PHASE, Phase, phases_from_stream, write_phase_file
-from harness.gem5.stepreplay import llc_options, run_step_replay
 from trace_gen.geometry import PRESETS
 from trace_gen.indexlog import IndexLog
 from trace_gen.stream import Layout, StreamSource

@@ -2,7 +2,7 @@
 
 Every configuration runs twice on the same window of decode steps (``--steps``: the first is
 the warm-up, left out of both means): in gem5 (gem5_configs/decode_step.py via
-harness.gem5.steptime) and in the built-in model (harness.cache.simulate with the closed-loop
+harness.gem5.decode_step) and in the built-in model (harness.cache.simulate with the closed-loop
 timing model). The grid: the index logs given (both backbones, B = 1 and B = 4), two KV
 geometries, two LLC sizes, the unpartitioned LLC and 4 reserved ways under lru, token-lru and
 streak, and two in-flight limits, on one platform whose memory gem5 builds (its bandwidth set to
@@ -47,7 +47,7 @@ import numpy as np
 from harness.cache.calibration import CALIBRATION_FILE
 from harness.core.files import write_text_atomic
 from harness.gem5.binary import find_gem5
-from harness.gem5.steptime import simulate_step_gem5
+from harness.gem5.decode_step import simulate_step_gem5
 from harness.gem5.validation import (
     config_id,
     errors,

@@ -238,7 +238,7 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
 
         check_llc(cfg)
         if gem5_model == "closed-loop":
-            from harness.gem5.steptime import check_step_config
+            from harness.gem5.decode_step import check_step_config
 
             check_step_config(cfg, timing, steps)
         check_extension(find_gem5(gem5_binary))
@@ -253,7 +253,7 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
         source = _stream_provenance(src)
         address_map, phases, batch = src.amap.describe(), src.phases(steps), src.batch
     if backend == "gem5" and gem5_model == "closed-loop":
-        from harness.gem5.steptime import simulate_step_gem5
+        from harness.gem5.decode_step import simulate_step_gem5
 
         result = simulate_step_gem5(src, cfg, timing, gem5_binary, gem5_out, steps, gem5["timeout"],
                                     extra_config={"input": source})

@@ -15,6 +15,7 @@ from harness.cache.simulate import simulate
 from harness.core.accesstrace import LineAccesses
 from harness.core.errors import UserError
 from harness.core.traffic import KV_WRITE, OTHER, TRAFFIC_CLASSES
+from harness.gem5.decode_step import llc_options, run_step_replay, step_results
 from harness.gem5.phasefile import (
     GATHER_PHASE,
     INDEX_PHASE,
@@ -25,7 +26,6 @@ from harness.gem5.phasefile import (
     write_phase_file,
 )
 from harness.gem5.stats import parse_stats
-from harness.gem5.stepreplay import llc_options, run_step_replay, step_results
 from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog
 from trace_gen.stream import Layout, StreamSource

@@ -12,10 +12,9 @@ import pytest
 
 from harness.cache.calibration import load as load_calibration
 from harness.cache.timing import TimingConfig, step_time
+from harness.gem5.decode_step import phase_table, step_results
 from harness.gem5.phasefile import read_phase_results
 from harness.gem5.stats import parse_stats
-from harness.gem5.stepreplay import step_results
-from harness.gem5.steptime import phase_table
 from harness.gem5.validation import (
     UNCALIBRATED,
     config_id,
@@ -109,7 +108,7 @@ def test_calibrated_platform_times_with_the_fitted_parameters(platform):
 
 @pytest.mark.gem5
 def test_gem5_reproduces_a_committed_validation_run(gem5_binary, tmp_path):
-    from harness.gem5.steptime import simulate_step_gem5
+    from harness.gem5.decode_step import simulate_step_gem5
     from harness.gem5.validation import llc_for, source
 
     platform = "xeon-8480"
@@ -123,7 +122,7 @@ def test_gem5_reproduces_a_committed_validation_run(gem5_binary, tmp_path):
 
 def test_stream_phases_are_the_streams_batched_phases_with_their_compute():
     from harness.core.traffic import INDEX
-    from harness.gem5.steptime import stream_phases
+    from harness.gem5.decode_step import stream_phases
     from harness.gem5.validation import STREAM
     from trace_gen.stream import StreamSource
 
@@ -142,7 +141,11 @@ def test_stream_phases_are_the_streams_batched_phases_with_their_compute():
 
 
 def test_platform_options_give_gem5_the_platforms_latency_and_bandwidth():
-    from harness.gem5.steptime import GEM5_CHANNEL_PEAK, gem5_bandwidth_per_cycle, platform_options
+    from harness.gem5.decode_step import (
+        GEM5_CHANNEL_PEAK,
+        gem5_bandwidth_per_cycle,
+        platform_options,
+    )
 
     x = platform_options(TimingConfig.make("xeon-8480"))
     # 307.2 GB/s over 17.6 GB/s channels: 16 (a power of two); 110 ns - 33 ns lookup - 62 ns

@@ -11,7 +11,7 @@ flight; for GPUs, where no such limit is published, it is Little's law on the pu
 and latency (the concurrency needed to reach peak bandwidth). ``issue_per_cycle`` is how many line
 requests the engine can send to the LLC per cycle.
 
-``gem5_mem`` is the gem5 DRAM interface of the platform's memory type (harness.gem5.steptime
+``gem5_mem`` is the gem5 DRAM interface of the platform's memory type (harness.gem5.decode_step
 gives gem5_configs/decode_step.py the power of two of its channels closest to the platform's
 bandwidth). ``latency_factor`` is a miss's latency while many are in flight over its unloaded
 latency (DRAM queueing and bank conflicts), calibrated against gem5 runs of the platform

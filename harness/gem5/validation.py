@@ -4,7 +4,7 @@ configurations, how each is set up in both models, and the error and speed-up ar
 
 Both models see the same machine: the platform's values, its in-flight limit replaced by the
 configuration's, and its memory bandwidth replaced by that of the gem5 memory
-(:func:`harness.gem5.steptime.gem5_bandwidth_per_cycle`: gem5 builds a power of two of channels).
+(:func:`harness.gem5.decode_step.gem5_bandwidth_per_cycle`: gem5 builds a power of two of channels).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from harness.cache.llc import LLCConfig
 from harness.cache.simulate import simulate
 from harness.cache.timing import TimingConfig, step_time
-from harness.gem5.steptime import gem5_bandwidth_per_cycle
+from harness.gem5.decode_step import gem5_bandwidth_per_cycle
 from trace_gen.stream import StreamSource
 
 UNCALIBRATED = {"bw_efficiency": 1.0, "latency_factor": 1.0}

@@ -111,7 +111,7 @@ def parse_spec(raw: dict, where: str = "spec") -> Spec:
                     check_llc(cfg)
                     if gem5["model"] == "closed-loop":
                         from harness.cache.timing import TimingConfig
-                        from harness.gem5.steptime import check_step_config
+                        from harness.gem5.decode_step import check_step_config
 
                         check_step_config(cfg, TimingConfig(**run["timing"]), gem5["steps"])
                 except UserError as e:

@@ -182,7 +182,7 @@ def simulate_run(folder: Path, run: dict, gem5_binary: str | None = None, gem5_t
         g = run["gem5"]
         with tempfile.TemporaryDirectory(prefix="gem5-") as out:
             if g.get("model") == "closed-loop":
-                from harness.gem5.steptime import simulate_step_gem5
+                from harness.gem5.decode_step import simulate_step_gem5
 
                 return simulate_step_gem5(src, cfg, TimingConfig(**run["timing"]), gem5_binary, out, g["steps"],
                                           gem5_timeout)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness.cache.llc import LLCConfig
 from harness.gem5.phasefile import phases_from_stream, write_phase_file
-from harness.gem5.stepreplay import llc_options, run_step_replay
+from harness.gem5.decode_step import llc_options, run_step_replay
 from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog
 from trace_gen.stream import Layout, StreamSource
