@@ -42,6 +42,7 @@ import numba as nb
 import numpy as np
 
 from harness.cache import dlist, hashtab
+from harness.cache.platforms import DEFAULT_PLATFORM, PLATFORMS
 from harness.cache.policies import POLICIES, RESERVED_POLICIES
 from harness.cache.policies.line_lru import LineLRU
 from harness.cache.policies.ways import (
@@ -56,6 +57,7 @@ from harness.cache.policies.ways import (
     ReservedWays,
 )
 from harness.core.errors import UserError
+from harness.core.settings import default
 from harness.core.traffic import KV, KV_WRITE, LINE_BYTES, TRAFFIC_CLASSES, WEIGHTS
 from harness.core.units import format_size, parse_size, require_memory
 
@@ -69,24 +71,27 @@ N_COUNTERS = 16
 
 N_CLASSES = len(TRAFFIC_CLASSES)
 
+DEFAULT_WAYS = PLATFORMS[DEFAULT_PLATFORM].llc_ways
 DEAD_LINE = -2  # the tag of a line a weight scan left: occupied, never hit again (LLCState.scan)
 
 
 @dataclass(frozen=True)
 class LLCConfig:
     """LLC geometry and reservation. ``size`` in bytes (strings like ``"32MiB"`` accepted by
-    :meth:`make`)."""
+    :meth:`make`). Defaults from the settings' declarations (``harness.core.settings``); the
+    ways default to the default platform's, as the ``[llc]`` setting does."""
 
     size: int
-    ways: int = 16
-    reserve_ways: int = 0
-    policy: str = "token-lru"
-    whole_token_eviction: bool = True
+    ways: int = DEFAULT_WAYS
+    reserve_ways: int = default("llc", "reserve_ways")
+    policy: str = default("llc", "policy")
+    whole_token_eviction: bool = default("llc", "whole_token_eviction")
     line: int = LINE_BYTES
 
     @classmethod
-    def make(cls, size, ways=16, reserve_ways=0, policy="token-lru", whole_token_eviction=True):
-        cfg = cls(parse_size(size, "LLC size"), ways, reserve_ways, policy, whole_token_eviction)
+    def make(cls, size, *args, **kwargs):
+        """A checked config; ``size`` may be a string such as ``"32MiB"``, the rest as the fields."""
+        cfg = cls(parse_size(size, "LLC size"), *args, **kwargs)
         cfg.validate()
         return cfg
 
