@@ -22,6 +22,8 @@ from harness.cache import dlist, hashtab, heap
 
 NEVER = np.iinfo(np.int64).max  # next use of a token that is never read again
 _CHUNK = 1 << 22
+# ``hit``, the kernels' optional output: 1 at each read that hits (an empty array: not recorded).
+NO_MASK = np.zeros(0, dtype=np.uint8)
 
 
 class TokenStream:
@@ -151,17 +153,19 @@ def lru_hits(stream: TokenStream, capacity: int) -> int:
     state = np.array([0, 0, -1, -1], dtype=np.int64)  # cached tokens, hits, head, tail
     ids = stream.ids
     for start in range(0, stream.n, _CHUNK):
-        lru_chunk(np.asarray(ids[start:start + _CHUNK]), capacity, prev, nxt, inside, state)
+        lru_chunk(np.asarray(ids[start:start + _CHUNK]), capacity, prev, nxt, inside, state, NO_MASK)
     return int(state[1])
 
 
 @nb.njit(cache=True)
-def lru_chunk(ids, capacity, prev, nxt, inside, state):
+def lru_chunk(ids, capacity, prev, nxt, inside, state, hit):
     size, hits, head, tail = state[0], state[1], state[2], state[3]
     for i in range(ids.shape[0]):
         t = ids[i]
         if inside[t]:
             hits += 1
+            if hit.shape[0]:
+                hit[i] = 1
             head, tail = dlist.unlink(t, prev, nxt, head, tail)
         else:
             if size == capacity:
@@ -184,7 +188,7 @@ def min_hits(stream: TokenStream, capacity: int) -> int:
     for start in range(0, stream.n, _CHUNK):
         stop = min(stream.n, start + _CHUNK)
         min_chunk(np.asarray(ids[start:stop]), np.asarray(nxt[start:stop]), capacity,
-                  heap_key, heap_id, cur, state)
+                  heap_key, heap_id, cur, state, NO_MASK)
     return int(state[2])
 
 
@@ -195,7 +199,7 @@ def min_state(distinct: int, capacity: int):
 
 
 @nb.njit(cache=True)
-def min_chunk(ids, nxt, capacity, hkey, hid, cur, state):
+def min_chunk(ids, nxt, capacity, hkey, hid, cur, state, hit):
     # a min-heap on -(next use): its top is the cached token read furthest in the future
     n, size, hits = state[0], state[1], state[2]
     for i in range(ids.shape[0]):
@@ -203,6 +207,8 @@ def min_chunk(ids, nxt, capacity, hkey, hid, cur, state):
         key = -nxt[i]
         if cur[t] != heap.NONE:
             hits += 1
+            if hit.shape[0]:
+                hit[i] = 1
         else:
             if size == capacity:
                 n = heap.heap_top(hkey, hid, n, cur)

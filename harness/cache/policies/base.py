@@ -81,6 +81,26 @@ class TokenReads:
         _next_use_backward(self.tid, 0, np.full(self.id_space, NEVER, dtype=np.int64), nxt)
         return nxt
 
+    @property
+    def steps(self) -> int:
+        """Decode steps the reads span (steps 0 .. steps - 1)."""
+        return int(self.step.max()) + 1 if len(self.tid) else 0
+
+    def take(self, index, request: np.ndarray | int = 0, requests: int = 1) -> TokenReads:
+        """The reads at ``index`` (in order) as the reads of one layer of ``requests`` requests,
+        read ``i`` by request ``request[i]`` (one request: 0), renumbered to dense ids
+        ``request * width + position``: e.g. one layer of one request, a cache of its own."""
+        pos = self.pos[index]
+        request = np.broadcast_to(np.asarray(request, dtype=np.int32), pos.shape)
+        return TokenReads((request.astype(np.int64) * self.width + pos).astype(np.int32),
+                          np.zeros(len(pos), np.int32), np.ascontiguousarray(request), pos, self.step[index],
+                          self.ctx[index], 1, requests, self.topk, self.width)
+
+    def prefix(self, n: int) -> TokenReads:
+        """The first ``n`` reads."""
+        return TokenReads(self.tid[:n], self.layer[:n], self.request[:n], self.pos[:n], self.step[:n],
+                          self.ctx[:n], self.layers, self.requests, self.topk, self.width)
+
     @classmethod
     def from_log(cls, log) -> TokenReads:
         """The token reads of a validated index log (``trace_gen.indexlog.IndexLog``)."""
@@ -237,9 +257,29 @@ class Policy:
         """Hits of a fully associative cache of ``capacity`` whole tokens under this policy."""
         raise NotImplementedError
 
+    def fa_hit_mask(self, reads: TokenReads, capacity: int) -> np.ndarray | None:
+        """1 at each read that hits (uint8), for a policy whose kernel records it; None otherwise."""
+        return None
+
     def run(self, reads: TokenReads, capacity: int) -> int:
         self.check(reads, capacity)
         return int(self.fa_hits(reads, capacity)) if len(reads) else 0
+
+    def step_hits(self, reads: TokenReads, capacity: int) -> np.ndarray:
+        """Hits of the fully associative cache of ``capacity`` tokens in each decode step (index:
+        step), in one run over all the reads; they sum to :meth:`run`'s hits. From the policy's hit
+        mask where its kernel records one; otherwise from replays of every step's prefix of the
+        reads (hits of the first s steps minus those of the first s - 1), which is exact for a
+        policy that reads only the past (a read's outcome cannot depend on later reads) but costs
+        a run per step."""
+        self.check(reads, capacity)
+        if not len(reads):
+            return np.zeros(0, dtype=np.int64)
+        mask = self.fa_hit_mask(reads, capacity)
+        if mask is not None:
+            return np.bincount(reads.step, weights=mask, minlength=reads.steps).astype(np.int64)
+        ends = np.searchsorted(reads.step, np.arange(1, reads.steps + 1), side="left")
+        return np.diff([0, *(self.run(reads.prefix(int(n)), capacity) for n in ends)]).astype(np.int64)
 
 
 def check_int(policy: str, name: str, value, low: int = 0) -> int:

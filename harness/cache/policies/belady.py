@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.cache.policies.base import Policy
-from harness.cache.tokencache import min_chunk, min_state
+from harness.cache.tokencache import NO_MASK, min_chunk, min_state
 
 
 class Belady(Policy):
@@ -19,6 +19,15 @@ class Belady(Policy):
     offline = True
 
     def fa_hits(self, reads, capacity):
+        return self._run(reads, capacity, NO_MASK)
+
+    def fa_hit_mask(self, reads, capacity):
+        hit = np.zeros(len(reads), np.uint8)
+        self._run(reads, capacity, hit)
+        return hit
+
+    @staticmethod
+    def _run(reads, capacity, hit) -> int:
         state = np.zeros(3, dtype=np.int64)
-        min_chunk(reads.tid, reads.next_use, capacity, *min_state(reads.id_space, capacity), state)
+        min_chunk(reads.tid, reads.next_use, capacity, *min_state(reads.id_space, capacity), state, hit)
         return int(state[2])

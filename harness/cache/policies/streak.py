@@ -40,6 +40,7 @@ from harness.cache.policies.ways import (
     history_entry,
     layer_of,
 )
+from harness.cache.tokencache import NO_MASK
 
 # The reserved ways: a record's streak, its last read step and its neighbours in its layer's list
 # of records; the current (step, layer) group of token reads (global registers); a history
@@ -131,6 +132,15 @@ class Streak(Policy):
                                          history_bits=ref.token_id_bits + 2 * ref.step_bits)
 
     def fa_hits(self, reads, capacity):
+        return self._run(reads, capacity, NO_MASK)
+
+    def fa_hit_mask(self, reads, capacity):
+        hit = np.zeros(len(reads), np.uint8)
+        self._run(reads, capacity, hit)
+        return hit
+
+    @staticmethod
+    def _run(reads, capacity, hit) -> int:
         d = reads.id_space
         levels = int(reads.step.max()) + 3  # streaks run from 0 to the number of steps
 
@@ -139,11 +149,12 @@ class Streak(Policy):
 
         return _streak(reads.tid, reads.layer, reads.step, capacity, reads.layers, full(-1), full(0), full(-1),
                        full(-1), full(-1), full(-1), full(-1), np.zeros(d, np.int32),
-                       np.full((levels, 2), -1, np.int64))
+                       np.full((levels, 2), -1, np.int64), hit)
 
 
 @nb.njit(cache=True)
-def _streak(tid, layer, step, capacity, layers, last_step, streak, bucket_of, bprev, bnext, lprev, lnext, tok_layer, buckets):
+def _streak(tid, layer, step, capacity, layers, last_step, streak, bucket_of, bprev, bnext, lprev, lnext, tok_layer, buckets,
+            hit):
     lends = np.full((layers, 2), -1, np.int64)  # each layer's cached tokens, most recently read first
     size, hits, low = 0, 0, 0
     group_step, group_layer = -1, -1
@@ -166,6 +177,8 @@ def _streak(tid, layer, step, capacity, layers, last_step, streak, bucket_of, bp
         last_step[x] = s
         if bucket_of[x] >= 0:
             hits += 1
+            if hit.shape[0]:
+                hit[i] = 1
             b = bucket_of[x]
             buckets[b, 0], buckets[b, 1] = dlist.unlink(x, bprev, bnext, buckets[b, 0], buckets[b, 1])
             lends[l, 0], lends[l, 1] = dlist.unlink(x, lprev, lnext, lends[l, 0], lends[l, 1])

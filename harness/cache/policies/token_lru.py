@@ -17,7 +17,7 @@ import numpy as np
 
 from harness.cache.policies.base import REFERENCE, HardwareCost, Policy
 from harness.cache.policies.ways import F_KEY, ReservedWays
-from harness.cache.tokencache import lru_chunk
+from harness.cache.tokencache import NO_MASK, lru_chunk
 
 
 @nb.njit(inline="always")
@@ -40,8 +40,17 @@ class TokenLRU(Policy):
         return HardwareCost.token_policy(ref.rank_bits, ref)
 
     def fa_hits(self, reads, capacity):
+        return self._run(reads, capacity, NO_MASK)
+
+    def fa_hit_mask(self, reads, capacity):
+        hit = np.zeros(len(reads), np.uint8)
+        self._run(reads, capacity, hit)
+        return hit
+
+    @staticmethod
+    def _run(reads, capacity, hit) -> int:
         d = reads.id_space
         prev, nxt = np.full(d, -1, np.int64), np.full(d, -1, np.int64)
         state = np.array([0, 0, -1, -1], dtype=np.int64)
-        lru_chunk(reads.tid, capacity, prev, nxt, np.zeros(d, np.uint8), state)
+        lru_chunk(reads.tid, capacity, prev, nxt, np.zeros(d, np.uint8), state, hit)
         return int(state[1])
