@@ -51,6 +51,12 @@ class Platform:
     # while it computes, as the decode's GEMV/GEMM, FlashMLA and DeepGEMM kernels do on GPUs and
     # AMX tiles with hardware prefetch do on the Xeon.
     overlap: float = 1.0
+    # The host tier (see the module docstring); None: not an accelerator with a host link.
+    hbm_bytes: int | None = None
+    host_bytes: int | None = None
+    link: str = ""
+    link_bytes_per_s: float | None = None
+    link_latency_s: float | None = None
 
     @property
     def mem_bandwidth(self) -> float:
@@ -73,6 +79,17 @@ def _littles_law(bandwidth: float, latency_s: float) -> int:
     """Line requests in flight needed to sustain ``bandwidth`` (B/s) at ``latency_s``."""
     return math.ceil(bandwidth * latency_s / LINE_BYTES)
 
+
+# Host links (notes/facts.md C9). PCIe 5.0 x16: 32 GT/s per lane, 16 lanes, 128b/130b coding =
+# 63.0 GB/s per direction (PCI-SIG PCIe 5.0; NVIDIA quotes "PCIe Gen5: 128GB/s" both directions,
+# H100 product page). NVLink-C2C (GH200, GB200): 900 GB/s total, 450 GB/s per direction (NVIDIA,
+# "NVIDIA Grace Hopper Superchip Architecture In-Depth", technical blog). Latency of one batched
+# host-to-device gather: no vendor publishes it; 1 us is assumed for both (a GPU-issued read of
+# pinned host memory over PCIe is a round trip of about that; NVLink-C2C host memory is taken as
+# NUMA-remote DRAM, 0.8-1 us loaded); a driver-issued cudaMemcpyAsync costs 5-7 us per call
+# (DualPath, arXiv 2602.21548, section 5.2), which a single fused gather kernel per layer avoids.
+_PCIE5_X16 = ("PCIe 5.0 x16", 32e9 * 16 * 128 / 130 / 8, 1e-6)
+_NVLINK_C2C = ("NVLink-C2C", 450e9, 1e-6)
 
 _XEON_CLOCK = 2.0e9
 _H100_CLOCK = 1.755e9
@@ -100,7 +117,31 @@ PLATFORMS = {p.name: p for p in [
     Platform("h100-sxm", "HBM accelerator: NVIDIA H100 SXM, 50 MiB L2, HBM3 3.35 TB/s",
              _H100_CLOCK, 50 << 20, 16, 200, 400, 3.35e12 / _H100_CLOCK,
              _littles_law(3.35e12, 400 / _H100_CLOCK), round(8986e9 / LINE_BYTES / _H100_CLOCK), 989e12,
-             "HBM_2000_4H_1x64"),
+             "HBM_2000_4H_1x64",
+             # 80 GB of HBM3 (datasheet). Host: "accelerator_host_interconnect": "PCIe Gen5 x16",
+             # "host_memory_capacity": "2 TB" for 8 GPUs (MLCommons inference v3.1, Dell
+             # XE9680_H100_SXM_80GBx8_TRT.json): 250 GB per GPU.
+             hbm_bytes=80 * 10**9, host_bytes=2 * 10**12 // 8, link=_PCIE5_X16[0],
+             link_bytes_per_s=_PCIE5_X16[1], link_latency_s=_PCIE5_X16[2]),
+    # NVIDIA H200 SXM 141 GB: the H100's GH100 die (its clock, L2 and compute: 989 TFLOP/s dense
+    # BF16/FP16, AnandTech "NVIDIA at SC23: H200 Accelerator with HBM3e", spec table) with 141 GB
+    # of HBM3e at 4.8 TB/s (same table; NVIDIA's MLPerf system "accelerator_memory_capacity":
+    # "141 GB"). Host: "PCIe Gen5 x16", "host_memory_capacity": "2 TB" for 8 GPUs (MLCommons
+    # inference v4.1, NVIDIA H200-SXM-141GBx8_TRT_MaxQ.json). In flight: Little's law as the H100's.
+    Platform("h200", "HBM accelerator: NVIDIA H200 SXM, 50 MiB L2, HBM3e 4.8 TB/s, 141 GB",
+             _H100_CLOCK, 50 << 20, 16, 200, 400, 4.8e12 / _H100_CLOCK,
+             _littles_law(4.8e12, 400 / _H100_CLOCK), round(8986e9 / LINE_BYTES / _H100_CLOCK), 989e12,
+             "HBM_2000_4H_1x64", hbm_bytes=141 * 10**9, host_bytes=2 * 10**12 // 8, link=_PCIE5_X16[0],
+             link_bytes_per_s=_PCIE5_X16[1], link_latency_s=_PCIE5_X16[2]),
+    # NVIDIA GH200 Grace Hopper Superchip (96 GB version): an H100 GPU (its clock, L2 and compute
+    # as above) with 96 GB of HBM3 at 4 TB/s, and a Grace CPU with 480 GB of LPDDR5X, joined by
+    # NVLink-C2C (NVIDIA GH200 announcement, Computex 2023: "96GB HBM3 ... 4TB/s", "480GB
+    # LPDDR5X"; notes/facts.md C9 for the link).
+    Platform("gh200", "HBM accelerator: NVIDIA GH200 (H100 + Grace), HBM3 4 TB/s, 96 GB, NVLink-C2C host",
+             _H100_CLOCK, 50 << 20, 16, 200, 400, 4.0e12 / _H100_CLOCK,
+             _littles_law(4.0e12, 400 / _H100_CLOCK), round(8986e9 / LINE_BYTES / _H100_CLOCK), 989e12,
+             "HBM_2000_4H_1x64", hbm_bytes=96 * 10**9, host_bytes=480 * 10**9, link=_NVLINK_C2C[0],
+             link_bytes_per_s=_NVLINK_C2C[1], link_latency_s=_NVLINK_C2C[2]),
     # AMD Instinct MI300X. AMD MI300X data sheet: 2100 MHz peak engine clock, 256 MB Infinity
     # Cache, 8 HBM3 stacks with 5.3 TB/s, 1307.4 TFLOP/s dense BF16; Infinity Cache peak bandwidth
     # 17.2 TB/s (AMD CDNA 3 architecture white paper). Infinity Cache hit ~220 ns and HBM ~350 ns
@@ -110,7 +151,12 @@ PLATFORMS = {p.name: p for p in [
     Platform("mi300x", "HBM accelerator: AMD Instinct MI300X, 256 MiB Infinity Cache, HBM3 5.3 TB/s",
              _MI300X_CLOCK, 256 << 20, 16, round(220e-9 * _MI300X_CLOCK), round(350e-9 * _MI300X_CLOCK),
              5.3e12 / _MI300X_CLOCK, _littles_law(5.3e12, 350e-9),
-             round(17.2e12 / LINE_BYTES / _MI300X_CLOCK), 1307.4e12, "HBM_2000_4H_1x64"),
+             round(17.2e12 / LINE_BYTES / _MI300X_CLOCK), 1307.4e12, "HBM_2000_4H_1x64",
+             # 192 GB of HBM3 (data sheet). Host: "accelerator_host_interconnect": "PCIe Gen5 x16",
+             # "host_memory_capacity": "1.5TiB" for 8 GPUs (MLCommons inference v4.1, AMD
+             # 8xMI300X_2xEPYC-9374F.json).
+             hbm_bytes=192 * 10**9, host_bytes=(3 << 39) // 8, link=_PCIE5_X16[0],
+             link_bytes_per_s=_PCIE5_X16[1], link_latency_s=_PCIE5_X16[2]),
 ]}
 DEFAULT_PLATFORM = default("timing", "platform")
 
