@@ -155,6 +155,9 @@ def _llc_and_timing(kw: dict, extra: dict | None = None):
     return cfg, timing, checked
 
 
+# `simulate` runs the LLC models; the host tier (backend "tier" in a spec) is `dsa-harness tier`.
+SIMULATE_BACKENDS = tuple(b for b in BACKENDS if b != "tier")
+
 # How an index log becomes an access stream: KV geometry and layout.
 stream_options = setting_options("stream")
 
@@ -176,7 +179,7 @@ def _stream_provenance(src) -> dict:
 @click.option("--index-log", type=click.Path(), help="Index log folder (from `decode`).")
 @stream_options
 @llc_options
-@setting_option("sweep", "backend", type=click.Choice(BACKENDS))
+@setting_option("sweep", "backend", type=click.Choice(SIMULATE_BACKENDS))
 @setting_option("gem5", "binary")
 @click.option("--gem5-out", type=click.Path(file_okay=False), default=None,
               help="gem5: folder for traces, logs and stats (default: a new temporary folder).")
@@ -271,6 +274,66 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
         with atomic_path(out, check) as tmp:
             tmp.write_text(text + "\n")
     click.echo(text if fmt == "json" else format_result(result))
+
+
+@cli.command()
+@click.option("--index-log", type=click.Path(), required=True, help="Index log folder (from `decode`).")
+@setting_options("stream", "geometry", "batch")
+@setting_option("timing", "platform")
+@setting_options("timing", "dram_bytes_per_cycle", "warmup_steps", "overlap")
+@setting_options("tier")
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="table", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the JSON result here.")
+@overwrite_option
+def tier(index_log, fmt, out, overwrite, **kw):
+    """Time decode with the KV in host memory and hot buffers in HBM (the host tier).
+
+    Each request's hot buffer of each layer (or, with --pooled, one per layer for the batch) runs
+    the --hot-policy over the log's selections; misses cross the platform's host link before the
+    layer's attention. Prints the hot-buffer hit rate (per step too), the link bytes and step time
+    per step, the full-HBM device's step time at the same batch, and how many requests each holds
+    in --hbm with the throughput at that batch (harness/cache/tier.py defines the model)."""
+    from harness.cache.tier import TierConfig, tier_platform
+    from harness.cache.timing import TimingConfig
+    from harness.core.outputs import check_output_file
+    from harness.core.units import atomic_path
+    from harness.study.tierrun import tier_of_log
+
+    overrides = ("dram_bytes_per_cycle", "warmup_steps", "overlap")
+    checked = check_options({"stream": section_values(kw, "stream", "geometry", "batch"),
+                             "timing": section_values(kw, "timing", "platform", *overrides),
+                             "tier": section_values(kw, "tier")})
+    timing = TimingConfig.make(checked["timing"]["platform"], **{k: checked["timing"][k] for k in overrides})
+    cfg = TierConfig(**checked["tier"])
+    tier_platform(timing.platform, cfg.hbm)
+    check = (lambda: check_output_file(out, overwrite)) if out else None  # noqa: E731
+    if check:
+        check()
+    result = tier_of_log(index_log, checked["stream"], timing, cfg)
+    text = json.dumps(result, indent=1, allow_nan=False)
+    if out:
+        with atomic_path(out, check) as tmp:
+            tmp.write_text(text + "\n")
+    click.echo(text if fmt == "json" else format_tier(result))
+
+
+def format_tier(r: dict) -> str:
+    """A short human-readable summary of one host-tier result."""
+    hot, cap, tp, link = r["hot_buffer"], r["capacity"], r["throughput"], r["link"]
+    share = "one pool per layer" if hot["pooled"] else "per request and layer"
+    gain = "-" if tp["gain"] is None else f"{tp['gain']:.2f}x"
+    return "\n".join([
+        f"hot buffers: {hot['tokens_per_layer']:,} tokens {share}, {hot['policy']}: hit rate {hot['hit_rate']:.4f} "
+        f"({hot['hits']:,} of {hot['reads']:,} token reads, {r['measured_steps']} measured steps)",
+        f"link {link['name']} ({link['bytes_per_s'] / 1e9:.1f} GB/s, {link['latency_s'] * 1e6:.1f} us): "
+        f"{r['link_bytes_per_step'] / 1e6:,.2f} MB per step, {r['link_wait_share']:.1%} of the step time",
+        f"batch {r['batch']}: step {r['step_time_s'] * 1e3:.3f} ms, {r['batch_tokens_per_s']:,.0f} tokens/s "
+        f"(full HBM: {r['full_hbm']['step_time_s'] * 1e3:.3f} ms, {r['full_hbm']['batch_tokens_per_s']:,.0f} tokens/s)",
+        f"capacity at {cap['context_tokens']:,} tokens in {cap['hbm_bytes'] / 1e9:.0f} GB HBM "
+        f"({cap['weights_bytes'] / 1e9:.1f} GB weights): full HBM {tp['full_max_batch']} requests, "
+        f"{tp['full_batch_tokens_per_s']:,.0f} tokens/s; host tier {tp['tier_max_batch']} requests, "
+        f"{tp['tier_batch_tokens_per_s']:,.0f} tokens/s ({gain}); crossover batch {tp['crossover_batch']}",
+    ])
 
 
 def _prepare_gem5_out(folder: str, overwrite: bool) -> None:

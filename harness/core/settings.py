@@ -1,7 +1,7 @@
 """Every setting a sweep spec or a command-line option gives, declared once.
 
 :data:`SETTINGS` holds, by section (``[sweep]``, ``[decode]``, ``[stream]``, ``[llc]``,
-``[timing]``, ``[gem5]``), one :class:`~harness.core.fields.Field` per setting: its default,
+``[timing]``, ``[tier]``, ``[gem5]``), one :class:`~harness.core.fields.Field` per setting: its default,
 type, range, help text, its command-line option (``--<key>`` unless named otherwise, ``None``
 for a spec-only key) and its column in the collected results. Everything else is derived from
 this table:
@@ -31,7 +31,7 @@ from harness.core.fields import Field
 # into bits 48-62 (trace_gen.stream.token_id), positions are int32.
 MAX_INT32 = (1 << 31) - 1
 MAX_REQUESTS = (1 << 15) - 1
-BACKENDS = ("builtin", "gem5")
+BACKENDS = ("builtin", "gem5", "tier")
 
 
 def registry(module: str, name: str, extra: tuple = ()):
@@ -61,7 +61,8 @@ SETTINGS: dict[str, dict[str, Field]] = {
     "sweep": {
         "name": Field("demo", "str", help="The sweep's name.", option=False, column=False),
         "backend": Field("builtin", "str", choices=lambda: BACKENDS,
-                         help="builtin: the fast model; gem5: your gem5 binary with dsa-llc's extension."),
+                         help="builtin: the fast model; gem5: your gem5 binary with dsa-llc's extension; tier: "
+                              "the host-tier model of [tier] (KV in host memory, hot buffers in HBM)."),
     },
     "decode": {
         "backbone": Field(None, "str", check_value=checker("trace_gen.backbones", "check_backbone"),
@@ -134,6 +135,19 @@ SETTINGS: dict[str, dict[str, Field]] = {
                          help="Share of the shorter of a phase's memory and compute time hidden under the "
                               "longer: 1 the roofline (the larger of the two), 0 their sum [default: the "
                               "platform's, 1]."),
+    },
+    "tier": {  # the host tier (harness.cache.tier), the runs of backend "tier"
+        "hot_tokens_per_k": Field(2.0, "float", 0, 1e6, lo_open=True,
+                                  help="Host tier: hot-buffer KV tokens per layer and request, as a multiple of "
+                                       "topk (2: 2k tokens)."),
+        "hot_policy": Field("token-lru", "str", choices=registry("harness.cache.policies", "POLICIES"),
+                            help="Host tier: token policy of the hot buffers ({choices}; min: Belady's bound)."),
+        "pooled": Field(False, "bool", flag=True, column="tier_pooled",
+                        help="Host tier: one hot buffer per layer shared by the batch (batch x hot tokens) "
+                             "instead of one per request."),
+        "hbm": Field(None, "size", nullable=True, column="hbm_bytes",
+                     help="Host tier: HBM capacity of the device (KiB/MiB/GiB/GB strings or bytes) "
+                          "[default: the platform's]."),
     },
     "gem5": {
         "binary": Field(None, "str", nullable=True, option="--gem5", column=False,

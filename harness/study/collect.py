@@ -6,10 +6,12 @@ or corrupt (a folder that fails the run schema of ``harness.study.runs``; ``_err
 next sweep redoes it), ``_error``, ``_host``, ``_version``, ``_results_version``, ``_started``,
 ``_seconds``), parameters under their plain names (backbone, geometry,
 reserve_ways, ...), and results with units in their names (``llc_bytes``, ``step_time_cycles``,
-``tokens_per_s``, ``kv_hit_rate``, ``misses_lines``, ...); ``step_time_model`` names the model
-that produced the step time and ``step_scope`` what it includes (``whole``: the weights' traffic
-too; ``attention``: without it), ``attention_time_cycles`` the step's attention part. gem5 and
-built-in runs share the table; a result a backend does not produce is empty.
+``tokens_per_s``, ``kv_hit_rate``, ``misses_lines``, ...; a host-tier run's ``hot_hit_rate``,
+``link_bytes_per_step``, ``full_max_batch``, ``tier_max_batch_tokens_per_s``, ``crossover_batch``,
+...); ``step_time_model`` names the model that produced the step time and ``step_scope`` what it
+includes (``whole``: the weights' traffic too; ``attention``: without it),
+``attention_time_cycles`` the step's attention part. gem5 and built-in runs share the table; a
+result a backend does not produce is empty.
 """
 
 from __future__ import annotations
@@ -26,20 +28,50 @@ from harness.study.runs import FINISHED, read_run, run_folders
 
 # Parameter columns: (column, section, key) of every setting that has a column (harness.core.settings),
 # besides timing_<key>, one per value of the resolved timing config.
-_COLUMNS = tuple((column_name(section, key), section, key) for section in ("decode", "stream", "llc", "sweep")
+_COLUMNS = tuple((column_name(section, key), section, key) for section in ("decode", "stream", "llc", "tier", "sweep")
                  for key in SETTINGS[section] if column_name(section, key))
 PARAMETERS = tuple(column for column, _, _ in _COLUMNS)
 
 
 def _params(cfg: dict) -> dict:
-    sections = {k: cfg.get(k) if isinstance(cfg.get(k), dict) else {} for k in ("decode", "stream", "llc", "timing")}
+    sections = {k: cfg.get(k) if isinstance(cfg.get(k), dict) else {} for k in ("decode", "stream", "llc", "timing",
+                                                                                  "tier")}
     sections["sweep"] = cfg  # a run's backend sits at the top of its config
     out = {column: sections[section].get(key) for column, section, key in _COLUMNS}
     out.update({f"timing_{k}": v for k, v in sections["timing"].items()})
     return out
 
 
+def _tier_results(r: dict) -> dict:
+    """The columns of a host-tier run (``harness.cache.tier``)."""
+    hot, cap, tp = r["hot_buffer"], r["capacity"], r["throughput"]
+    return {
+        "steps": r.get("steps"), "measured_steps": r.get("measured_steps"), "measured_batch": r.get("batch"),
+        "hot_tokens": hot["tokens_per_layer"], "hot_reads_tokens": hot["reads"], "hot_hits_tokens": hot["hits"],
+        "hot_hit_rate": hot["hit_rate"], "hot_hit_rate_per_step": hot["hit_rate_per_step"],
+        "hot_hit_rate_per_log_layer": hot.get("hit_rate_per_log_layer"),
+        "link_bytes_per_step": r["link_bytes_per_step"], "link_wait_share": r.get("link_wait_share"),
+        "link_bytes_per_s_peak": r["link"]["bytes_per_s"],
+        "step_time_s": r["step_time_s"], "tokens_per_s": r.get("tokens_per_s"),
+        "batch_tokens_per_s": r["batch_tokens_per_s"],
+        "full_hbm_step_time_s": r["full_hbm"]["step_time_s"],
+        "full_hbm_batch_tokens_per_s": r["full_hbm"]["batch_tokens_per_s"],
+        "context_tokens": cap["context_tokens"], "weights_bytes": cap["weights_bytes"],
+        "kv_budget_bytes": cap["kv_budget_bytes"], "full_request_bytes": cap["full_request_bytes"],
+        "tier_request_bytes": cap["tier_request_bytes"], "host_request_bytes": cap["host_request_bytes"],
+        "full_max_batch": tp["full_max_batch"], "tier_max_batch": tp["tier_max_batch"],
+        "full_max_batch_tokens_per_s": tp["full_batch_tokens_per_s"],
+        "tier_max_batch_tokens_per_s": tp["tier_batch_tokens_per_s"],
+        "tier_gain": tp.get("gain"), "crossover_batch": tp.get("crossover_batch"),
+        "throughput_curve": [[p["batch"], p["full_batch_tokens_per_s"], p["tier_batch_tokens_per_s"]]
+                             for p in tp.get("curve", [])],
+        "step_time_model": r["timing"]["produced_by"],
+    }
+
+
 def _results(r: dict) -> dict:
+    if "hot_buffer" in r:
+        return _tier_results(r)
     kv = r.get("by_class", {}).get("kv", {})
     tokens = r.get("kv_tokens") or {}
     bounds = r.get("bounds") or {}

@@ -50,9 +50,12 @@ class RunRecord:
     error: str | None = None         # a failed run's error, or why a run is corrupt
 
 
+BUILT_IN = ("builtin", "tier")  # the backends whose results RESULTS_VERSION versions
+
+
 def is_stale(config: dict, provenance: dict) -> bool:
-    """Was this finished run made by a built-in simulator whose results have changed since?"""
-    return config.get("backend", "builtin") == "builtin" and provenance.get("results_version") != RESULTS_VERSION
+    """Was this finished run made by a built-in model whose results have changed since?"""
+    return config.get("backend", "builtin") in BUILT_IN and provenance.get("results_version") != RESULTS_VERSION
 
 
 # --- the result schema ----------------------------------------------------------------------
@@ -86,12 +89,37 @@ _BUILTIN_COUNTS = ("evictions", "writebacks", "token_invalidations", "bypasses",
 _BOUND_COUNTS = ("capacity_tokens", "lines_per_token", "token_reads", "fa_lru_hits", "min_hits")
 
 
+def _tier_problem(result: dict) -> str | None:
+    """Why ``result`` is not a valid result of the host-tier model (``harness.cache.tier``)."""
+    hot = result.get("hot_buffer")
+    if not isinstance(hot, dict) or not all(_count(hot.get(k)) for k in ("reads", "hits", "tokens_per_layer")):
+        return "result.hot_buffer is not a set of counts"
+    if hot["hits"] > hot["reads"] or not _rate(hot.get("hit_rate")):
+        return "result.hot_buffer.hit_rate is not a rate of its reads"
+    rates = hot.get("hit_rate_per_step")
+    if not isinstance(rates, list) or not all(_rate(x) for x in rates):
+        return "result.hot_buffer.hit_rate_per_step is not a list of rates"
+    for key in ("step_time_s", "link_bytes_per_step", "batch_tokens_per_s"):
+        if not _cycles(result.get(key)):
+            return f"result.{key} is not a finite non-negative number ({result.get(key)!r})"
+    cap, tp = result.get("capacity"), result.get("throughput")
+    if not isinstance(cap, dict) or not all(_count(cap.get(k)) for k in ("full_max_batch", "tier_max_batch")):
+        return "result.capacity lacks the largest batches"
+    if not isinstance(tp, dict) or not all(_cycles(tp.get(k)) for k in ("full_batch_tokens_per_s",
+                                                                         "tier_batch_tokens_per_s")):
+        return "result.throughput lacks the throughputs at the largest batches"
+    return None
+
+
 def result_problem(result, backend: str) -> str | None:
     """Why ``result`` is not a valid result of a ``backend`` run (None when it is): the keys the
-    built-in simulator (``harness.cache.simulate``) or the gem5 backend (``harness.gem5``) write, with their types
-    and ranges (counts are non-negative integers, rates in [0, 1], cycles finite)."""
+    built-in simulator (``harness.cache.simulate``), the gem5 backend (``harness.gem5``) or the
+    host-tier model (``harness.cache.tier``) write, with their types and ranges (counts are
+    non-negative integers, rates in [0, 1], cycles finite)."""
     if not isinstance(result, dict):
         return "the result is not a JSON object"
+    if backend == "tier":
+        return _tier_problem(result)
     problem = _counts_problem(result, "result")
     if problem:
         return problem

@@ -1,7 +1,9 @@
-"""Sweep specs: a TOML grid of decode x stream x LLC x timing x backend points.
+"""Sweep specs: a TOML grid of decode x stream x LLC x timing x tier x backend points.
 
-A spec has sections ``[sweep]``, ``[decode]``, ``[stream]``, ``[llc]``, ``[timing]``, ``[gem5]``
-and any number of ``[[exclude]]`` tables. Every key of decode/stream/llc/timing (and
+A spec has sections ``[sweep]``, ``[decode]``, ``[stream]``, ``[llc]``, ``[timing]``, ``[tier]``,
+``[gem5]`` and any number of ``[[exclude]]`` tables (a run of backend ``tier`` has a ``tier``
+section and no ``llc``; the other backends' runs have no ``tier``). Every key of
+decode/stream/llc/timing/tier (and
 ``sweep.backend``) takes one value or a list (the grid's axes); an exclude table drops the
 points that match all its keys. :data:`SCHEMA` is every key's declaration (default, type, range:
 ``harness.core.settings``, the same the command-line options come from). The spec is validated
@@ -36,10 +38,14 @@ MAX_GRID_POINTS = 5_000_000  # checked in seconds; examples/full_sweep.toml has 
 
 # Every key of a spec: default, type and range, by section (declared once, with the options').
 SCHEMA = SETTINGS
-GRID_SECTIONS = ("decode", "stream", "llc", "timing")
+GRID_SECTIONS = ("decode", "stream", "llc", "timing", "tier")
 # Sections checked together: a group's canonical configs may depend on each other's values.
-GROUPS = (("decode",), ("stream",), ("llc", "timing"))
+GROUPS = (("decode",), ("stream",), ("llc", "timing"), ("tier",))
 AXES = {(s, k) for s in GRID_SECTIONS for k in SCHEMA[s]} | {("sweep", "backend")}
+# The sections of a run's config, by backend: a tier run has no LLC, the others no tier (so that
+# adding the tier kept every other run's id).
+RUN_SECTIONS = {"tier": ("decode", "stream", "timing", "tier")}
+DEFAULT_RUN_SECTIONS = ("decode", "stream", "llc", "timing")
 FLAT = {k: (s, k) for s, k in AXES}  # exclude tables name grid keys without their section
 
 
@@ -101,7 +107,16 @@ def parse_spec(raw: dict, where: str = "spec") -> Spec:
             if any(all(flat.get(k) == v for k, v in ex.items()) for ex in excludes):
                 continue
             canonical = {section: dict(c) for _, group in points for section, c in group.items()}
-            run = {section: canonical[section] for section in GRID_SECTIONS} | {"backend": backend}
+            run = {section: canonical[section] for section in RUN_SECTIONS.get(backend, DEFAULT_RUN_SECTIONS)} \
+                | {"backend": backend}
+            if backend == "tier":
+                try:
+                    from harness.cache.tier import tier_platform
+
+                    tier_platform(run["timing"]["platform"], run["tier"]["hbm"])
+                except UserError as e:
+                    problems.append(str(e))
+                    continue
             if backend == "gem5":
                 try:
                     from harness.cache.llc import LLCConfig
@@ -249,6 +264,10 @@ def _canonical(section: str, given: dict) -> dict:
             if llc.reserve_ways == 0 or llc.policy == "lru":  # the policy and whole-token flag do not apply
                 llc = LLCConfig(llc.size, llc.ways, llc.reserve_ways, "lru" if llc.reserve_ways == 0 else llc.policy, True)
             return llc.to_dict()
+        if section == "tier":
+            from harness.cache.tier import TierConfig
+
+            return TierConfig(**v).to_dict()
         from harness.cache.timing import TimingConfig
 
         timing = TimingConfig.make(v["platform"], v["model"],

@@ -174,6 +174,12 @@ def simulate_run(folder: Path, run: dict, gem5_binary: str | None = None, gem5_t
 
     if not log_ready(folder, run["decode"]):
         raise UserError(f"index log {log_name(run['decode'])} is missing")
+    if run["backend"] == "tier":
+        from harness.cache.tier import TierConfig
+        from harness.study.tierrun import tier_of_log
+
+        return tier_of_log(log_dir(folder, run["decode"]), run["stream"], TimingConfig(**run["timing"]),
+                           TierConfig(**run["tier"]))
     src = StreamSource.from_options(log_dir(folder, run["decode"]), run["stream"])
     cfg = LLCConfig(**run["llc"])
     if run["backend"] == "gem5":
