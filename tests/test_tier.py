@@ -7,13 +7,20 @@ import json
 
 import numpy as np
 import pytest
+from helpers import SPEC, run
 
 from harness.cache.policies import TokenReads, get_policy
-from harness.cache.tier import TierConfig, capacity, hot_buffer_hits, simulate_tier, step_times, tier_platform
+from harness.cache.tier import (
+    TierConfig,
+    capacity,
+    hot_buffer_hits,
+    simulate_tier,
+    step_times,
+    tier_platform,
+)
 from harness.cache.timing import TimingConfig
 from harness.study.runs import result_problem
 from harness.study.spec import loads_spec
-from tests.helpers import SPEC, run
 from trace_gen.geometry import Geometry, Weights, get_geometry
 from trace_gen.indexlog import IndexLog
 from trace_gen.synthetic import write_synthetic_log

@@ -257,17 +257,18 @@ def capacity(geometry, platform: Platform, context: int, topk: int, hot_tokens: 
 # --- one configuration ----------------------------------------------------------------------
 
 def simulate_tier(reads: TokenReads, geometry, t: TimingConfig, cfg: TierConfig, batch: int | None = None,
-                  extra_config: dict | None = None) -> dict:
+                  extra_config: dict | None = None, buffers: HotBufferHits | None = None) -> dict:
     """The host tier of one index log (its token reads) under a geometry, platform and tier
     config, at ``batch`` requests (default: the log's): hot-buffer hit rates, link bytes and step
     time per step, the full-HBM step time at the same batch, capacity with and without the tier
-    and the throughput of each at its largest batch, with the crossover batch."""
+    and the throughput of each at its largest batch, with the crossover batch. ``buffers``: the
+    hot buffers' hits if known (``hot_buffer_hits`` of these reads and config)."""
     platform = tier_platform(t.platform, cfg.hbm)
     if len(reads) == 0:
         raise UserError("the index log has no selections")
     batch = batch or reads.requests
     hot = cfg.hot_tokens(reads.topk)
-    buffers = hot_buffer_hits(reads, hot, cfg.hot_policy, cfg.pooled, batch)
+    buffers = buffers or hot_buffer_hits(reads, hot, cfg.hot_policy, cfg.pooled, batch)
     layer_map = geometry.layer_map(reads.layers)
     ctx = np.bincount(reads.step, weights=reads.ctx, minlength=reads.steps) \
         / np.bincount(reads.step, minlength=reads.steps)  # each step's mean over its reads
