@@ -39,7 +39,10 @@ def comparisons(df: pd.DataFrame) -> pd.DataFrame:
     """Every finished built-in reserved run beside its baseline: ``speedup``,
     ``baseline_step_time_cycles``, ``baseline_batch_tokens_per_s``, and ``saved_<class>`` (misses
     saved per decode step)."""
-    ok = df[(df._status == "ok") & (df.backend == "builtin") & df.step_time_cycles.notna()]
+    ok = df[(df._status == "ok") & (df.backend == "builtin")]
+    if "step_time_cycles" not in ok:  # no LLC run at all (a sweep of host-tier runs)
+        return pd.DataFrame()
+    ok = ok[ok.step_time_cycles.notna()]
     key = configuration_columns(ok)
     base = ok[ok.reserve_ways == 0]
     runs = ok[ok.reserve_ways > 0]

@@ -253,8 +253,16 @@ def class_misses_plot(df: pd.DataFrame, h: pd.DataFrame, folder: Path) -> str | 
 
 # --- the sections ---------------------------------------------------------------------------
 
+def llc_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the LLC models (builtin, gem5): these sections' subject (a sweep may also hold,
+    or only hold, host-tier runs, which the Host tier section reports)."""
+    return df[df.backend != "tier"]
+
+
 @section("Does reserving LLC ways for KV tokens speed up DSA decode?", order=10, level=1)
 def first_screen(ctx: ReportContext, doc: Doc) -> None:
+    if llc_runs(ctx.results).empty:
+        return
     for line in ctx.verdict:
         doc.p(line)
     doc.p(model_note(ctx.results) + " A reservation keeps ways for KV lines only (the rest of the traffic gets the "
@@ -268,6 +276,8 @@ def first_screen(ctx: ReportContext, doc: Doc) -> None:
 
 @section("Every policy's best reservation", order=20)
 def best_reservations(ctx: ReportContext, doc: Doc) -> None:
+    if llc_runs(ctx.results).empty:
+        return
     doc.table(first_screen_table(ctx.headline, best_only=False))
     doc.image(class_misses_plot(ctx.results, ctx.headline, ctx.folder))
     doc.images(scale_plots(comparisons(ctx.results), ctx.folder))
@@ -280,15 +290,16 @@ def against_reserved_ways(ctx: ReportContext, doc: Doc) -> None:
 
 @section("All runs", order=60)
 def all_runs(ctx: ReportContext, doc: Doc) -> None:
-    df = ctx.results
-    doc.p("fa_lru / fa_min token hit rate: a fully associative cache of whole tokens with the reserved capacity, "
-          "under LRU / Belady's MIN with bypass, fed the run's KV token reads and writes. fa_min bounds the run's "
-          "KV full-token hit rate (kv_token_full_hit_rate) under any policy of the reserved ways; fa_lru bounds "
-          "nothing. Neither bounds the step time: the shared ways' traffic changes with the reservation too.")
-    cols = ["backbone", "geometry", "prompt_tokens", "topk", "requests", "llc_bytes", "ways", "reserve_ways",
-            "policy", "kv_hit_rate", "index_hit_rate", "misses_lines", "step_time_cycles", "batch_tokens_per_s",
-            "kv_token_full_hit_rate", "fa_lru_token_hit_rate", "min_token_hit_rate", "_status"]
-    doc.table(df[[c for c in cols if c in df]].sort_values(cols[:9])
-              .rename(columns={"min_token_hit_rate": "fa_min_token_hit_rate"}))
+    df = llc_runs(ctx.results)
+    if not df.empty:
+        doc.p("fa_lru / fa_min token hit rate: a fully associative cache of whole tokens with the reserved capacity, "
+              "under LRU / Belady's MIN with bypass, fed the run's KV token reads and writes. fa_min bounds the run's "
+              "KV full-token hit rate (kv_token_full_hit_rate) under any policy of the reserved ways; fa_lru bounds "
+              "nothing. Neither bounds the step time: the shared ways' traffic changes with the reservation too.")
+        cols = ["backbone", "geometry", "prompt_tokens", "topk", "requests", "llc_bytes", "ways", "reserve_ways",
+                "policy", "kv_hit_rate", "index_hit_rate", "misses_lines", "step_time_cycles", "batch_tokens_per_s",
+                "kv_token_full_hit_rate", "fa_lru_token_hit_rate", "min_token_hit_rate", "_status"]
+        doc.table(df[[c for c in cols if c in df]].sort_values(cols[:9])
+                  .rename(columns={"min_token_hit_rate": "fa_min_token_hit_rate"}))
     if ctx.unreadable:
         doc.p("Unreadable run folders (skipped): " + "; ".join(ctx.unreadable))
