@@ -20,7 +20,7 @@ def _options(command: str) -> dict[str, click.Option]:
 
 # which command carries which section's options
 COMMANDS = {"decode": ["decode"], "stream": ["simulate", "stream"], "llc": ["simulate"], "timing": ["simulate"],
-            "sweep": ["simulate"], "gem5": ["simulate"]}
+            "sweep": ["simulate"], "gem5": ["simulate"], "tier": ["tier"]}
 
 
 @pytest.mark.parametrize("section", list(SETTINGS))
@@ -65,10 +65,11 @@ def test_config_defaults_come_from_the_declaration():
 
 
 def test_result_columns_are_the_declared_ones():
-    declared = [column_name(s, k) for s in ("decode", "stream", "llc", "sweep") for k in SETTINGS[s]
+    declared = [column_name(s, k) for s in ("decode", "stream", "llc", "tier", "sweep") for k in SETTINGS[s]
                 if column_name(s, k)]
     assert list(PARAMETERS) == declared
     assert "decode_steps" in PARAMETERS and "llc_bytes" in PARAMETERS and "backend" in PARAMETERS
+    assert "hot_policy" in PARAMETERS and "hbm_bytes" in PARAMETERS
 
 
 def test_help_lists_a_registry_only_when_shown():

@@ -98,7 +98,9 @@ def hit_rate_plot(runs: pd.DataFrame, folder: Path) -> str | None:
 
 def settling(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean hit rate over each quarter of the decode steps (token-lru, streak, min at 2k): a hit
-    rate that has settled is flat over the last quarters."""
+    rate that has settled is flat over the last quarters; and the lowest of the log's layers (a
+    backbone's sliding-window layers, e.g. Gemma's, hit almost always: their window moves by one
+    token a step)."""
     sel = runs[runs.hot_tokens_per_k == 2.0].drop_duplicates(["backbone", "context_tokens", "topk", "hot_policy"])
     rows = []
     for _, r in sel.iterrows():
@@ -106,7 +108,8 @@ def settling(runs: pd.DataFrame) -> pd.DataFrame:
         q = len(rate) // 4
         rows.append({"backbone": r.backbone, "context_tokens": r.context_tokens, "topk": r.topk,
                      "policy": r.hot_policy, "steps": len(rate),
-                     **{f"steps {i * q}-{(i + 1) * q - 1}": rate.iloc[i * q:(i + 1) * q].mean() for i in range(4)}})
+                     **{f"steps {i * q}-{(i + 1) * q - 1}": rate.iloc[i * q:(i + 1) * q].mean() for i in range(4)},
+                     "lowest log layer": min(r.hot_hit_rate_per_log_layer)})
     return pd.DataFrame(rows)
 
 
