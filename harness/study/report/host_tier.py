@@ -101,7 +101,8 @@ def settling(runs: pd.DataFrame) -> pd.DataFrame:
     rate that has settled is flat over the last quarters; and the lowest of the log's layers (a
     backbone's sliding-window layers, e.g. Gemma's, hit almost always: their window moves by one
     token a step)."""
-    sel = runs[runs.hot_tokens_per_k == 2.0].drop_duplicates(["backbone", "context_tokens", "topk", "hot_policy"])
+    sel = runs[runs.hot_tokens_per_k == 2.0].drop_duplicates(["backbone", "context_tokens", "topk", "hot_policy"]) \
+        .sort_values(["backbone", "context_tokens", "topk", "hot_policy"])
     rows = []
     for _, r in sel.iterrows():
         rate = pd.Series(r.hot_hit_rate_per_step)
