@@ -1,7 +1,8 @@
 """The built-in cache model: the set-associative LLC with its KV reservation (``llc``), the
 reservation policies (``policies/``, one module each), the fully associative token caches and
 bounds (``tokencache``), the timing model (``timing``) and the run driver (``simulate``), with
-the numba data structures they share (``dlist``, ``heap``, ``hashtab``)."""
+the numba data structures they share (``dlist``, ``heap``, ``hashtab``); and the host tier
+(``tier``: KV in host memory, hot buffers in HBM), a device model beside the LLC's."""
 
 # Bumped whenever a change to the built-in simulator alters its results: built-in sweep runs made
 # under another value are "stale"; a sweep redoes them (keeping the index logs) and reports leave

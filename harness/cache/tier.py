@@ -299,7 +299,8 @@ def simulate_tier(reads: TokenReads, geometry, t: TimingConfig, cfg: TierConfig,
             "hit_rate_per_step": [float(x) for x in per_step_rate],
             "hit_rate_per_log_layer": [float(x) for x in raw_hits[measured].sum(axis=0)
                                        / np.maximum(raw_reads[measured].sum(axis=0), 1)],
-            "batch_approximated": cfg.pooled,
+            # a pool's hit rate is measured at this batch only: the throughput curve keeps it at others
+            "curve_hit_rate_from_this_batch": cfg.pooled,
         },
         "link": {"name": platform.link, "bytes_per_s": platform.link_bytes_per_s,
                  "latency_s": platform.link_latency_s},
