@@ -71,7 +71,7 @@ def throughput_plot(runs: pd.DataFrame, folder: Path) -> str | None:
             full = curve.dropna(subset=["full"])
             ax.plot(full.batch, full.full, ls="--", color=f"C{i}", marker=".")
             ax.plot(curve.dropna(subset=["tier"]).batch, curve.tier.dropna(), color=f"C{i}", marker=".", label=label)
-        ax.set(xscale="log", xlabel="batch (requests on the device)", ylabel="batch tokens/s",
+        ax.set(xscale="log", yscale="log", xlabel="batch (requests on the device)", ylabel="batch tokens/s",
                title=f"{platform}: full HBM (dashed) and host tier")
         ax.legend(fontsize=7)
     return save(fig, folder / "host_tier_throughput.png")
