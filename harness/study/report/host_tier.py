@@ -149,7 +149,9 @@ def host_tier(ctx: ReportContext, doc: Doc) -> None:
           "it: indexer keys, hot buffers and one layer's staging of k tokens; and the host memory per device must "
           "hold the full KV). The crossover is the smallest batch at which the tier's throughput passes the "
           "full-HBM device's at its own largest batch. The selections come from the backbones' index logs, stretched "
-          "to the geometry's layers (DESIGN.md, section 5).")
+          "to the geometry's layers (DESIGN.md, section 5). Throughputs are one device's roofline (no expert-parallel "
+          "all-to-all, kernel or scheduling overheads): upper bounds, to be compared as ratios; DeepSeek's own EP144 "
+          "decode averages about 1,850 tokens/s per H800 (notes/facts.md A3).")
     doc.p(HISPARSE)
     for line in anchor(runs):
         doc.p(line)
