@@ -80,7 +80,7 @@ def _littles_law(bandwidth: float, latency_s: float) -> int:
     return math.ceil(bandwidth * latency_s / LINE_BYTES)
 
 
-# Host links (notes/facts.md C9). PCIe 5.0 x16: 32 GT/s per lane, 16 lanes, 128b/130b coding =
+# Host links. PCIe 5.0 x16: 32 GT/s per lane, 16 lanes, 128b/130b coding =
 # 63.0 GB/s per direction (PCI-SIG PCIe 5.0; NVIDIA quotes "PCIe Gen5: 128GB/s" both directions,
 # H100 product page). NVLink-C2C (GH200, GB200): 900 GB/s total, 450 GB/s per direction (NVIDIA,
 # "NVIDIA Grace Hopper Superchip Architecture In-Depth", technical blog). Latency of one batched
@@ -136,7 +136,7 @@ PLATFORMS = {p.name: p for p in [
     # NVIDIA GH200 Grace Hopper Superchip (96 GB version): an H100 GPU (its clock, L2 and compute
     # as above) with 96 GB of HBM3 at 4 TB/s, and a Grace CPU with 480 GB of LPDDR5X, joined by
     # NVLink-C2C (NVIDIA GH200 announcement, Computex 2023: "96GB HBM3 ... 4TB/s", "480GB
-    # LPDDR5X"; notes/facts.md C9 for the link).
+    # LPDDR5X"; the link as above).
     Platform("gh200", "HBM accelerator: NVIDIA GH200 (H100 + Grace), HBM3 4 TB/s, 96 GB, NVLink-C2C host",
              _H100_CLOCK, 50 << 20, 16, 200, 400, 4.0e12 / _H100_CLOCK,
              _littles_law(4.0e12, 400 / _H100_CLOCK), round(8986e9 / LINE_BYTES / _H100_CLOCK), 989e12,

@@ -1,5 +1,5 @@
 """The host tier: a device that keeps the KV cache in host memory and a hot buffer of it in HBM
-(the design of HiSparse, notes/facts.md C10), its decode-step time, and how many requests it holds.
+(the design of HiSparse: LMSYS blog, 2026-04-10; vLLM PR #53781), its decode-step time, and how many requests it holds.
 
 **What lives where.** Every request's full KV cache is in host memory; its indexer keys stay in
 HBM (the indexer scans all of them every step). Each request has, in every layer, a hot buffer

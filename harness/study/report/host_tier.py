@@ -1,7 +1,7 @@
 """The report's section on the host tier (runs of backend ``tier``, ``harness.cache.tier``): how
 many requests a device holds with the KV in host memory and hot buffers in HBM, the throughput
 against the batch with and without the tier, the crossover batch, the hot buffers' hit rates
-(and that they have settled), beside HiSparse's published figures (notes/facts.md C10)."""
+(and that they have settled), beside HiSparse's published figures."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pandas as pd
 from harness.study.report.registry import ReportContext, section
 from harness.study.report.render import Doc
 
-# HiSparse's published figures, the anchor of the section (notes/facts.md C10).
+# HiSparse's published figures, the anchor of the section.
 HISPARSE_GAIN = 3.0  # "over 3x the baseline throughput at 256 concurrent requests"
 HISPARSE = (
-    "HiSparse, the anchor (SGLang; notes/facts.md C10): the LMSYS blog \"HiSparse: Turbocharging Sparse Attention "
+    "HiSparse, the anchor (SGLang): the LMSYS blog \"HiSparse: Turbocharging Sparse Attention "
     "with Hierarchical Memory\" (Xie, Huang, Huang, 2026-04-10, lmsys.org/blog/2026-04-10-sglang-hisparse) reports "
     "\"over 3x the baseline throughput at 256 concurrent requests\" for GLM-5.1-FP8 with 32k-input, 8k-output "
     "queries on a PD-colocated 8 x H200 deployment, and that \"at low concurrency, HiSparse introduces modest "
@@ -151,7 +151,7 @@ def host_tier(ctx: ReportContext, doc: Doc) -> None:
           "full-HBM device's at its own largest batch. The selections come from the backbones' index logs, stretched "
           "to the geometry's layers (DESIGN.md, section 5). Throughputs are one device's roofline (no expert-parallel "
           "all-to-all, kernel or scheduling overheads): upper bounds, to be compared as ratios; DeepSeek's own EP144 "
-          "decode averages about 1,850 tokens/s per H800 (notes/facts.md A3).")
+          "decode averages about 1,850 tokens/s per H800 (open-infra-index, Open-Source Week day 6).")
     doc.p(HISPARSE)
     for line in anchor(runs):
         doc.p(line)
