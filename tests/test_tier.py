@@ -156,3 +156,24 @@ def test_tier_command(tmp_path):
     assert text.exit_code == 0 and "one pool per layer" in text.output
     bad = run("tier", "--index-log", str(tmp_path / "log"), "--platform", "xeon-8480")
     assert bad.exit_code != 0 and bad.output.count("error:") == 1
+
+
+def test_a_tier_sweep_reports_its_host_tier_section(tmp_path):
+    """A sweep of host-tier runs only: collect gives their columns, and the report has the Host
+    tier section (with its plots and table file) and none of the LLC study's."""
+    from harness.study.collect import collect
+    from harness.study.report import build_report
+    from harness.study.sweep import execute
+
+    spec = loads_spec(SPEC.replace("[decode]", '[sweep]\nbackend = "tier"\n\n[decode]')
+                      + '\n[tier]\nhot_tokens_per_k = 2.0\nhot_policy = ["token-lru", "streak", "min"]\n')
+    assert execute(spec, tmp_path / "sweep", jobs=1, progress=False)["ok"] == 3
+    df, bad = collect(tmp_path / "sweep")
+    assert not bad and set(df.hot_policy) == {"token-lru", "streak", "min"}
+    assert (df.hot_hit_rate <= 1).all() and (df.tier_max_batch >= df.full_max_batch).all()
+    build_report(tmp_path / "sweep", tmp_path / "report", policies=False, locality=False)
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Host tier: KV in host memory, hot buffers in HBM" in text and "HiSparse" in text
+    assert "Does reserving LLC ways" not in text and "## All runs" not in text
+    assert (tmp_path / "report" / "host_tier_throughput.png").exists()
+    assert (tmp_path / "report" / "host_tier.csv").exists()
