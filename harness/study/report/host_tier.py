@@ -77,11 +77,18 @@ def throughput_plot(runs: pd.DataFrame, folder: Path) -> str | None:
     return save(fig, folder / "host_tier_throughput.png")
 
 
+def _one_geometry(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of one geometry (the first by name): a geometry weights the log's layers by how
+    many of its own replay each, so hit rates are compared within one."""
+    return runs[runs.geometry == min(runs.geometry)]
+
+
 def hit_rate_plot(runs: pd.DataFrame, folder: Path) -> str | None:
     """The hot buffers' hit rate per decode step at 2k hot tokens, one panel per backbone,
     context and k, one line per policy: has it settled?"""
     from harness.core.plotting import plt, save
 
+    runs = _one_geometry(runs)
     sel = runs[runs.hot_tokens_per_k == 2.0].drop_duplicates(["backbone", "context_tokens", "topk", "hot_policy"])
     if sel.empty:
         return None
@@ -91,7 +98,7 @@ def hit_rate_plot(runs: pd.DataFrame, folder: Path) -> str | None:
         for _, r in g.sort_values("hot_policy").iterrows():
             ax.plot(r.hot_hit_rate_per_step, label=r.hot_policy, lw=1)
         ax.set(xlabel="decode step", ylabel="hot-buffer hit rate", ylim=(0, 1.02),
-               title=f"{key[0]}, {key[1] // 1024}k, k = {key[2]}")
+               title=f"{key[0]}, {key[1] // 1024}k, k = {key[2]}, {g.geometry.iloc[0]}")
         ax.legend(fontsize=7)
     return save(fig, folder / "host_tier_hit_rate.png")
 
@@ -101,13 +108,14 @@ def settling(runs: pd.DataFrame) -> pd.DataFrame:
     rate that has settled is flat over the last quarters; and the lowest of the log's layers (a
     backbone's sliding-window layers, e.g. Gemma's, hit almost always: their window moves by one
     token a step)."""
+    runs = _one_geometry(runs)
     sel = runs[runs.hot_tokens_per_k == 2.0].drop_duplicates(["backbone", "context_tokens", "topk", "hot_policy"]) \
         .sort_values(["backbone", "context_tokens", "topk", "hot_policy"])
     rows = []
     for _, r in sel.iterrows():
         rate = pd.Series(r.hot_hit_rate_per_step)
         q = len(rate) // 4
-        rows.append({"backbone": r.backbone, "context_tokens": r.context_tokens, "topk": r.topk,
+        rows.append({"backbone": r.backbone, "context_tokens": r.context_tokens, "topk": r.topk, "geometry": r.geometry,
                      "policy": r.hot_policy, "steps": len(rate),
                      **{f"steps {i * q}-{(i + 1) * q - 1}": rate.iloc[i * q:(i + 1) * q].mean() for i in range(4)},
                      "lowest log layer": min(r.hot_hit_rate_per_log_layer)})
