@@ -296,7 +296,7 @@ def tier(index_log, fmt, out, overwrite, **kw):
     from harness.cache.tier import TierConfig, tier_platform
     from harness.cache.timing import TimingConfig
     from harness.core.outputs import check_output_file
-    from harness.core.units import atomic_path
+    from harness.core.files import atomic_path
     from harness.study.tierrun import tier_of_log
 
     overrides = ("dram_bytes_per_cycle", "warmup_steps", "overlap")
