@@ -422,7 +422,7 @@ def _set_threads(threads):
 @cli.command()
 @backbone_options
 @setting_options("decode", "indexer", "topk", "prompt_tokens", "steps", "requests", "text", "sink_tokens",
-                 "local_window", "observe_only")
+                 "local_window", "observe_only", "index_share", "index_layers", "index_reuse")
 @click.option("--recall/--no-recall", default=True, show_default=True,
               help="Log each selection's share of the dense attention mass.")
 @setting_option("decode", "seed")
@@ -434,8 +434,8 @@ def _set_threads(threads):
 @click.option("--overwrite", is_flag=True, help="Replace an index log in --out (nothing else).")
 @click.option("--progress/--no-progress", default=True)
 def decode(backbone, indexer_option, threads, indexer, topk, prompt_tokens, steps, requests, text,
-           sink_tokens, local_window, observe_only, recall, seed, prefill_chunk, refit, out, overwrite,
-           progress):
+           sink_tokens, local_window, observe_only, index_share, index_layers, index_reuse, recall, seed,
+           prefill_chunk, refit, out, overwrite, progress):
     """Decode with sparse attention on a backbone and write the index log."""
     from trace_gen.decode import DecodeConfig
     from trace_gen.decode import decode as run
@@ -444,7 +444,8 @@ def decode(backbone, indexer_option, threads, indexer, topk, prompt_tokens, step
     values = check_options({"decode": dict(backbone=backbone, indexer=indexer, topk=topk, prompt_tokens=prompt_tokens,
                                            steps=steps, requests=requests, text=text, sink_tokens=sink_tokens,
                                            local_window=local_window, observe_only=observe_only,
-                                           seed=seed)})["decode"]
+                                           index_share=index_share, index_layers=index_layers,
+                                           index_reuse=index_reuse, seed=seed)})["decode"]
     cfg = DecodeConfig(**values, recall=recall)
     cfg.validate()
     options = _indexer_options(indexer_option)

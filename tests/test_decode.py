@@ -111,7 +111,7 @@ def test_oracle_picks_the_true_top_k_of_the_dense_scores():
     session = DecodeSession(get_indexer("oracle")(None, 5, 64, b, {}), 5, 0, 0, False, True)
     session.ctx_len = t
     session.decode(0, query, key, value, None, d ** -0.5, None, {})
-    layer, positions, recall, best = session.rows[0]
+    _, positions, recall, best, _, _ = session.rows[0]
     rep = torch.repeat_interleave(key, h // kh, dim=1)
     probs = torch.softmax(query @ rep.transpose(-1, -2) * d ** -0.5, dim=-1).mean(1)[:, 0]
     expect = torch.topk(probs, 5).indices.sort().values.numpy()
@@ -127,7 +127,7 @@ def oracle_positions(seed, slots, ctx_len, k, sinks=0, window=0):
     session = DecodeSession(get_indexer("oracle")(None, k, 64, 1, {}), k, sinks, window, False, True)
     session.ctx_len = ctx_len
     session.decode(0, query, key, value, None, 0.5, None, {})
-    return session.rows[0][1][0]
+    return session.rows[0].positions[0]
 
 
 def test_sinks_and_local_window_are_forced_in():

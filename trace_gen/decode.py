@@ -6,6 +6,11 @@ tokens greedily. At each step every layer's indexer picks ``min(topk, visible)``
 (sink and local-window positions forced in), attention runs over those only (or densely with
 ``observe_only``), and the positions plus their share of the dense attention mass (recall) go
 to the log. Sliding-window layers select among their window only.
+
+With indexer levers (``index_share``, ``index_layers``, ``index_reuse``: ``trace_gen.levers``)
+a layer may attend with a selection it did not make (its anchor layer's, or its last scan's
+widened by the tokens decoded since); the log then holds that selection in ``positions`` and
+the layer's own beside it (``own_positions``, ``own_recall``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,10 +35,12 @@ from trace_gen.backbones import (
     check_backbone,
     context_limit,
     kv_cache_bytes,
+    layer_types,
     load_backbone,
 )
 from trace_gen.indexers import get_indexer
 from trace_gen.indexlog import MAX_INT32, MAX_REQUESTS, IndexLogWriter, is_index_log_folder
+from trace_gen.levers import LeverPlan, LeverState, parse_layers
 from trace_gen.prefill import prefill, prefill_chunk_tokens, prompts
 from trace_gen.text import check_text
 
@@ -53,9 +61,12 @@ class DecodeConfig:
     observe_only: bool = default("decode", "observe_only")
     recall: bool = True  # a command-line option only (decode --no-recall)
     seed: int = default("decode", "seed")
+    index_share: int = default("decode", "index_share")
+    index_layers: str | None = default("decode", "index_layers")
+    index_reuse: int = default("decode", "index_reuse")
 
     def validate(self) -> None:
-        for name in ("topk", "prompt_tokens", "steps", "requests"):
+        for name in ("topk", "prompt_tokens", "steps", "requests", "index_share", "index_reuse"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
         for name in ("sink_tokens", "local_window", "seed"):
@@ -65,22 +76,53 @@ class DecodeConfig:
             raise UserError(f"requests must be at most {MAX_REQUESTS}, got {self.requests}")
         if self.prompt_tokens + self.steps > MAX_INT32:
             raise UserError(f"prompt tokens + steps must stay below 2**31, got {self.prompt_tokens + self.steps:,}")
+        if self.index_layers is not None:
+            parse_layers(self.index_layers)
+            if self.index_share != 1:
+                raise UserError("index layers name the anchor layers themselves; leave index share at 1 "
+                                f"(got {self.index_share})")
+
+    def lever_plan(self, types: list[str]) -> LeverPlan:
+        """The levers of this decode on layers of these ``types`` (``trace_gen.levers``)."""
+        return LeverPlan.make(types, self.index_share, self.index_reuse, self.index_layers)
+
+
+class Row(NamedTuple):
+    """One layer's selection at one decode step, per request of the batch: the positions it
+    attended to (``[B, k]`` array, or a list of B arrays when sizes differ, under levers), their
+    share of the dense attention mass and the best k tokens' share ([B] each, None when not
+    measured), and under levers the layer's own selection [B, k] and its share."""
+
+    layer: int
+    positions: np.ndarray | list
+    recall: np.ndarray | None
+    best: np.ndarray | None
+    own: np.ndarray | None = None
+    own_recall: np.ndarray | None = None
 
 
 class DecodeSession:
     """Receives each layer's attention call (see trace_gen.attention): prefill chunks go to the
-    indexer, decode steps select and attend."""
+    indexer, decode steps select and attend. With ``levers`` (a ``LeverPlan`` that is active),
+    a layer attends with the selection the plan gives it and its own is kept beside."""
 
     prefilling = False  # set by trace_gen.prefill.prefill while it runs
 
     def __init__(self, indexer, topk: int, sink_tokens: int, local_window: int, observe_only: bool,
-                 recall: bool):
+                 recall: bool, levers: LeverPlan | None = None):
         self.indexer, self.topk = indexer, topk
         self.sink_tokens, self.local_window = sink_tokens, local_window
         self.observe_only, self.recall = observe_only, recall
+        self.levers = LeverState(levers) if levers is not None and levers.active else None
         self.ctx_len = 0
-        # (layer, positions [B, k], recall [B], recall of the best k [B]) per layer of the step
-        self.rows: list[tuple] = []
+        self.rows: list[Row] = []  # the layers' rows of the current step
+
+    def begin_step(self, step: int, ctx_len: int) -> None:
+        """A decode step starts: ``ctx_len`` tokens are cached once its token is in."""
+        self.ctx_len = ctx_len
+        self.rows.clear()
+        if self.levers is not None:
+            self.levers.begin_step(step)
 
     def prefill(self, layer, query, key, mask, scaling):
         n = query.shape[2]  # the chunk's own keys come last, after the cached ones
@@ -114,11 +156,22 @@ class DecodeSession:
         if probs is not None:
             recall = probs.gather(1, sel).sum(dim=1).numpy()
             best = torch.topk(probs, k, dim=-1).values.sum(dim=1).numpy()
-        self.rows.append((layer, (sel + start).to(torch.int32).numpy(), recall, best))
+        own = (sel + start).to(torch.int32).numpy()
+        keep = None
+        if self.levers is None:
+            self.rows.append(Row(layer, own, recall, best))
+        else:  # attend with the selection the levers give; the layer's own goes beside it
+            keep = self.levers.used(layer, sel, start, visible, self.ctx_len)  # [B, T] bool
+            used = [(torch.nonzero(row)[:, 0] + start).to(torch.int32).numpy() for row in keep]
+            used_recall = None if probs is None else (probs * keep).sum(dim=1).numpy()
+            self.rows.append(Row(layer, used, used_recall, best, own, recall))
         if self.observe_only:
             return attn.dense(query, key, value, mask, scaling, softcap)
-        if logits is not None:  # attend over the selection by masking the dense logits
-            keep = torch.zeros(batch, visible, dtype=torch.bool).scatter_(1, sel, True)
+        if logits is not None or keep is not None:  # attend over the selection by masking the dense logits
+            if keep is None:
+                keep = torch.zeros(batch, visible, dtype=torch.bool).scatter_(1, sel, True)
+            if logits is None:
+                logits = attn.logits_of(query, key, mask, scaling, softcap)
             p = torch.softmax(logits.masked_fill(~keep[:, None, None, :], float("-inf")), dim=-1)
             return attn.weighted_values(p, value)
         idx = sel[:, None, :, None]  # gather the selected keys and values, attend over them
@@ -126,6 +179,15 @@ class DecodeSession:
         v_sel = value.gather(2, idx.expand(batch, value.shape[1], k, value.shape[3]))
         m_sel = None if mask is None else mask[..., :visible].gather(3, sel[:, None, None, :])
         return attn.dense(query, k_sel, v_sel, m_sel, scaling, softcap)
+
+
+def decode_step(backbone, session: DecodeSession, cache, tokens, step: int, ctx_len: int):
+    """Feed one token per request (``tokens`` [B]) at decode ``step``, ``ctx_len`` tokens cached
+    once it is in; returns the next-token logits [B, V] and the layers' rows (:class:`Row`)."""
+    session.begin_step(step, ctx_len)
+    logits = backbone.model(input_ids=tokens[:, None], cache=cache, use_cache=True).logits[:, -1]
+    rows, session.rows = session.rows, []
+    return logits, rows
 
 
 def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
@@ -157,6 +219,7 @@ def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress
     config = backbone_config(cfg.backbone)
     if config is not None:
         check_fits(config, cfg, indexer_cls, options, chunk)
+        cfg.lever_plan(layer_types(config))  # index layers the backbone has
     if on_progress is not None:
         on_progress(f"load {cfg.backbone}", 0, 0)
     backbone = load_backbone(cfg.backbone, seed=cfg.seed, topk=cfg.topk)
@@ -166,12 +229,14 @@ def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress
     indexer = indexer_cls(backbone, cfg.topk, cfg.prompt_tokens + cfg.steps, cfg.requests, options,
                           on_progress)
     attn.register(backbone.model)
-    session = DecodeSession(indexer, cfg.topk, cfg.sink_tokens, cfg.local_window, cfg.observe_only, cfg.recall)
+    plan = cfg.lever_plan(backbone.layer_types())
+    session = DecodeSession(indexer, cfg.topk, cfg.sink_tokens, cfg.local_window, cfg.observe_only, cfg.recall,
+                            plan)
     meta = {
         "backbone": backbone.describe(),
         "indexer": {"name": cfg.indexer, "topk": cfg.topk, "sink_tokens": cfg.sink_tokens,
                     "local_window": cfg.local_window, "observe_only": cfg.observe_only,
-                    **indexer.describe()},
+                    **indexer.describe(), **({"levers": plan.describe()} if plan.active else {})},
         "text": text_meta,
         "seed": cfg.seed, "package_version": __version__, "decode_config": asdict(cfg),
         "config_hash": config_hash(asdict(cfg)), "requests": cfg.requests, "steps": cfg.steps,
@@ -182,23 +247,21 @@ def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress
         "host": platform.node(), "torch_threads": torch.get_num_threads(),
     }
     generated = np.zeros((cfg.requests, cfg.steps), dtype=np.int64)
-    with IndexLogWriter(out, meta, overwrite=overwrite) as writer, attn.active(session):
+    with IndexLogWriter(out, meta, overwrite=overwrite, own=plan.active) as writer, attn.active(session):
         cache = DynamicCache(config=backbone.config)
         t0 = time.perf_counter()
         nxt = prefill(backbone, ids, cache, session, chunk, progress).argmax(-1)
         t1 = time.perf_counter()
         for step in progress_bar(range(cfg.steps), desc=f"decode {backbone.name}", disable=not progress,
                                  unit="step", leave=False):
-            session.ctx_len = cfg.prompt_tokens + step + 1
-            logits = backbone.model(input_ids=nxt[:, None], cache=cache, use_cache=True).logits
+            ctx_len = cfg.prompt_tokens + step + 1
+            logits, rows = decode_step(backbone, session, cache, nxt, step, ctx_len)
             generated[:, step] = nxt.numpy()
-            nxt = logits[:, -1].argmax(-1)
-            for layer, positions, recall, best in session.rows:
+            nxt = logits.argmax(-1)
+            for row in rows:
                 for r in range(cfg.requests):
-                    writer.add(r, step, layer, session.ctx_len, positions[r],
-                               None if recall is None else float(recall[r]),
-                               None if best is None else float(best[r]))
-            session.rows.clear()
+                    writer.add(r, step, row.layer, ctx_len, row.positions[r], _at(row.recall, r), _at(row.best, r),
+                               None if row.own is None else row.own[r], _at(row.own_recall, r))
             if on_progress is not None:
                 on_progress(f"decode {backbone.name}", step + 1, cfg.steps)
         t2 = time.perf_counter()
@@ -206,6 +269,11 @@ def decode(cfg: DecodeConfig, out: str | Path, overwrite: bool = False, progress
                                      "decode_tokens_per_s": cfg.steps * cfg.requests / (t2 - t1)}
         texts = {str(r): backbone.tokenizer.decode(generated[r].tolist()) for r in range(cfg.requests)}
         return writer.close(generated={"text": texts, "token_ids": generated.tolist()})
+
+
+def _at(values: np.ndarray | None, r: int) -> float | None:
+    """Request r's value of a per-request measurement (None when not measured)."""
+    return None if values is None else float(values[r])
 
 
 def check_fits(config, cfg: DecodeConfig, indexer_cls, options: dict, chunk: int) -> dict:
@@ -233,11 +301,13 @@ def _check_limit(cfg: DecodeConfig, limit: int | None) -> None:
 
 
 def check_context(cfg: DecodeConfig) -> None:
-    """Refuse a decode longer than the backbone's context, when the backbone's config can be
-    read without its weights (sweep specs check this before anything runs)."""
+    """Refuse a decode longer than the backbone's context, or naming index layers it does not
+    have, when the backbone's config can be read without its weights (sweep specs check this
+    before anything runs)."""
     config = backbone_config(cfg.backbone)
     if config is not None:
         _check_limit(cfg, context_limit(config))
+        cfg.lever_plan(layer_types(config))
 
 
 def available_memory() -> int | None:

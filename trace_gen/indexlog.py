@@ -9,8 +9,15 @@ A log is a folder:
   its window only), ``recall`` (float32, the share of the layer's dense attention mass, averaged
   over heads, that the selection carries) and ``recall_best`` (the share the best k tokens
   carry: the oracle's recall at the same step); both null when not measured.
+  A decode with indexer levers (``trace_gen.levers``: share, reuse) adds ``own_positions``
+  (list<int32>, what the layer's own indexer selected, sorted and unique, at most k) and
+  ``own_recall`` (float32, that selection's share of the dense attention mass) beside the
+  selection actually used (``positions``, which under reuse holds up to
+  ``k + index_reuse - 1`` positions: the last scan's widened by the tokens decoded since).
+  Logs without levers have neither column and read as before.
 - ``metadata.json``: schema version, backbone (name, source, config), indexer (name, k, options,
-  indexer key bytes, how it was fitted), text source, seed, package version, config hash, and
+  indexer key bytes, how it was fitted, and under ``levers`` the lever plan when there is one),
+  text source, seed, package version, config hash, and
   the shape (requests, steps, layers). The same JSON is stored in the Parquet file's metadata.
 - ``generated.json``: the text each request generated.
 
@@ -46,6 +53,9 @@ ARROW_SCHEMA = pa.schema([
     ("ctx_len", pa.int32()), ("positions", pa.list_(pa.int32())), ("recall", pa.float32()),
     ("recall_best", pa.float32()),
 ])
+# The optional columns of a decode with indexer levers: what each layer selected itself.
+OWN_COLUMNS = (("own_positions", pa.list_(pa.int32())), ("own_recall", pa.float32()))
+LEVER_SCHEMA = pa.schema([*ARROW_SCHEMA, *(pa.field(n, t) for n, t in OWN_COLUMNS)])
 
 
 def is_index_log_folder(folder: Path) -> bool:
@@ -61,10 +71,11 @@ class IndexLogWriter:
     """Write an index log folder atomically: rows go to a temporary folder renamed on close.
 
     ``folder`` must be new or empty, or (with ``overwrite``) hold an index log and nothing else
-    (the output rule of ``harness.core.outputs``)."""
+    (the output rule of ``harness.core.outputs``). ``own``: the log has the columns of a decode
+    with levers (``own_positions``, ``own_recall``)."""
 
     def __init__(self, folder: str | Path, metadata: dict, overwrite: bool = False,
-                 rows_per_group: int = 4096):
+                 rows_per_group: int = 4096, own: bool = False):
         self.folder = Path(folder)
         self._overwrite = overwrite
         self._check_output()
@@ -72,7 +83,7 @@ class IndexLogWriter:
         self._tmp = temp_name(self.folder)
         self._tmp.mkdir()
         self.metadata = {"schema_version": SCHEMA_VERSION, **metadata}
-        schema = ARROW_SCHEMA.with_metadata({_META_KEY: json.dumps(self.metadata).encode()})
+        schema = (LEVER_SCHEMA if own else ARROW_SCHEMA).with_metadata({_META_KEY: json.dumps(self.metadata).encode()})
         self._writer = pq.ParquetWriter(self._tmp / LOG_FILE, schema, compression="zstd")
         self._rows: list[tuple] = []
         self._rows_per_group = rows_per_group
@@ -81,9 +92,13 @@ class IndexLogWriter:
         check_output_folder(self.folder, "decode", self._overwrite, owned=is_index_log_folder)
 
     def add(self, request: int, step: int, layer: int, ctx_len: int, positions: np.ndarray,
-            recall: float | None = None, recall_best: float | None = None) -> None:
-        self._rows.append((request, step, layer, ctx_len, np.asarray(positions, dtype=np.int32),
-                           recall, recall_best))
+            recall: float | None = None, recall_best: float | None = None,
+            own_positions: np.ndarray | None = None, own_recall: float | None = None) -> None:
+        """One row; ``own_positions`` and ``own_recall`` only in a log made with ``own``."""
+        row = (request, step, layer, ctx_len, np.asarray(positions, dtype=np.int32), recall, recall_best)
+        if len(self._writer.schema) > len(ARROW_SCHEMA):
+            row += (np.asarray(own_positions, dtype=np.int32), own_recall)
+        self._rows.append(row)
         if len(self._rows) >= self._rows_per_group:
             self._flush()
 
@@ -91,18 +106,12 @@ class IndexLogWriter:
         if not self._rows:
             return
         rows = sorted(self._rows, key=lambda r: (r[1], r[2], r[0]))
-        cols = list(zip(*rows))
-        lengths = np.array([len(p) for p in cols[4]], dtype=np.int32)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        values = np.concatenate(cols[4]) if len(offsets) > 1 and offsets[-1] else np.zeros(0, np.int32)
-        table = pa.table({
-            "request": pa.array(cols[0], pa.int32()), "step": pa.array(cols[1], pa.int32()),
-            "layer": pa.array(cols[2], pa.int16()), "ctx_len": pa.array(cols[3], pa.int32()),
-            "positions": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32())),
-            "recall": pa.array(cols[5], pa.float32()),
-            "recall_best": pa.array(cols[6], pa.float32()),
-        }, schema=self._writer.schema)
-        self._writer.write_table(table)
+        schema = self._writer.schema
+        columns = {}
+        for field, values in zip(schema, zip(*rows)):
+            columns[field.name] = _positions_array(values) if pa.types.is_list(field.type) else \
+                pa.array(values, field.type)
+        self._writer.write_table(pa.table(columns, schema=schema))
         self._rows.clear()
 
     def close(self, generated: dict | None = None) -> Path:
@@ -131,6 +140,14 @@ class IndexLogWriter:
             self.abort()
 
 
+def _positions_array(rows) -> pa.ListArray:
+    """A list<int32> column of one int32 array per row."""
+    lengths = np.array([len(p) for p in rows], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = np.concatenate(rows) if len(offsets) > 1 and offsets[-1] else np.zeros(0, np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32()))
+
+
 @dataclass
 class StepBlock:
     """Rows of whole decode steps, as flat numpy arrays (positions in CSR form)."""
@@ -155,7 +172,16 @@ _META_FIELDS = {
 _BACKBONE_FIELDS = {"name": Field(None, "str")}
 _INDEXER_FIELDS = {"name": Field(None, "str"), "topk": Field(None, "int", 1, MAX_INT32),
                    "key_bytes": Field(0, "int", 0, MAX_INT32)}
+_LEVER_FIELDS = {"index_share": Field(1, "int", 1, MAX_LAYERS), "index_reuse": Field(1, "int", 1, MAX_INT32)}
 _ROW_COLUMNS = ("request", "step", "layer", "ctx_len")
+
+
+def max_positions(meta: dict) -> int:
+    """The most positions a row of a log with this (checked) metadata may hold: k, or under
+    reuse (``indexer.levers.index_reuse`` S) the last scan's k widened by up to S - 1 tokens
+    decoded since."""
+    indexer = meta["indexer"]
+    return int(indexer["topk"]) + int(indexer.get("levers", {}).get("index_reuse", 1)) - 1
 
 
 def check_metadata(meta, where: str) -> dict:
@@ -186,6 +212,11 @@ def check_metadata(meta, where: str) -> dict:
             problems.append(f"{name} is missing or not an object")
             continue
         fields(section, spec, f"{name}.", required)
+    levers = meta["indexer"].get("levers", {}) if isinstance(meta.get("indexer"), dict) else {}
+    if not isinstance(levers, dict):
+        problems.append("indexer.levers is not an object")
+    else:
+        fields(levers, _LEVER_FIELDS, "indexer.levers.")
     config = meta.get("backbone", {}).get("config", {}) if isinstance(meta.get("backbone"), dict) else {}
     if not isinstance(config, dict):
         problems.append("backbone.config is not an object")
@@ -205,7 +236,8 @@ class IndexLog:
     all once and is called by :meth:`table`): every (step, layer, request) row present, in that
     order, for steps ``0 .. steps - 1``; no nulls; ``1 <= ctx_len < 2**31``, the same for every
     layer of a step and request and never decreasing from step to step; positions sorted,
-    unique, ``0 <= p < ctx_len`` and at most ``topk`` of them per row. Any violation is a
+    unique, ``0 <= p < ctx_len`` and at most ``topk`` of them per row (``max_positions``: more
+    under reuse); a lever log's ``own_positions`` likewise, at most ``topk``. Any violation is a
     one-line UserError, so no reader computes on a log that breaks its format."""
 
     def __init__(self, folder: str | Path):
@@ -241,6 +273,8 @@ class IndexLog:
         self.layers = int(self.meta["layers"])
         self.steps = int(self.meta["steps"])
         self.topk = int(self.meta["indexer"]["topk"])
+        self.max_positions = max_positions(self.meta)
+        self.has_own = "own_positions" in self._pf.schema_arrow.names  # a decode with levers
         self.rows = self._pf.metadata.num_rows
         expect = self.steps * self.layers * self.requests
         if self.rows != expect:
@@ -252,12 +286,13 @@ class IndexLog:
     def _check_schema(self) -> None:
         schema = self._pf.schema_arrow
         problems = []
-        for name in (*_ROW_COLUMNS, "positions"):
+        optional = [n for n, _ in OWN_COLUMNS[:1] if n in schema.names]
+        for name in (*_ROW_COLUMNS, "positions", *optional):
             if name not in schema.names:
                 problems.append(f"no column {name!r}")
                 continue
             t = schema.field(name).type
-            if name == "positions":
+            if name.endswith("positions"):
                 ok = (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_integer(t.value_type)
             else:
                 ok = pa.types.is_integer(t)
@@ -302,8 +337,8 @@ class IndexLog:
         pending: list[pa.RecordBatch] = []
         have = 0
         try:
-            for batch in self._pf.iter_batches(batch_size=rows_per_block,
-                                               columns=[*_ROW_COLUMNS, "positions"]):
+            columns = [*_ROW_COLUMNS, "positions", *(["own_positions"] if self.has_own else [])]
+            for batch in self._pf.iter_batches(batch_size=rows_per_block, columns=columns):
                 pending.append(batch)
                 have += batch.num_rows
                 while have >= rows_per_block:
@@ -354,7 +389,7 @@ class _RowChecker:
         log = self.log
         per_step = log.layers * log.requests
         n = table.num_rows
-        for name in (*_ROW_COLUMNS, "positions"):
+        for name in table.column_names:
             if table.column(name).null_count:
                 self.fail(f"column {name!r} has empty values")
         cols = {c: table.column(c).to_numpy().astype(np.int64) for c in _ROW_COLUMNS}
@@ -380,26 +415,10 @@ class _RowChecker:
         prev = np.concatenate([self.last_ctx[None, :] if self.next_step else by_step[:1], by_step[:-1]])
         if (by_step < prev).any():
             self.fail("ctx_len decreases from one step to the next")
-        pos = table.column("positions").combine_chunks()
-        if pos.values.null_count and pc.list_flatten(pos).null_count:
-            self.fail("column 'positions' has empty values")
-        offsets = pos.offsets.to_numpy().astype(np.int64)
-        values = pos.values.to_numpy(zero_copy_only=False)
-        values = values[offsets[0]:offsets[-1]].astype(np.int64)
-        offsets = offsets - offsets[0]
+        offsets, values = self.positions(table, "positions", cols, log.max_positions)
+        if log.has_own:
+            self.positions(table, "own_positions", cols, log.topk)
         counts = np.diff(offsets)
-        if len(counts) and counts.max() > log.topk:
-            row = int(np.argmax(counts > log.topk))
-            self.fail(f"a row selects {int(counts[row])} positions, more than topk = {log.topk} "
-                      f"(step {int(cols['step'][row])}, layer {int(cols['layer'][row])})")
-        if len(values):
-            if values.min() < 0 or (values >= np.repeat(ctx, counts)).any():
-                self.fail("a selected position lies outside its context (0 <= position < ctx_len)")
-            rising = values[1:] > values[:-1]
-            starts = offsets[(offsets > 0) & (offsets < len(values))]
-            rising[starts - 1] = True  # the first position of a row follows another row's last
-            if not rising.all():
-                self.fail("a row's positions are not sorted and unique")
         if steps_here:
             if self.next_step == 0:
                 self.first_ctx = by_step[0].copy()
@@ -409,6 +428,32 @@ class _RowChecker:
         self.selections += len(values)
         return StepBlock(cols["request"], cols["step"], cols["layer"], ctx, offsets,
                          values.astype(np.int32))
+
+    def positions(self, table: pa.Table, name: str, cols: dict, most: int) -> tuple[np.ndarray, np.ndarray]:
+        """A list column of positions, checked (sorted, unique, ``0 <= p < ctx_len``, at most
+        ``most`` per row), as CSR offsets (from 0) and values (int64)."""
+        pos = table.column(name).combine_chunks()
+        if pos.values.null_count and pc.list_flatten(pos).null_count:
+            self.fail(f"column {name!r} has empty values")
+        offsets = pos.offsets.to_numpy().astype(np.int64)
+        values = pos.values.to_numpy(zero_copy_only=False)
+        values = values[offsets[0]:offsets[-1]].astype(np.int64)
+        offsets = offsets - offsets[0]
+        counts = np.diff(offsets)
+        what = "topk" if most == self.log.topk else "topk + index_reuse - 1"
+        if len(counts) and counts.max() > most:
+            row = int(np.argmax(counts > most))
+            self.fail(f"a row selects {int(counts[row])} {name.replace('_', ' ')}, more than {what} = {most} "
+                      f"(step {int(cols['step'][row])}, layer {int(cols['layer'][row])})")
+        if len(values):
+            if values.min() < 0 or (values >= np.repeat(cols["ctx_len"], counts)).any():
+                self.fail(f"a selected position lies outside its context (0 <= position < ctx_len; {name})")
+            rising = values[1:] > values[:-1]
+            starts = offsets[(offsets > 0) & (offsets < len(values))]
+            rising[starts - 1] = True  # the first position of a row follows another row's last
+            if not rising.all():
+                self.fail(f"a row's {name.replace('_', ' ')} are not sorted and unique")
+        return offsets, values
 
     def finish(self) -> LogShape:
         if self.next_step != self.log.steps:

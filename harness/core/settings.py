@@ -83,6 +83,16 @@ SETTINGS: dict[str, dict[str, Field]] = {
         "sink_tokens": Field(0, "int", 0, MAX_INT32, help="Always select the first N positions."),
         "local_window": Field(0, "int", 0, MAX_INT32, help="Always select the last N positions."),
         "observe_only": Field(False, "bool", help="Keep dense attention; only log the selections.", flag=True),
+        # indexer levers (trace_gen.levers): 1, 1 and none reproduce a decode without them exactly
+        "index_share": Field(1, "int", 1, 1 << 16,
+                             help="Run the indexer on every N-th layer of each kind (IndexCache); the layers "
+                                  "between attend with the selection of the anchor before them."),
+        "index_layers": Field(None, "str", nullable=True, check_value=checker("trace_gen.levers", "parse_layers"),
+                              help="The anchor layers that run the indexer, e.g. 0,6,12 (instead of "
+                                   "--index-share; the first layer of each kind always is one)."),
+        "index_reuse": Field(1, "int", 1, MAX_INT32,
+                             help="Scan the indexer keys every S-th step (GVR); the steps between reuse the "
+                                  "last selection, widened by the tokens decoded since."),
         "seed": Field(0, "int", 0, help="Seed of the prompts' draw."),
     },
     "stream": {
