@@ -500,8 +500,8 @@ def analyze(logs, out, geometry, overwrite):
     tables = run(list(logs), out, geometry, overwrite=overwrite)
     s = tables["summary"]
     for row in s.itertuples():
-        click.echo(f"{row.log}: overlap {row.overlap_mean:.3f}, runs/selection {row.runs_mean:.1f}, "
-                   f"LRU hit rate at k x L {row.lru_hit_rate_kxl_1:.3f}")
+        click.echo(f"{row.log}: overlap {row.overlap_mean:.3f}, adjacent layers {row.layer_overlap_d1:.3f}, "
+                   f"runs/selection {row.runs_mean:.1f}, LRU hit rate at k x L {row.lru_hit_rate_kxl_1:.3f}")
     click.echo(f"wrote {out}/summary.md")
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_properties import python_lru_hits
 
-from harness.analysis.locality import analyze_log, layer_metrics
+from harness.analysis.locality import analyze_log, layer_metrics, layer_pair_overlaps
 from harness.cache.tokencache import StackDistances, TokenStream, lru_hits
 from harness.cli import cli
 from trace_gen.synthetic import write_synthetic_log
@@ -120,7 +120,7 @@ def test_analyze_writes_tables_plots_and_summary(tmp_path):
     out = tmp_path / "report"
     res = CliRunner().invoke(cli, ["analyze", str(a), str(b), "--out", str(out), "--geometry", "deepseek-v3.2"])
     assert res.exit_code == 0, res.output
-    for name in ("summary", "per_layer", "reuse_distance", "mrc"):
+    for name in ("summary", "per_layer", "reuse_distance", "mrc", "layer_pairs"):
         assert (out / f"{name}.parquet").exists() and (out / f"{name}.csv").exists()
     for png in ("overlap_per_layer.png", "reuse_distance.png", "mrc.png"):
         assert (out / png).stat().st_size > 1000
@@ -163,3 +163,43 @@ def test_empty_log_and_mixed_versions_are_errors(tmp_path):
     pq.write_table(t.replace_schema_metadata({b"dsa_llc.index_log": json.dumps(meta)}), other / "index_log.parquet")
     res = CliRunner().invoke(cli, ["analyze", str(good), str(other), "--out", str(tmp_path / "r")])
     assert res.exit_code != 0 and "schema version 2" in res.output
+
+
+# two requests, two steps, three layers, k = 4 (request 1 selects the same four tokens everywhere)
+PAIRS = {(0, 0): [0, 1, 2, 3], (0, 1): [0, 1, 5, 6], (0, 2): [0, 1, 2, 7],
+         (1, 0): [0, 1, 2, 3], (1, 1): [0, 1, 2, 3], (1, 2): [8, 9, 10, 11]}  # (step, layer) of request 0
+
+
+def test_layer_pair_overlap_by_hand(tmp_path):
+    rows = [(0, s, layer, 20 + s, pos) for (s, layer), pos in PAIRS.items()]
+    rows += [(1, s, layer, 20 + s, [4, 5, 6, 7]) for s in range(2) for layer in range(3)]
+    a = analyze_log(write_log(tmp_path / "pairs", rows, requests=2, steps=2, layers=3, topk=4))
+    pairs = a.layer_pairs.set_index(["distance", "layer"]).overlap
+    # request 0: layers 0, 1 share {0, 1} then all four (0.5, 1); layers 1, 2 share {0, 1} then none
+    # (0.5, 0); layers 0, 2 share {0, 1, 2} then none (0.75, 0); request 1 always shares all four
+    assert pairs[1, 0] == pytest.approx((0.5 + 1 + 1 + 1) / 4)
+    assert pairs[1, 1] == pytest.approx((0.5 + 0 + 1 + 1) / 4)
+    assert pairs[2, 0] == pytest.approx((0.75 + 0 + 1 + 1) / 4)
+    assert len(pairs) == 3 and set(a.layer_pairs.layer_b - a.layer_pairs.layer) == {1, 2}
+    assert a.summary["layer_overlap_d1"] == pytest.approx((0.875 + 0.625) / 2)
+    assert a.summary["layer_overlap_d2"] == pytest.approx(0.6875)
+    assert math.isnan(a.summary["layer_overlap_d3"]) and "own_layer_overlap_d1" not in a.summary
+
+
+def test_layer_pair_overlap_of_widened_and_own_selections(tmp_path):
+    from trace_gen.indexlog import IndexLogWriter
+
+    # under reuse a selection holds more than k: the overlap is over the larger selection
+    df = pd.DataFrame({"request": 0, "step": 0, "layer": [0, 1], "positions": [[1, 2], [1, 2, 3]]})
+    assert layer_pair_overlaps(df, 4).overlap.tolist() == [pytest.approx(2 / 3)]
+    meta = {"backbone": {"name": "hand"}, "requests": 1, "steps": 1, "layers": 2,
+            "indexer": {"name": "hand", "topk": 2, "levers": {"index_share": 2, "index_reuse": 1}}}
+    with IndexLogWriter(tmp_path / "lever", meta, own=True) as w:  # layer 1 attends with layer 0's
+        w.add(0, 0, 0, 10, np.array([1, 2]), 0.5, 0.5, np.array([1, 2]), 0.5)
+        w.add(0, 0, 1, 10, np.array([1, 2]), 0.3, 0.5, np.array([2, 7]), 0.5)
+        path = w.close()
+    res = CliRunner().invoke(cli, ["analyze", str(path), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0 and "adjacent layers 1.000" in res.output, res.output
+    pairs = pd.read_parquet(tmp_path / "r" / "layer_pairs.parquet")
+    assert pairs.overlap.tolist() == [1.0] and pairs.own_overlap.tolist() == [0.5]
+    assert "| own, l+1 |" in (tmp_path / "r" / "summary.md").read_text()

@@ -11,6 +11,12 @@ Per (backbone, request, layer), with S_t the selection at step t:
 - working set: distinct tokens selected in a window of w consecutive steps (w = 1, 4, 16, 64),
   averaged over all windows that fit.
 
+Per pair of layers (l, l + d), d = 1 .. 4, at the same step and request: the selection overlap
+|S_l ∩ S_l+d| / k (over the larger of the two selections, which is k unless a lever widened
+them), averaged over steps and requests: how much a layer could attend with another's selection
+(the indexer levers of ``trace_gen.levers``); in a log made with levers, also the overlap of the
+layers' own selections (``own_positions``).
+
 The token-LRU miss-ratio curve: hit rate of a fully associative LRU cache of whole tokens
 against its capacity, every capacity in one pass of stack distances, over all layers in decode
 order and per layer; MIN (Belady) at a few capacities beside it. Capacities are also given in
@@ -36,6 +42,7 @@ from trace_gen.indexlog import IndexLog
 PAGE_SIZES = (16, 64)
 WINDOWS = (1, 4, 16, 64)
 REUSE_CAP = 64  # reuse distances above this are binned together
+LAYER_DISTANCES = (1, 2, 3, 4)  # layer pairs (l, l + d) whose selection overlap is measured
 MIN_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1, 2)  # MIN capacities, in units of k x layers
 
 
@@ -96,6 +103,33 @@ def layer_metrics(positions: list[np.ndarray], width: int) -> tuple[dict, np.nda
     return out, hist
 
 
+def layer_pair_overlaps(rows: pd.DataFrame, width: int, column: str = "positions",
+                        distances=LAYER_DISTANCES) -> pd.DataFrame:
+    """Selection overlap between layers l and l + d of the same step and request,
+    ``|S_l ∩ S_l+d| / max(|S_l|, |S_l+d|)`` (= / k when both select k), averaged over steps and
+    requests: one row (distance, layer, layer_b, overlap) per pair of layers ``distances``
+    apart. ``rows``: an index log's rows (request, step, layer and the ``column`` of positions,
+    every layer with the same steps); ``width``: more than the largest position."""
+    totals: dict[tuple[int, int], list] = {}
+    for _, request in rows.groupby("request", sort=True):
+        recent: dict[int, tuple] = {}  # the selections of the last max(distances) layers
+        for layer, g in request.groupby("layer", sort=True):
+            m = selection_matrix([np.asarray(p, dtype=np.int64) for p in g.sort_values("step")[column]], width)
+            size = m.sum(1)
+            for d in distances:
+                if layer - d in recent:
+                    other, other_size = recent[layer - d]
+                    share = (m & other).sum(1) / np.maximum(np.maximum(size, other_size), 1)
+                    total = totals.setdefault((d, layer - d), [0.0, 0])
+                    total[0] += float(share.sum())
+                    total[1] += len(share)
+            recent[layer] = (m, size)
+            recent.pop(layer - max(distances), None)
+    return pd.DataFrame([{"distance": d, "layer": a, "layer_b": a + d, "overlap": s / max(n, 1)}
+                         for (d, a), (s, n) in sorted(totals.items())],
+                        columns=["distance", "layer", "layer_b", "overlap"])
+
+
 @dataclass
 class LogAnalysis:
     backbone: str
@@ -104,6 +138,7 @@ class LogAnalysis:
     reuse: pd.DataFrame
     mrc: pd.DataFrame
     summary: dict
+    layer_pairs: pd.DataFrame
 
 
 def _capacity_grid(distinct: int, kl: int) -> np.ndarray:
@@ -118,9 +153,12 @@ def analyze_log(path: str | Path, token_bytes: int | None = None, min_capacities
     if log.rows == 0:
         raise UserError(f"index log {log.folder} has no rows: nothing to analyse")
     width, id_space = dense_id_space(log)
-    # one (request, layer) at a time: a steps x width selection matrix and its running sums
-    require_memory(log.steps * width * 6 + id_space * 16, f"the locality analysis of {log.folder}")
-    df = log.table(["request", "step", "layer", "ctx_len", "positions"]).to_pandas()
+    # one (request, layer) at a time: a steps x width selection matrix and its running sums;
+    # the layer-pair overlaps keep the matrices of the last few layers
+    require_memory(log.steps * width * (6 + len(LAYER_DISTANCES) + 1) + id_space * 16,
+                   f"the locality analysis of {log.folder}")
+    own = ["own_positions"] if log.has_own else []
+    df = log.table(["request", "step", "layer", "ctx_len", "positions", *own]).to_pandas()
     topk = log.topk
     backbone = log.meta["backbone"]["name"]
     label = f"{backbone}/{log.meta['indexer']['name']}/k{topk}"
@@ -133,6 +171,14 @@ def analyze_log(path: str | Path, token_bytes: int | None = None, min_capacities
                      "layer_type": types[layer] if layer < len(types) else "full", **metrics})
         hists.append(hist)
     per_layer = pd.DataFrame(rows)
+    pairs = layer_pair_overlaps(df, width)
+    if own:
+        pairs["own_overlap"] = layer_pair_overlaps(df, width, "own_positions").overlap
+    kind = lambda layer: types[layer] if layer < len(types) else "full"  # noqa: E731
+    pairs.insert(0, "backbone", backbone)
+    pairs.insert(1, "log", label)
+    pairs["layer_type"] = pairs.layer.map(kind)
+    pairs["layer_type_b"] = pairs.layer_b.map(kind)
     hist = np.sum(hists, axis=0)
     reuse = pd.DataFrame({"backbone": backbone, "log": label, "distance_steps": np.arange(len(hist)),
                           "count": hist}).iloc[1:]
@@ -192,9 +238,14 @@ def analyze_log(path: str | Path, token_bytes: int | None = None, min_capacities
         cap = int(round(f * kl))
         row = lru_all[lru_all.capacity_tokens == cap]
         summary[f"lru_hit_rate_kxl_{f:g}"] = float(row.hit_rate.iloc[0]) if len(row) else math.nan
+    for d in LAYER_DISTANCES:
+        at = pairs[pairs.distance == d]
+        summary[f"layer_overlap_d{d}"] = float(at.overlap.mean()) if len(at) else math.nan
+        if own:
+            summary[f"own_layer_overlap_d{d}"] = float(at.own_overlap.mean()) if len(at) else math.nan
     if log.steps < 2:
         summary["note"] = "one decode step: overlap, Jaccard and reuse are undefined"
-    return LogAnalysis(backbone, label, per_layer, reuse, mrc, summary)
+    return LogAnalysis(backbone, label, per_layer, reuse, mrc, summary, pairs)
 
 
 def analyze(paths: list[str | Path], out: str | Path, geometry: str | None = None,
@@ -232,13 +283,13 @@ def analyze(paths: list[str | Path], out: str | Path, geometry: str | None = Non
 
 
 def locality_tables(results: list[LogAnalysis], paths) -> dict[str, pd.DataFrame]:
-    """The analyses of several logs as one table each (summary, per_layer, reuse_distance, mrc);
-    two logs of the same backbone/indexer/k are told apart by their folder names."""
+    """The analyses of several logs as one table each (summary, per_layer, reuse_distance, mrc,
+    layer_pairs); two logs of the same backbone/indexer/k are told apart by their folder names."""
     labels = [r.label for r in results]
     if len(set(labels)) < len(labels):
         for i, r in enumerate(results):
             r.label = f"{r.label} ({Path(paths[i]).name})"
-            for t in (r.per_layer, r.reuse, r.mrc):
+            for t in (r.per_layer, r.reuse, r.mrc, r.layer_pairs):
                 t["log"] = r.label
             r.summary["log"] = r.label
     return {
@@ -246,6 +297,7 @@ def locality_tables(results: list[LogAnalysis], paths) -> dict[str, pd.DataFrame
         "per_layer": pd.concat([r.per_layer for r in results], ignore_index=True),
         "reuse_distance": pd.concat([r.reuse for r in results], ignore_index=True),
         "mrc": pd.concat([r.mrc for r in results], ignore_index=True),
+        "layer_pairs": pd.concat([r.layer_pairs for r in results], ignore_index=True),
     }
 
 
@@ -262,6 +314,11 @@ def locality_markdown(tables: dict, plots: list[str], sources: list[str]) -> str
             "lru_hit_rate_kxl_2": "LRU hit @ 2kL"}
     table = s[[c for c in cols if c in s]].rename(columns=cols)
     lines += [markdown_table(table), ""]
+    pairs = {"log": "log", **{f"layer_overlap_d{d}": f"layers l, l+{d}" for d in LAYER_DISTANCES},
+             **{f"own_layer_overlap_d{d}": f"own, l+{d}" for d in LAYER_DISTANCES}}
+    lines += ["Selection overlap between layers l and l + d at the same step, |S_l ∩ S_l+d| / k (mean over "
+              "layer pairs, steps and requests; own: the layers' own selections in a log made with levers):",
+              "", markdown_table(s[[c for c in pairs if c in s]].rename(columns=pairs)), ""]
     mins = tables["mrc"][tables["mrc"].policy == "min"]
     if len(mins):
         lines += ["Token hit rate at fractions of one decode step's footprint (k x layers x requests):", ""]
