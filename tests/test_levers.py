@@ -252,6 +252,26 @@ def test_the_cli_decodes_with_levers(tmp_path):
     assert levers["anchor_of"] == [0, 0, 2] and levers["index_reuse"] == 2 and levers["index_layers"] == "0,2"
 
 
+# --- the text: same tokens and perplexity ---------------------------------------------------------
+
+def test_fidelity_of_a_lever_against_dense_attention():
+    from trace_gen.fidelity import lever_fidelity
+
+    cfg = DecodeConfig("tiny-gemma", "oracle", 4096, 64, 6, 1, "python-source")
+    dense, (whole, shared) = lever_fidelity(cfg, [{}, {"index_share": 2}], heldout="python-docs")
+    # k beyond the context: sparse attention is dense attention, tokens and perplexity equal
+    s = whole.summary(dense)
+    assert s["same_token_rate"] == 1.0 and s["first_difference"] == 6 and s["forced_same_token_rate"] == 1.0
+    assert s["ppl_ratio"] == pytest.approx(1.0)
+    assert s["recall"] == pytest.approx(1.0) and s["scan_share"] == 1.0
+    assert shared.plan["anchor_of"] == [0, 0, 2] and len(shared.rows) == 6 * 3 * 2
+    assert dense.tokens.shape == (1, 6) and dense.nll.shape == (1, 6) and np.isfinite(dense.nll).all()
+    cfg = DecodeConfig("tiny-gemma", "oracle", 4, 64, 6, 1, "python-source")
+    dense, (shared,) = lever_fidelity(cfg, [{"index_share": 2}])
+    s = shared.summary(dense)
+    assert s["recall_vs_own"] < 1.0 and s["scan_share"] == pytest.approx(2 / 3)
+
+
 # --- real backbones --------------------------------------------------------------------------------
 
 @pytest.mark.slow
