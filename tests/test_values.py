@@ -92,10 +92,12 @@ def test_spec_decodes_longer_than_the_backbones_context_are_refused_unless_exclu
 
 def test_spec_digest_and_run_ids_are_unchanged_by_the_checks():
     # folders of earlier sweeps keep matching: the canonical config of a run did not change
+    # (but for the indexer levers' keys, added at their defaults: index_share, index_layers, index_reuse)
     run0 = loads_spec(SPEC).runs[0]
     assert run0["decode"] == {"backbone": "tiny-llama", "indexer": "oracle", "topk": 8, "prompt_tokens": 64,
                               "steps": 3, "requests": 1, "text": "python-source", "sink_tokens": 0,
-                              "local_window": 0, "observe_only": False, "seed": 0}
+                              "local_window": 0, "observe_only": False, "index_share": 1, "index_layers": None,
+                              "index_reuse": 1, "seed": 0}
     assert run0["timing"] == TimingConfig.make().to_dict()  # the default platform's values
     assert run0["llc"] == {"size": 65536, "ways": 8, "reserve_ways": 0, "policy": "lru",
                            "whole_token_eviction": True, "line": 64}
