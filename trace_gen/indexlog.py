@@ -53,9 +53,8 @@ ARROW_SCHEMA = pa.schema([
     ("ctx_len", pa.int32()), ("positions", pa.list_(pa.int32())), ("recall", pa.float32()),
     ("recall_best", pa.float32()),
 ])
-# The optional columns of a decode with indexer levers: what each layer selected itself.
-OWN_COLUMNS = (("own_positions", pa.list_(pa.int32())), ("own_recall", pa.float32()))
-LEVER_SCHEMA = pa.schema([*ARROW_SCHEMA, *(pa.field(n, t) for n, t in OWN_COLUMNS)])
+# A decode with indexer levers adds what each layer selected itself, and that selection's recall.
+LEVER_SCHEMA = pa.schema([*ARROW_SCHEMA, ("own_positions", pa.list_(pa.int32())), ("own_recall", pa.float32())])
 
 
 def is_index_log_folder(folder: Path) -> bool:
@@ -83,7 +82,9 @@ class IndexLogWriter:
         self._tmp = temp_name(self.folder)
         self._tmp.mkdir()
         self.metadata = {"schema_version": SCHEMA_VERSION, **metadata}
-        schema = (LEVER_SCHEMA if own else ARROW_SCHEMA).with_metadata({_META_KEY: json.dumps(self.metadata).encode()})
+        self._own = own
+        schema = (LEVER_SCHEMA if own else ARROW_SCHEMA).with_metadata(
+            {_META_KEY: json.dumps(self.metadata).encode()})
         self._writer = pq.ParquetWriter(self._tmp / LOG_FILE, schema, compression="zstd")
         self._rows: list[tuple] = []
         self._rows_per_group = rows_per_group
@@ -96,7 +97,7 @@ class IndexLogWriter:
             own_positions: np.ndarray | None = None, own_recall: float | None = None) -> None:
         """One row; ``own_positions`` and ``own_recall`` only in a log made with ``own``."""
         row = (request, step, layer, ctx_len, np.asarray(positions, dtype=np.int32), recall, recall_best)
-        if len(self._writer.schema) > len(ARROW_SCHEMA):
+        if self._own:
             row += (np.asarray(own_positions, dtype=np.int32), own_recall)
         self._rows.append(row)
         if len(self._rows) >= self._rows_per_group:
@@ -268,13 +269,13 @@ class IndexLog:
         else:
             raise UserError(f"index log {path} has no dsa-llc metadata")
         check_metadata(self.meta, where)
+        self.has_own = "own_positions" in self._pf.schema_arrow.names  # a decode with levers
         self._check_schema()
         self.requests = int(self.meta["requests"])
         self.layers = int(self.meta["layers"])
         self.steps = int(self.meta["steps"])
         self.topk = int(self.meta["indexer"]["topk"])
         self.max_positions = max_positions(self.meta)
-        self.has_own = "own_positions" in self._pf.schema_arrow.names  # a decode with levers
         self.rows = self._pf.metadata.num_rows
         expect = self.steps * self.layers * self.requests
         if self.rows != expect:
@@ -286,8 +287,7 @@ class IndexLog:
     def _check_schema(self) -> None:
         schema = self._pf.schema_arrow
         problems = []
-        optional = [n for n, _ in OWN_COLUMNS[:1] if n in schema.names]
-        for name in (*_ROW_COLUMNS, "positions", *optional):
+        for name in (*_ROW_COLUMNS, "positions", *self._own_columns):
             if name not in schema.names:
                 problems.append(f"no column {name!r}")
                 continue
@@ -300,6 +300,11 @@ class IndexLog:
                 problems.append(f"column {name!r} has type {t}")
         if problems:
             raise problems_error(f"index log {self.path}", problems)
+
+    @property
+    def _own_columns(self) -> list[str]:
+        """The optional positions column the rows' checks read too."""
+        return ["own_positions"] if self.has_own else []
 
     @property
     def generated(self) -> dict:
@@ -337,7 +342,7 @@ class IndexLog:
         pending: list[pa.RecordBatch] = []
         have = 0
         try:
-            columns = [*_ROW_COLUMNS, "positions", *(["own_positions"] if self.has_own else [])]
+            columns = [*_ROW_COLUMNS, "positions", *self._own_columns]
             for batch in self._pf.iter_batches(batch_size=rows_per_block, columns=columns):
                 pending.append(batch)
                 have += batch.num_rows

@@ -82,7 +82,7 @@ class LeverPlan:
         else:
             anchors = set()
             for kind in dict.fromkeys(layer_types):
-                anchors |= set([layer for layer, t in enumerate(layer_types) if t == kind][::share])
+                anchors.update([layer for layer, t in enumerate(layer_types) if t == kind][::share])
         anchor_of, latest = [], {}
         for layer, kind in enumerate(layer_types):
             if layer in anchors or kind not in latest:
