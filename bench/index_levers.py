@@ -2,10 +2,9 @@
 recall and in the text the backbone produces.
 
 Per backbone (the dsa indexer, k = 256, 2,048-token prompts of python-source, 32 decode steps;
-``--requests`` R prompts decoded greedily and R held-out python-docs windows teacher-forced, in
-one batch),
-``trace_gen.fidelity.lever_fidelity`` decodes under dense attention and under index share 1, 2, 4
-and index reuse 2, 4 (share 1 = reuse 1: no lever), and this prints per setting:
+R = 4 prompts decoded greedily and R held-out python-docs windows teacher-forced, in one batch),
+``trace_gen.fidelity.lever_fidelity`` decodes under dense attention and under index share 1, 2,
+4 and index reuse 2, 4 (share 1 = reuse 1: no lever), and this prints per setting:
 
 - scan: the share of (layer, step) pairs whose indexer keys are scanned (the indexer bytes
   read, relative to no lever); k used: positions a layer attends to (more than k under reuse);
@@ -13,7 +12,7 @@ and index reuse 2, 4 (share 1 = reuse 1: no lever), and this prints per setting:
   selections, and of each layer and the next one of its kind (what sharing relies on; the
   same on SmolLM2, where every layer attends to the full context);
 - recall: the used selection's share of the dense attention mass (mean over layers, steps and
-  both requests); own: the layer's own selection's; recall/own: their ratio, and on the
+  all requests); own: the layer's own selection's; recall/own: their ratio, and on the
   full-attention layers alone (full r/own; Gemma's sliding layers see 512 keys, half of them
   selected at k = 256);
 - same tok: the share of the free-running requests' steps whose greedy token equals the dense
@@ -23,16 +22,18 @@ and index reuse 2, 4 (share 1 = reuse 1: no lever), and this prints per setting:
 - ppl, ppl ratio: the teacher-forced perplexity of the held-out windows' 32 tokens, and its
   ratio to dense attention's (dense ppl in the last column).
 
-One torch thread unless --threads. The dsa fit is the cached one (``$DSA_LLC_CACHE``).
+One torch thread unless --threads: about 17 minutes per backbone on this 2-core VM while other
+jobs kept it busy (a load of 11). The dsa fit is the cached one (``$DSA_LLC_CACHE``).
 ``--out FILE`` also writes the table as CSV.
 
     python bench/index_levers.py [--backbones smollm2-135m gemma3-270m] [--topk 256]
-        [--prompt-tokens 2048] [--steps 32] [--requests 1] [--threads 1] [--out levers.csv]
+        [--prompt-tokens 2048] [--steps 32] [--requests 4] [--threads 1] [--out levers.csv]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import sys
 import time
 
@@ -63,6 +64,18 @@ def adjacent_overlaps(run: LeverRun) -> tuple[float, float]:
     return float(adjacent), float(kind)
 
 
+def keep_large_tensors_off_the_heap() -> None:
+    """glibc serves blocks below its mmap threshold from the heap and raises the threshold (up to
+    32 MiB) whenever a larger block is freed; the KV cache's tensors, replaced by larger ones at
+    every step, then fragment the heap, and the six decodes of one prefill grew SmolLM2's RSS to
+    15 GiB with 4 + 4 requests (killed). A fixed threshold keeps them mmapped and returned to the
+    system when freed (RSS flat at the prefill's)."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD, 64 KiB
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backbones", nargs="+", default=["smollm2-135m", "gemma3-270m"])
@@ -70,12 +83,13 @@ def main() -> None:
     ap.add_argument("--topk", type=int, default=256)
     ap.add_argument("--prompt-tokens", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=32)
-    ap.add_argument("--requests", type=int, default=1, help="Free-running prompts and held-out windows, each.")
+    ap.add_argument("--requests", type=int, default=4, help="Free-running prompts and held-out windows, each.")
     ap.add_argument("--heldout", default="python-docs")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="Also write the table to this CSV file.")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    keep_large_tensors_off_the_heap()
     table = []
     for backbone in args.backbones:
         t0 = time.perf_counter()
