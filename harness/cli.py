@@ -295,8 +295,8 @@ def tier(index_log, fmt, out, overwrite, **kw):
     in --hbm with the throughput at that batch (harness/cache/tier.py defines the model)."""
     from harness.cache.tier import TierConfig, tier_platform
     from harness.cache.timing import TimingConfig
-    from harness.core.outputs import check_output_file
     from harness.core.files import atomic_path
+    from harness.core.outputs import check_output_file
     from harness.study.tierrun import tier_of_log
 
     overrides = ("dram_bytes_per_cycle", "warmup_steps", "overlap")
