@@ -21,7 +21,7 @@ from pathlib import Path
 
 from harness.cache.llc import LLCConfig
 from harness.cache.platforms import get_platform
-from harness.cache.simulate import simulate
+from harness.cache.simulate import simulate_stream
 from harness.cache.timing import TimingConfig
 from trace_gen.geometry import PRESETS
 from trace_gen.indexlog import IndexLog
@@ -77,8 +77,7 @@ def run(a: Anchor, steps: int, folder: Path) -> dict:
     src = StreamSource(IndexLog(log), geometry, Layout(kind="paged", page_tokens=64, weights=True), batch=a.batch)
     p = get_platform(a.platform)
     cfg = LLCConfig.make(p.llc_size, p.llc_ways)
-    return simulate(src.chunks(reuse=True, weight_scans=True), cfg, TimingConfig.make(a.platform), bounds=False,
-                    phases=src.phases(), batch=a.batch)
+    return simulate_stream(src, cfg, TimingConfig.make(a.platform), bounds=False)
 
 
 def main() -> None:

@@ -150,7 +150,7 @@ def _llc_and_timing(kw: dict, extra: dict | None = None):
     platform = get_platform(t["platform"])
     cfg = LLCConfig.make(platform.llc_size if llc["size"] is None else llc["size"],
                          platform.llc_ways if llc["ways"] is None else llc["ways"],
-                         llc["reserve_ways"], llc["policy"], llc["whole_token_eviction"])
+                         llc["reserve_ways"], llc["policy"], llc["whole_token_eviction"], sample_sets=llc["sample_sets"])
     timing = TimingConfig.make(t["platform"], t["model"], **{k: t[k] for k in TIMING_OVERRIDES})
     return cfg, timing, checked
 
@@ -201,6 +201,7 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
     The stream is a generic access trace (--access-trace) or is generated on the fly from an
     index log under a KV geometry and layout (--index-log)."""
     from harness.cache.simulate import simulate as run
+    from harness.cache.simulate import simulate_stream
     from harness.core.accesstrace import read_access_trace
     from harness.core.files import atomic_path
     from harness.core.outputs import check_output_file
@@ -252,7 +253,7 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
         chunks, source = read_access_trace(access_trace), {"access_trace": str(access_trace)}
     else:
         src = StreamSource.from_options(index_log, stream)
-        chunks = src.chunks(as_lines=True, reuse=True, steps=steps, weight_scans=backend == "builtin")
+        chunks = src.chunks(as_lines=True, reuse=True, steps=steps)
         source = _stream_provenance(src)
         address_map, phases, batch = src.amap.describe(), src.phases(steps), src.batch
     if backend == "gem5" and gem5_model == "closed-loop":
@@ -266,6 +267,8 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
 
         result = simulate_gem5(line_chunks_of(chunks), cfg, address_map, gem5_binary, gem5_out, gem5["timeout"],
                                gem5["tick_spacing_ps"], dram, gem5["clock"], l1_size, extra_config={"input": source})
+    elif index_log:
+        result = simulate_stream(src, cfg, timing, steps, bounds=kw["bounds"], extra_config={"input": source})
     else:
         result = run(chunks, cfg, timing, bounds=kw["bounds"], extra_config={"input": source},
                      phases=phases, batch=batch)

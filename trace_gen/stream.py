@@ -43,8 +43,17 @@ import pyarrow.compute as pc
 
 from harness.core.accesstrace import LineAccesses, Requests
 from harness.core.errors import UserError
+from harness.core.sampling import SetSample
 from harness.core.settings import MAX_REQUESTS, SETTINGS, default
-from harness.core.traffic import INDEX, KV, KV_WRITE, LINE_BYTES, LINE_SHIFT, WEIGHTS
+from harness.core.traffic import (
+    INDEX,
+    KV,
+    KV_WRITE,
+    LINE_BYTES,
+    LINE_SHIFT,
+    TRAFFIC_CLASSES,
+    WEIGHTS,
+)
 from harness.core.units import require_memory
 from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog
@@ -235,7 +244,8 @@ class StreamSource:
         stream order: ``phase`` (the id its accesses carry), ``step``, ``layer`` (geometry layer),
         ``kind`` (0 index, 1 gather) and ``flops``, the compute that follows the phase for the
         whole batch (trace_gen.geometry), of which ``attention_flops`` are the indexer's and the
-        sparse attention's (the rest: the layer's projections, MLP or experts)."""
+        sparse attention's (the rest: the layer's projections, MLP or experts); ``keys`` the
+        indexer keys the index phase scans and ``selected`` the tokens the gather reads."""
         ctx = self.log.table(["step", "layer", "request", "ctx_len", "positions"])
         uses = np.bincount(self.source_request, minlength=self.log.requests)[ctx.column("request").to_numpy()]
         rows = pd.DataFrame({"step": ctx.column("step").to_numpy(), "log_layer": ctx.column("layer").to_numpy(),
@@ -251,10 +261,12 @@ class StreamSource:
         src = per.set_index(["step", "log_layer"]).loc[list(zip(step, self.layer_map[layer]))]
         index = pd.DataFrame({"step": step, "layer": layer, "kind": INDEX_PHASE,
                               "flops": src.ctx.to_numpy() * g.index_flops_per_token,
-                              "attention_flops": src.ctx.to_numpy() * g.index_flops_per_token})
+                              "attention_flops": src.ctx.to_numpy() * g.index_flops_per_token,
+                              "selected": 0, "keys": src.ctx.to_numpy()})
         gather = pd.DataFrame({"step": step, "layer": layer, "kind": GATHER_PHASE,
                                "flops": src.sel.to_numpy() * g.attn_flops_per_token + src.n.to_numpy() * g.layer_flops,
-                               "attention_flops": src.sel.to_numpy() * g.attn_flops_per_token})
+                               "attention_flops": src.sel.to_numpy() * g.attn_flops_per_token,
+                               "selected": src.sel.to_numpy(), "keys": 0})
         out = pd.concat([index, gather]).sort_values(["step", "layer", "kind"], kind="stable", ignore_index=True)
         out.insert(0, "phase", phase_id(out.step.to_numpy(), out.layer.to_numpy(), out.kind.to_numpy(), g.layers))
         return out
@@ -269,18 +281,39 @@ class StreamSource:
                        + (self.max_row + 1) * lines(g.kv_bytes))
         return (1 if weight_scans else lines(a.weight_bytes)) + self.batch * per_request
 
+    def line_counts(self, steps: int | None = None) -> pd.DataFrame:
+        """The line accesses of every phase and traffic class of the first ``steps`` steps
+        (``phase``, ``cls``, ``lines``; a weight scan counts as its lines), counted from the
+        stream's requests without generating their lines: what a set-sampled simulation scales
+        its counts to (harness.cache.simulate)."""
+        last = int(self.phases(steps).phase.max()) if self.log.rows else 0
+        counts = np.zeros((last + 2, len(TRAFFIC_CLASSES)), dtype=np.int64)
+        for _ in self.chunks(as_lines=True, chunk_lines=1, reuse=True, steps=steps, counts=counts):
+            pass
+        phase, cls = np.nonzero(counts)
+        return pd.DataFrame({"phase": phase, "cls": cls, "lines": counts[phase, cls]})
+
     def chunks(self, as_lines: bool = True, chunk_lines: int = CHUNK_LINES, reuse: bool = False,
-               steps: int | None = None, weight_scans: bool = False) -> Iterator:
+               steps: int | None = None, weight_scans: bool = False, sample: SetSample | None = None,
+               counts: np.ndarray | None = None) -> Iterator:
         """Yield :class:`LineAccesses` (``as_lines``) or :class:`Requests` chunks (of the first
         ``steps`` decode steps only, when given). With ``weight_scans`` (line accesses only) each
         layer's weights are one record, a scan of ``scan_lines`` lines from its ``line``, which the
-        built-in simulator applies at once (``harness.cache.simulate``).
+        built-in simulator applies at once (``harness.cache.simulate``). With ``sample`` (line
+        accesses only) only the lines of the sampled sets are generated (``harness.core.sampling``;
+        a weight scan stays whole: the simulator samples it).
 
         With ``reuse`` every chunk lives in the same buffers, valid only until the next chunk is
         requested: the fast path for consumers that process a chunk and move on (fresh pages
         cost a page fault each, which dominated generation time on a VM)."""
         scans = bool(weight_scans and as_lines)
-        bound = self._bound_per_layer_step(scans)
+        if sample is not None and not as_lines:
+            raise ValueError("a sampled stream is made of line accesses")
+        if counts is None:
+            counts = np.zeros((1, 1), dtype=np.int64)
+        else:  # a counting pass (line_counts): nothing is written, chunks are empty
+            scans, chunk_lines = False, 1
+        bound = self._bound_per_layer_step(scans) if counts.shape[0] == 1 else 0
         self._check_memory(bound)
         cap = max(chunk_lines, bound)
         shared = _Buffers(cap, as_lines) if reuse else None
@@ -302,6 +335,7 @@ class StreamSource:
                           self.geometry.token_stride, self.geometry.kv_bytes, self.geometry.index_bytes,
                           self.amap.weight_bytes, self.amap.kv_base, self.amap.index_base,
                           self.amap.weights_base, as_lines, scans, bound,
+                          sample.group_shift if sample else 0, sample.every - 1 if sample else 0, counts,
                           out.addr, out.size, out.cls, out.write, out.token, out.step, out.phase, out.request)
                 yield out.take(n)
 
@@ -332,14 +366,21 @@ class _Buffers:
 
 @nb.njit(inline="always")
 def _put(n, addr, nbytes, c, w, tok, step, ph, rq, as_lines, o):
-    """Append one request (or its lines) to the output buffers ``o``."""
-    o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req = o
+    """Append one request (or its lines: those in sampled sets, harness.core.sampling) to the
+    output buffers ``o`` (the arrays, then the sample's group shift and mask, mask 0: every set;
+    then ``counts``, which a counting pass fills instead: lines per phase id and class)."""
+    o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req, group_shift, group_mask, counts = o
     if nbytes <= 0:  # e.g. an indexer key of 0 bytes (a log without an indexer cache)
+        return n
+    if counts.shape[0] > 1:  # counting only
+        counts[ph, c] += ((addr + nbytes - 1) >> LINE_SHIFT) - (addr >> LINE_SHIFT) + 1
         return n
     if as_lines:
         first = addr >> LINE_SHIFT
         last = (addr + nbytes - 1) >> LINE_SHIFT
         for line in range(first, last + 1):
+            if (line >> group_shift) & group_mask:
+                continue
             o_addr[n] = line
             o_cls[n] = c
             o_w[n] = w
@@ -364,9 +405,9 @@ def _put(n, addr, nbytes, c, w, tok, step, ph, rq, as_lines, o):
 @nb.njit(nogil=True, cache=True)
 def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n_req, source,
           phys, page_tokens, total_pages, stride, kv_bytes, index_bytes, weight_bytes,
-          kv_base, index_base, weights_base, as_lines, scans, bound,
+          kv_base, index_base, weights_base, as_lines, scans, bound, group_shift, group_mask, counts,
           o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req):
-    o = (o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req)
+    o = (o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req, group_shift, group_mask, counts)
     n = 0
     cap = o_addr.shape[0]
     n_geo = layer_map.shape[0]
@@ -404,7 +445,7 @@ def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n
                     n = _put(n, kv_layer + slot * stride, kv_bytes, KV, 0, tok_base | p, st, ph, r, as_lines, o)
             if weight_bytes > 0 and scans:  # one record: the first line, the line count as its token
                 n = _put(n, weights_base + g * weight_bytes, 1, WEIGHTS, 0, weight_bytes >> LINE_SHIFT,
-                         st, ph, 0, True, o)
+                         st, ph, 0, True, o[:8] + (0, 0, o[10]))  # whatever the sample: the simulator samples it
             elif weight_bytes > 0:
                 n = _put(n, weights_base + g * weight_bytes, weight_bytes, WEIGHTS, 0, -1, st, ph, 0, as_lines, o)
             pos[1] += 1

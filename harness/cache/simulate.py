@@ -30,6 +30,7 @@ from harness.cache.llc import LLCConfig, LLCState
 from harness.cache.timing import TimingConfig, step_time
 from harness.cache.tokencache import TokenStream, lru_hits, min_hits
 from harness.core.accesstrace import LineAccesses, Requests
+from harness.core.sampling import SetSample
 from harness.core.traffic import TRAFFIC_CLASSES, WEIGHTS
 
 
@@ -66,14 +67,20 @@ def per_phase(runs: list, phases: pd.DataFrame | None = None) -> pd.DataFrame:
 def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
              timing: TimingConfig | None = None, bounds: bool = True,
              extra_config: dict | None = None, phases: pd.DataFrame | None = None, batch: int = 1,
-             return_phases: bool = False) -> dict | tuple[dict, pd.DataFrame]:
+             return_phases: bool = False, sample: SetSample | None = None,
+             exact: pd.DataFrame | None = None) -> dict | tuple[dict, pd.DataFrame]:
     """Simulate every chunk in order through one LLC and return the summary dict. ``phases`` is
     the stream's phase table (``StreamSource.phases()``) and ``batch`` its number of concurrent
     requests, for the step time; without them every step is one phase without compute. With
-    ``return_phases``, also the per-phase counts (:func:`per_phase`) the step time came from."""
+    ``return_phases``, also the per-phase counts (:func:`per_phase`) the step time came from.
+
+    ``sample``: the chunks hold only the lines of the sampled sets (``harness.core.sampling``),
+    and the counts are scaled to the whole cache (:func:`_scale`); the result says so
+    (``sampled_sets``). ``exact``: the stream's line accesses per phase and class
+    (``StreamSource.line_counts``), which the scaling uses when given."""
     timing = timing or TimingConfig.make()
     timing.validate()
-    state = LLCState(cfg, batch)
+    state = LLCState(cfg, batch, sample)
     runs = []
     stream = TokenStream() if bounds else None
     try:
@@ -86,19 +93,36 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
         state.finish()
         summary = _summarise(state)
         counts = per_phase(runs, phases)
+        if sample is not None:
+            selected = int(phases.selected.sum()) if phases is not None and "selected" in phases else None
+            token_scale = _scale(summary, counts, sample.every, selected, exact)
         summary.update(step_time(counts, timing, batch))
         if summary["by_class"].get("weights") and "weights_misses" not in counts:
             # weights mixed into the phases' counts (not as scans): a whole step, its part unknown
             summary.update(step_scope="whole", attention_time_cycles=None, attention_share=None)
-        summary["bounds"] = _bounds(stream, cfg, state.lines_per_token(), summary["kv_tokens"]["accesses"]) \
+        summary["bounds"] = _bounds(stream, cfg, state.lines_per_token(), summary["kv_tokens"]["accesses"],
+                                    sample.every if sample else 1, token_scale if sample else 1.0) \
             if stream else None
     finally:
         if stream is not None:
             stream.close()
     summary["batch"] = batch
+    summary["sampled_sets"] = sample.to_dict() if sample else None
     summary["config"] = {"llc": cfg.to_dict(), "timing": timing.to_dict(), **(extra_config or {})}
     summary["version"] = __version__
     return (summary, counts) if return_phases else summary
+
+
+def simulate_stream(src, cfg: LLCConfig, timing: TimingConfig, steps: int | None = None, bounds: bool = True,
+                    extra_config: dict | None = None) -> dict:
+    """Simulate the first ``steps`` decode steps of a stream (``trace_gen.stream.StreamSource``)
+    whole: weights as scans, and set-sampled as ``cfg.sample_for`` decides from the stream's KV
+    and indexer line accesses, its counts scaled to the stream's own."""
+    exact = src.line_counts(steps)
+    sample = cfg.sample_for(int(exact.lines[exact.cls != WEIGHTS].sum()))
+    chunks = src.chunks(as_lines=True, reuse=True, steps=steps, weight_scans=True, sample=sample)
+    return simulate(chunks, cfg, timing, bounds=bounds, extra_config=extra_config, phases=src.phases(steps),
+                    batch=src.batch, sample=sample, exact=exact if sample else None)
 
 
 def _access(state: LLCState, acc: LineAccesses, runs: list, stream: TokenStream | None) -> None:
@@ -158,7 +182,77 @@ def _summarise(state: LLCState) -> dict:
     return out
 
 
-def _bounds(stream: TokenStream, cfg: LLCConfig, lines_per_token: int, reads: int) -> dict | None:
+def _scale(summary: dict, counts: pd.DataFrame, every: int, selected: int | None,
+           exact: pd.DataFrame | None = None) -> float:
+    """Scale a sampled run's counts to the whole cache, in place. Line accesses: to the stream's
+    own counts (``exact``, per class and per phase) with the sampled hit shares kept, a ratio
+    estimator whose error is the hit shares' sampling error only; without them by ``every``.
+    Evictions and writebacks by ``every``; token reads to the ``selected`` tokens of the stream.
+    Returns the factor the token counts were scaled by."""
+    factors = {name: float(every) for name in TRAFFIC_CLASSES}
+    if exact is not None:
+        per_class = exact.groupby("cls").lines.sum()
+        for code, name in enumerate(TRAFFIC_CLASSES):
+            sampled = summary["by_class"].get(name, {}).get("accesses", 0)
+            if sampled and code in per_class.index:
+                factors[name] = per_class[code] / sampled
+
+    def scaled(c: dict, f: float) -> None:
+        c["hits"] = round(c["hits"] * f)
+        c["misses"] = round(c["misses"] * f)
+        c["accesses"] = c["hits"] + c["misses"]
+
+    for name, c in summary["by_class"].items():
+        scaled(c, factors[name])
+    for r in summary["by_request"]:
+        for name, c in r.items():
+            scaled(c, factors[name])
+    for key in ("hits", "misses"):
+        summary[key] = sum(c[key] for c in summary["by_class"].values())
+    summary["accesses"] = summary["hits"] + summary["misses"]
+    for key in ("evictions", "token_invalidations", "writebacks", "bypasses"):
+        summary[key] *= every
+    _scale_phases(counts, every, exact)
+    t = summary["kv_tokens"]
+    factor = selected / t["accesses"] if selected and t["accesses"] else float(every)
+    for key in ("full_hits", "partial_hits", "misses"):
+        t[key] = round(t[key] * factor)
+    t["accesses"] = t["full_hits"] + t["partial_hits"] + t["misses"]
+    return factor
+
+
+def _scale_phases(counts: pd.DataFrame, every: int, exact: pd.DataFrame | None) -> None:
+    """A sampled run's per-phase counts, scaled in place: each phase's weights and its other
+    lines apart, to the phase's own line counts where known, else by ``every``."""
+    weights = "weights_misses" in counts
+    w = {k: counts[f"weights_{k}"] if weights else 0 for k in ("hits", "misses")}
+    other = {k: counts[k] - w[k] for k in ("hits", "misses")}
+    f_other = f_weights = pd.Series(float(every), index=counts.index)
+    if exact is not None:
+        lines = exact.assign(weights=exact.cls == WEIGHTS).pivot_table(
+            index="phase", columns="weights", values="lines", aggfunc="sum", fill_value=0)
+        lines = lines.reindex(counts.phase, fill_value=0)
+        for flag, seen, name in ((False, other, "other"), (True, w, "weights")):
+            total = lines[flag].to_numpy() if flag in lines else np.zeros(len(counts))
+            have = (seen["hits"] + seen["misses"]).to_numpy() if isinstance(seen["hits"], pd.Series) \
+                else np.zeros(len(counts))
+            f = pd.Series(np.where(have > 0, total / np.maximum(have, 1), every), index=counts.index)
+            if name == "other":
+                f_other = f
+            else:
+                f_weights = f
+    for k in ("hits", "misses"):
+        counts[k] = other[k] * f_other + w[k] * f_weights
+        if weights:
+            counts[f"weights_{k}"] = w[k] * f_weights
+    counts["writebacks"] = counts.writebacks * every
+    if weights:
+        counts["weights_writebacks"] = counts.weights_writebacks * every
+    counts["accesses"] = counts.hits + counts.misses
+
+
+def _bounds(stream: TokenStream, cfg: LLCConfig, lines_per_token: int, reads: int, every: int = 1,
+            token_scale: float = 1.0) -> dict | None:
     """Fully associative caches of whole tokens with the reserved capacity (in tokens of the most
     common read size), fed every KV token reference in order (reads, and writes, which can bring
     a token in but never count as hits): LRU, and Belady's MIN with bypass.
@@ -171,7 +265,10 @@ def _bounds(stream: TokenStream, cfg: LLCConfig, lines_per_token: int, reads: in
     if cfg.reserve_ways == 0 or lines_per_token == 0:
         return None
     capacity = cfg.sets * cfg.reserve_ways // lines_per_token
-    lru, opt = lru_hits(stream, capacity), min_hits(stream, capacity)
+    if every > 1:  # the sampled sets' tokens in their share of the capacity, hits scaled as the reads
+        lru, opt = (round(f(stream, max(1, capacity // every)) * token_scale) for f in (lru_hits, min_hits))
+    else:
+        lru, opt = lru_hits(stream, capacity), min_hits(stream, capacity)
     return {"capacity_tokens": capacity, "lines_per_token": lines_per_token, "token_reads": reads,
-            "token_references": stream.n, "fa_lru_hits": lru, "fa_lru_hit_rate": lru / reads if reads else None,
+            "token_references": round(stream.n * token_scale), "fa_lru_hits": lru, "fa_lru_hit_rate": lru / reads if reads else None,
             "min_hits": opt, "min_hit_rate": opt / reads if reads else None}

@@ -122,6 +122,12 @@ SETTINGS: dict[str, dict[str, Field]] = {
         "policy": Field("token-lru", "str", choices=registry("harness.cache.llc", "RESERVED_POLICIES"),
                         help="Replacement policy of the reserved ways ({choices}; see `dsa-harness policies`)."),
         "whole_token_eviction": Field(True, "bool", help="token-lru: evicting a line evicts its whole token."),
+        # 1 in N set groups (harness.core.sampling). Automatic: 1 in 8 when the run's KV and
+        # indexer traffic passes 100 M line accesses (about 10 s of full simulation), where the
+        # sampled error stays within 1 % (tests/data/set_sampling/errors.csv); 1: never
+        "sample_sets": Field(None, "int", 1, 1 << 20, nullable=True,
+                             help="Simulate 1 in N groups of sets and scale the counts (a power of two; 1: every "
+                                  "set) [default: 1 in 8 above 100 M line accesses]."),
     },
     "timing": {  # a platform and its values (harness.cache.platforms), each overridable
         "platform": Field("h100-sxm", "str", choices=_platforms,

@@ -86,6 +86,7 @@ def _results(r: dict) -> dict:
         "measured_steps": r.get("measured_steps"), "step_time_cycles": r.get("step_time_cycles"),
         "step_time_s": r.get("step_time_s"), "tokens_per_s": r.get("tokens_per_s"),
         "batch_requests": r.get("batch"),
+        "sampled_sets": (r.get("sampled_sets") or {}).get("every", 1) if r.get("sampled_sets") is not None else 1,
         "step_scope": r.get("step_scope"), "attention_time_cycles": r.get("attention_time_cycles"),
         "attention_share": r.get("attention_share"),
         "batch_tokens_per_s": r.get("batch_tokens_per_s"), "memory_cycles_per_step": r.get("memory_cycles_per_step"),

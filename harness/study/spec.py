@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.core.canon import config_hash
@@ -259,10 +259,11 @@ def _canonical(section: str, given: dict) -> dict:
             platform = get_platform(given["timing"]["platform"])  # its LLC unless size and ways are given
             size = platform.llc_size if v["size"] is None else v["size"]
             ways = platform.llc_ways if v["ways"] is None else v["ways"]
-            llc = LLCConfig.make(size, ways, v["reserve_ways"], v["policy"], v["whole_token_eviction"])
+            llc = LLCConfig.make(size, ways, v["reserve_ways"], v["policy"], v["whole_token_eviction"],
+                                 sample_sets=v["sample_sets"])
             require_memory(llc.memory_bytes(), f"an LLC of {size}")
             if llc.reserve_ways == 0 or llc.policy == "lru":  # the policy and whole-token flag do not apply
-                llc = LLCConfig(llc.size, llc.ways, llc.reserve_ways, "lru" if llc.reserve_ways == 0 else llc.policy, True)
+                llc = replace(llc, policy="lru" if llc.reserve_ways == 0 else llc.policy, whole_token_eviction=True)
             return llc.to_dict()
         if section == "tier":
             from harness.cache.tier import TierConfig

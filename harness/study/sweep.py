@@ -168,7 +168,7 @@ def record_failure(folder: Path, run: dict, error: dict, started: float | None =
 
 def simulate_run(folder: Path, run: dict, gem5_binary: str | None = None, gem5_timeout: float = 3600) -> dict:
     from harness.cache.llc import LLCConfig
-    from harness.cache.simulate import simulate
+    from harness.cache.simulate import simulate_stream
     from harness.cache.timing import TimingConfig
     from trace_gen.stream import StreamSource
 
@@ -194,9 +194,7 @@ def simulate_run(folder: Path, run: dict, gem5_binary: str | None = None, gem5_t
                                           gem5_timeout)
             return simulate_gem5(src.chunks(reuse=True), cfg, src.amap.describe(), gem5_binary, out,
                                  gem5_timeout, g["tick_spacing_ps"], g["dram"], g["clock"])
-    return simulate(src.chunks(reuse=True, weight_scans=True), cfg, TimingConfig(**run["timing"]), bounds=True,
-                    phases=src.phases(),
-                    batch=src.batch)
+    return simulate_stream(src, cfg, TimingConfig(**run["timing"]))
 
 
 # --- the sweep ---------------------------------------------------------------------------

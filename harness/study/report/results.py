@@ -73,6 +73,13 @@ def step_note(df: pd.DataFrame) -> str:
 
     scopes = set(df.step_scope.dropna()) if "step_scope" in df else set()
     parts = []
+    if "sampled_sets" in df and (df.sampled_sets > 1).any():
+        ok = df[df._status == "ok"] if "_status" in df else df
+        sampled = ok[ok.sampled_sets > 1]
+        parts.append(f"{len(sampled)} of {len(ok)} runs are set-sampled (1 in {int(sampled.sampled_sets.max())} groups of "
+                     "sets simulated, counts scaled to the stream's own: harness.core.sampling); against full "
+                     "simulation such runs keep per-class misses and step times within 1 % (median) and 3 % (max) "
+                     "(tests/data/set_sampling/errors.csv).")
     if "whole" in scopes:
         deployments = [f"{g} ({PRESETS[g].weights.deployment})" for g in sorted(set(df.geometry.dropna()))
                        if g in PRESETS]
