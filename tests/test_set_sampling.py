@@ -30,25 +30,32 @@ def src(tmp_path_factory):
     return StreamSource(log, PRESETS["deepseek-v3.2"], Layout(kind="paged", page_tokens=16), batch=3)
 
 
-def test_a_sample_is_one_group_of_sets_in_every_and_counts_its_lines():
+def test_a_sample_is_about_one_group_of_sets_in_every_and_counts_its_lines():
     s = SetSample.for_sets(32768, 8)
-    assert (s.every, s.group_sets) == (8, 1024)
-    assert SetSample.for_sets(51200, 8).group_sets == 256  # 50 MiB, 16 ways: 2^11 x 25 sets
+    assert (s.every, s.group_sets, s.groups) == (8, 64, 512)
+    assert SetSample.for_sets(51200, 8).group_sets == 64  # 50 MiB, 16 ways: 2^11 x 25 sets
+    assert len(s.sampled_sets) == 32768 // 8 and s.scale == 8  # one group in each run of 8
+    sampled = np.zeros(32768, bool)
+    sampled[s.sampled_sets] = True
+    gaps = np.diff(s.sampled_sets[::64])  # no period: the sampled groups are not evenly spaced
+    assert len(set(gaps)) > 3
     for first, count in [(0, 10_000), (1000, 1), (8191, 3), (123_456, 77_777)]:
         lines = np.arange(first, first + count)
-        assert s.sampled_lines(first, count) == np.count_nonzero(((lines >> 10) & 7) == 0)
+        assert s.sampled_lines(first, count) == np.count_nonzero(sampled[lines % 32768])
     with pytest.raises(UserError, match="power of two"):
         SetSample.for_sets(32768, 6)
-    with pytest.raises(UserError, match="cannot be sampled"):
-        SetSample.for_sets(1000, 4)
+    with pytest.raises(UserError, match="too small"):
+        SetSample.for_sets(100, 8)
 
 
 def test_the_sampled_stream_is_the_whole_streams_lines_in_the_sampled_sets(src):
     sample = SetSample.for_sets(4096, 4)
+    sampled = np.zeros(4096, bool)
+    sampled[sample.sampled_sets] = True
     whole = np.concatenate([c.line for c in src.chunks(weight_scans=True) if len(c)])
     kept = np.concatenate([c.line for c in src.chunks(weight_scans=True, sample=sample) if len(c)])
     scans = src.amap.weights_base >> 6  # the weight scans' records stay, whatever the sample
-    expect = whole[((((whole % 4096) >> sample.group_shift) % 4) == 0) | (whole >= scans)]
+    expect = whole[sampled[whole % 4096] | (whole >= scans)]
     assert np.array_equal(kept, expect)
 
 
@@ -69,7 +76,7 @@ def test_sampled_sets_end_as_in_full_simulation(src):
     sample = SetSample.for_sets(cfg.sets, 4)
     full, part = LLCState(cfg, 3), LLCState(cfg, 3, sample)
     for state, s in ((full, None), (part, sample)):
-        for c in src.chunks(weight_scans=True, sample=s):
+        for c in src.chunks(weight_scans=True, sample=s):  # noqa: B007
             i = np.flatnonzero(c.cls == 3)  # the scans, at once (both flush every set here)
             start = 0
             for j in list(i) + [len(c)]:
@@ -88,7 +95,7 @@ def test_a_sampled_run_says_so_and_scales_to_the_stream(src):
     cfg = LLCConfig.make("4MiB", 16, 4, "token-lru", sample_sets=4)
     r = simulate_stream(src, cfg, TimingConfig.make("h100-sxm"))
     full = simulate_stream(src, LLCConfig.make("4MiB", 16, 4, "token-lru", sample_sets=1), TimingConfig.make("h100-sxm"))
-    assert r["sampled_sets"] == {"every": 4, "group_sets": 1024} and full["sampled_sets"] is None
+    assert r["sampled_sets"]["every"] == 4 and full["sampled_sets"] is None
     for name in ("kv", "kv_write", "index", "weights"):  # accesses: the stream's own, exactly
         assert r["by_class"][name]["accesses"] == full["by_class"][name]["accesses"]
     assert r["kv_tokens"]["accesses"] == full["kv_tokens"]["accesses"]
@@ -98,7 +105,7 @@ def test_a_sampled_run_says_so_and_scales_to_the_stream(src):
 def test_the_automatic_sample_starts_above_100_m_line_accesses():
     cfg = LLCConfig.make("32MiB", 16)
     assert cfg.sample_for(100_000_000) is None
-    assert cfg.sample_for(100_000_001) == SetSample(8, 1024)
+    assert cfg.sample_for(100_000_001) == SetSample(8, 64, cfg.sets)
     assert LLCConfig.make("32MiB", 16, sample_sets=1).sample_for(10**12) is None
 
 

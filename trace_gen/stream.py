@@ -63,6 +63,7 @@ PHASE_KINDS = ("index", "gather")
 INDEX_PHASE, GATHER_PHASE = range(len(PHASE_KINDS))
 PAGE_ORDERS = ("in-order", "shuffled")
 REGION_ALIGN = 4096
+EVERY_GROUP = np.ones(1, dtype=np.bool_)  # the set groups a stream without a sample keeps: all
 CHUNK_LINES = 1 << 22
 
 
@@ -335,7 +336,8 @@ class StreamSource:
                           self.geometry.token_stride, self.geometry.kv_bytes, self.geometry.index_bytes,
                           self.amap.weight_bytes, self.amap.kv_base, self.amap.index_base,
                           self.amap.weights_base, as_lines, scans, bound,
-                          sample.group_shift if sample else 0, sample.every - 1 if sample else 0, counts,
+                          sample.group_shift if sample else 0, sample.group_mask if sample else EVERY_GROUP,
+                          counts,
                           out.addr, out.size, out.cls, out.write, out.token, out.step, out.phase, out.request)
                 yield out.take(n)
 
@@ -367,9 +369,10 @@ class _Buffers:
 @nb.njit(inline="always")
 def _put(n, addr, nbytes, c, w, tok, step, ph, rq, as_lines, o):
     """Append one request (or its lines: those in sampled sets, harness.core.sampling) to the
-    output buffers ``o`` (the arrays, then the sample's group shift and mask, mask 0: every set;
-    then ``counts``, which a counting pass fills instead: lines per phase id and class)."""
-    o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req, group_shift, group_mask, counts = o
+    output buffers ``o`` (the arrays, then the sample's group shift and which groups it samples,
+    ``EVERY_GROUP``: all; then ``counts``, which a counting pass fills instead: lines per phase id
+    and class)."""
+    o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req, group_shift, sampled, counts = o
     if nbytes <= 0:  # e.g. an indexer key of 0 bytes (a log without an indexer cache)
         return n
     if counts.shape[0] > 1:  # counting only
@@ -379,7 +382,7 @@ def _put(n, addr, nbytes, c, w, tok, step, ph, rq, as_lines, o):
         first = addr >> LINE_SHIFT
         last = (addr + nbytes - 1) >> LINE_SHIFT
         for line in range(first, last + 1):
-            if (line >> group_shift) & group_mask:
+            if not sampled[(line >> group_shift) % sampled.shape[0]]:
                 continue
             o_addr[n] = line
             o_cls[n] = c
@@ -405,9 +408,9 @@ def _put(n, addr, nbytes, c, w, tok, step, ph, rq, as_lines, o):
 @nb.njit(nogil=True, cache=True)
 def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n_req, source,
           phys, page_tokens, total_pages, stride, kv_bytes, index_bytes, weight_bytes,
-          kv_base, index_base, weights_base, as_lines, scans, bound, group_shift, group_mask, counts,
+          kv_base, index_base, weights_base, as_lines, scans, bound, group_shift, sampled, counts,
           o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req):
-    o = (o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req, group_shift, group_mask, counts)
+    o = (o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req, group_shift, sampled, counts)
     n = 0
     cap = o_addr.shape[0]
     n_geo = layer_map.shape[0]
@@ -445,7 +448,7 @@ def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n
                     n = _put(n, kv_layer + slot * stride, kv_bytes, KV, 0, tok_base | p, st, ph, r, as_lines, o)
             if weight_bytes > 0 and scans:  # one record: the first line, the line count as its token
                 n = _put(n, weights_base + g * weight_bytes, 1, WEIGHTS, 0, weight_bytes >> LINE_SHIFT,
-                         st, ph, 0, True, o[:8] + (0, 0, o[10]))  # whatever the sample: the simulator samples it
+                         st, ph, 0, True, o[:8] + (0, EVERY_GROUP, o[10]))  # the simulator samples a scan
             elif weight_bytes > 0:
                 n = _put(n, weights_base + g * weight_bytes, weight_bytes, WEIGHTS, 0, -1, st, ph, 0, as_lines, o)
             pos[1] += 1

@@ -68,7 +68,8 @@ C_TR_FULL, C_TR_PARTIAL, C_TR_MISS, C_TR_OPEN, C_TR_TOKEN, C_TR_LINES, C_TR_HITS
 C_NFREE, C_HISTORY = 12, 13  # free token records; entries in the policy's history table
 C_WRITE_TOK = 14  # token of the kv_write run in progress (-1: none)
 C_KV_SEEN = 15  # kv line accesses so far
-N_COUNTERS = 16
+C_SETS = 16  # sets simulated (a set sample's, or all): what a policy's windows scale with
+N_COUNTERS = 17
 
 N_CLASSES = len(TRAFFIC_CLASSES)
 
@@ -171,8 +172,9 @@ class LLCState:
         self.cfg = cfg
         self.sample = sample
         if sample is not None:
-            groups = np.arange(cfg.sets) >> sample.group_shift
-            self.sampled_sets = np.flatnonzero(groups % sample.every == 0)
+            if sample.sets != cfg.sets:
+                raise ValueError(f"a sample of {sample.sets} sets for an LLC of {cfg.sets}")
+            self.sampled_sets = sample.sampled_sets
         n = cfg.sets * cfg.ways
         hooks = self.hooks = cfg.reserved_ways
         tracked = cfg.sets * cfg.reserve_ways if hooks.tokens else 0
@@ -193,6 +195,7 @@ class LLCState:
         self.free = np.arange(max(tracked, 1), dtype=np.int64)[::-1].copy()  # a stack of free records
         self.tkeys, self.tvals = hashtab.new_table(tracked, 1)
         self.counters[C_NFREE] = len(self.free)
+        self.counters[C_SETS] = len(self.sampled_sets) if sample is not None else cfg.sets
         self.counters[C_WRITE_TOK] = -1
         self.policy_state = np.zeros(N_GLOBALS, dtype=np.int64)  # the policy's globals
         self.policy_state[:len(hooks.initial_g)] = hooks.initial_g
@@ -364,7 +367,7 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
     run_phase = phases[0] if phases.shape[0] else 0
     run_start, run_hits, run_wb = 0, 0, writebacks
     pow2 = (n_sets & (n_sets - 1)) == 0
-    reserved_lines = n_sets * n_res
+    reserved_lines = ctr[C_SETS] * n_res  # the simulated sets' reserved lines (admit's window)
     set_mask = n_sets - 1
     for i in range(lines.shape[0]):
         line = lines[i]

@@ -95,13 +95,13 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
         counts = per_phase(runs, phases)
         if sample is not None:
             selected = int(phases.selected.sum()) if phases is not None and "selected" in phases else None
-            token_scale = _scale(summary, counts, sample.every, selected, exact)
+            token_scale = _scale(summary, counts, sample.scale, selected, exact)
         summary.update(step_time(counts, timing, batch))
         if summary["by_class"].get("weights") and "weights_misses" not in counts:
             # weights mixed into the phases' counts (not as scans): a whole step, its part unknown
             summary.update(step_scope="whole", attention_time_cycles=None, attention_share=None)
         summary["bounds"] = _bounds(stream, cfg, state.lines_per_token(), summary["kv_tokens"]["accesses"],
-                                    sample.every if sample else 1, token_scale if sample else 1.0) \
+                                    sample.scale if sample else 1.0, token_scale if sample else 1.0) \
             if stream else None
     finally:
         if stream is not None:
@@ -182,13 +182,13 @@ def _summarise(state: LLCState) -> dict:
     return out
 
 
-def _scale(summary: dict, counts: pd.DataFrame, every: int, selected: int | None,
+def _scale(summary: dict, counts: pd.DataFrame, every: float, selected: int | None,
            exact: pd.DataFrame | None = None) -> float:
     """Scale a sampled run's counts to the whole cache, in place. Line accesses: to the stream's
     own counts (``exact``, per class and per phase) with the sampled hit shares kept, a ratio
-    estimator whose error is the hit shares' sampling error only; without them by ``every``.
-    Evictions and writebacks by ``every``; token reads to the ``selected`` tokens of the stream.
-    Returns the factor the token counts were scaled by."""
+    estimator whose error is the hit shares' sampling error only; without them by ``every`` (the
+    cache's sets over the sampled ones). Evictions and writebacks by ``every``; token reads to
+    the ``selected`` tokens of the stream. Returns the factor the token counts were scaled by."""
     factors = {name: float(every) for name in TRAFFIC_CLASSES}
     if exact is not None:
         per_class = exact.groupby("cls").lines.sum()
@@ -211,7 +211,7 @@ def _scale(summary: dict, counts: pd.DataFrame, every: int, selected: int | None
         summary[key] = sum(c[key] for c in summary["by_class"].values())
     summary["accesses"] = summary["hits"] + summary["misses"]
     for key in ("evictions", "token_invalidations", "writebacks", "bypasses"):
-        summary[key] *= every
+        summary[key] = round(summary[key] * every)
     _scale_phases(counts, every, exact)
     t = summary["kv_tokens"]
     factor = selected / t["accesses"] if selected and t["accesses"] else float(every)
@@ -221,7 +221,7 @@ def _scale(summary: dict, counts: pd.DataFrame, every: int, selected: int | None
     return factor
 
 
-def _scale_phases(counts: pd.DataFrame, every: int, exact: pd.DataFrame | None) -> None:
+def _scale_phases(counts: pd.DataFrame, every: float, exact: pd.DataFrame | None) -> None:
     """A sampled run's per-phase counts, scaled in place: each phase's weights and its other
     lines apart, to the phase's own line counts where known, else by ``every``."""
     weights = "weights_misses" in counts
@@ -251,7 +251,7 @@ def _scale_phases(counts: pd.DataFrame, every: int, exact: pd.DataFrame | None) 
     counts["accesses"] = counts.hits + counts.misses
 
 
-def _bounds(stream: TokenStream, cfg: LLCConfig, lines_per_token: int, reads: int, every: int = 1,
+def _bounds(stream: TokenStream, cfg: LLCConfig, lines_per_token: int, reads: int, every: float = 1.0,
             token_scale: float = 1.0) -> dict | None:
     """Fully associative caches of whole tokens with the reserved capacity (in tokens of the most
     common read size), fed every KV token reference in order (reads, and writes, which can bring
@@ -266,7 +266,7 @@ def _bounds(stream: TokenStream, cfg: LLCConfig, lines_per_token: int, reads: in
         return None
     capacity = cfg.sets * cfg.reserve_ways // lines_per_token
     if every > 1:  # the sampled sets' tokens in their share of the capacity, hits scaled as the reads
-        lru, opt = (round(f(stream, max(1, capacity // every)) * token_scale) for f in (lru_hits, min_hits))
+        lru, opt = (round(f(stream, max(1, round(capacity / every))) * token_scale) for f in (lru_hits, min_hits))
     else:
         lru, opt = lru_hits(stream, capacity), min_hits(stream, capacity)
     return {"capacity_tokens": capacity, "lines_per_token": lines_per_token, "token_reads": reads,
