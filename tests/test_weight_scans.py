@@ -38,9 +38,9 @@ def log(tmp_path_factory):
                                         prompt=300, requests=2))
 
 
-def _run(log, geometry, reserve, policy, whole, batch, scans):
+def _run(log, geometry, reserve, policy, whole, batch, scans, **knobs):
     src = StreamSource(log, geometry, Layout(kind="paged", page_tokens=16, weights=True), batch=batch)
-    cfg = LLCConfig.make(LLC, 16, reserve, policy if reserve else "lru", whole)
+    cfg = LLCConfig.make(LLC, 16, reserve, policy if reserve else "lru", whole, **knobs)
     timing = TimingConfig.make("h100-sxm", max_outstanding=64)
     return simulate(src.chunks(reuse=True, weight_scans=scans), cfg, timing, bounds=True, phases=src.phases(),
                     batch=batch)
@@ -57,6 +57,29 @@ def test_a_scan_applied_at_once_equals_its_lines_simulated(log, geometry, reserv
     assert at_once["by_class"]["weights"]["accesses"] == 4 * 3 * geometry.weight_bytes(batch) // 64
     if geometry is FLUSHING and reserve < 16:
         assert at_once["by_class"]["weights"]["hits"] == 0
+
+
+KNOBS = [  # class-aware knobs (harness.cache.partitions) under which scans still apply at once
+    {"hint_weights": "streaming"},
+    {"reserve_weights": 4},
+    {"reserve_weights": 2, "hint_weights": "streaming"},
+    {"reserve_index": 4, "hint_weights": "streaming"},
+    {"hint_index": "persisting:0.5", "set_aside": 16 << 10},
+    {"hint_index": "persisting:0.3", "set_aside": 24 << 10, "hint_weights": "streaming"},
+    {"hint_index": "bip", "hint_kv": "streaming"},
+]
+
+
+@pytest.mark.parametrize("knobs", KNOBS, ids=[",".join(f"{k}={v}" for k, v in kn.items()) for kn in KNOBS])
+@pytest.mark.parametrize("reserve, policy", [(0, "lru"), (4, "streak")])
+def test_scans_under_class_knobs_equal_their_lines(log, knobs, reserve, policy):
+    if reserve and "hint_kv" in knobs:
+        return  # a KV hint needs the KV lines in line-LRU ways
+    lines = _run(log, FLUSHING, reserve, policy, True, 2, scans=False, **knobs)
+    at_once = _run(log, FLUSHING, reserve, policy, True, 2, scans=True, **knobs)
+    for key in ("by_class", "by_request", "kv_tokens", "evictions", "writebacks", "bypasses",
+                "step_time_cycles_per_step"):
+        assert at_once[key] == lines[key], key
 
 
 def test_a_whole_step_names_its_scope_and_its_attention_part(log):

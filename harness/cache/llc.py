@@ -42,8 +42,10 @@ import numba as nb
 import numpy as np
 
 from harness.cache import dlist, hashtab
+from harness.cache.partitions import BIP, NORMAL, PERSISTING, STREAMING, ClassMap, parse_hint
 from harness.cache.platforms import DEFAULT_PLATFORM, PLATFORMS
 from harness.cache.policies import POLICIES, RESERVED_POLICIES
+from harness.cache.policies.bip import BIMODAL_EVERY
 from harness.cache.policies.line_lru import LineLRU
 from harness.cache.policies.ways import (
     F_COUNT,
@@ -69,7 +71,12 @@ C_NFREE, C_HISTORY = 12, 13  # free token records; entries in the policy's histo
 C_WRITE_TOK = 14  # token of the kv_write run in progress (-1: none)
 C_KV_SEEN = 15  # kv line accesses so far
 C_SETS = 16  # sets simulated (a set sample's, or all): what a policy's windows scale with
-N_COUNTERS = 17
+C_LOW, C_BIP = 17, 18  # fills inserted as the next victim so far; fills under the bip hint so far
+N_COUNTERS = 19
+# A line's stamp is its latest access + STAMP_BASE; a fill inserted as the next victim of its set
+# (a streaming hint) gets STAMP_BASE - (such fills so far), below every access's; a free way's is
+# negative. The LRU way has the smallest stamp.
+STAMP_BASE = 1 << 50
 
 N_CLASSES = len(TRAFFIC_CLASSES)
 
@@ -95,6 +102,39 @@ class LLCConfig:
     whole_token_eviction: bool = default("llc", "whole_token_eviction")
     line: int = LINE_BYTES
     sample_sets: int | None = default("llc", "sample_sets")  # 1 in N set groups; None: automatic
+    # class-aware knobs (harness.cache.partitions): ways reserved for the indexer keys and the
+    # weights (laid out after the KV ways), each class's insertion hint, the persisting set-aside
+    reserve_index: int = default("llc", "reserve_index")
+    reserve_weights: int = default("llc", "reserve_weights")
+    hint_kv: str = default("llc", "hint_kv")
+    hint_index: str = default("llc", "hint_index")
+    hint_weights: str = default("llc", "hint_weights")
+    set_aside: int | None = default("llc", "set_aside")
+    what_if: bool = default("llc", "what_if")
+
+    @property
+    def reserved(self) -> dict[str, int]:
+        """Ways reserved per class (kv, index, weights)."""
+        return {"kv": self.reserve_ways, "index": self.reserve_index, "weights": self.reserve_weights}
+
+    @property
+    def hints(self) -> dict[str, str]:
+        return {"kv": self.hint_kv, "index": self.hint_index, "weights": self.hint_weights}
+
+    @property
+    def set_aside_ways(self) -> int:
+        """Ways per set the persisting lines may take: the set-aside's share of the LLC."""
+        return (self.set_aside or 0) * self.ways // self.size
+
+    @property
+    def class_map(self) -> ClassMap:
+        return ClassMap.of(self.ways, self.reserved, self.hints, self.set_aside_ways)
+
+    @property
+    def class_aware(self) -> bool:
+        """Does it use any knob beyond the KV reservation?"""
+        return bool(self.reserve_index or self.reserve_weights or self.set_aside
+                    or any(h != "normal" for h in self.hints.values()))
 
     def sample_for(self, line_accesses: int) -> SetSample | None:
         """The set sample of a run whose KV and indexer traffic makes ``line_accesses``: the one
@@ -134,11 +174,36 @@ class LLCConfig:
                             f"got {self.reserve_ways}")
         if self.sample_sets is not None:
             SetSample.for_sets(self.sets, self.sample_sets)
+        self._validate_classes()
         if self.policy not in RESERVED_POLICIES:
             if self.policy in POLICIES:
                 raise UserError(f"policy {self.policy!r} runs on the fully associative token cache only "
                                 f"(`dsa-harness policies`); the reserved ways take: {', '.join(RESERVED_POLICIES)}")
             raise UserError(f"unknown policy {self.policy!r}; known: {', '.join(RESERVED_POLICIES)}")
+
+    def _validate_classes(self) -> None:
+        """The class-aware knobs: reservations within the ways, hints that apply, a set-aside that
+        gives persisting lines at least a way."""
+        for name, ways in self.reserved.items():
+            if isinstance(ways, bool) or not isinstance(ways, int) or ways < 0:
+                raise UserError(f"ways reserved for {name} must be a whole number >= 0, got {ways!r}")
+        if sum(self.reserved.values()) > self.ways:
+            raise UserError(f"the reservations take {sum(self.reserved.values())} ways of {self.ways}")
+        modes = {name: parse_hint(hint, f"hint {name}")[0] for name, hint in self.hints.items()}
+        if modes["kv"] != NORMAL and self.reserve_ways and self.policy != "lru":
+            raise UserError(f"the KV lines' ways run {self.policy}, which decides their insertions: "
+                            "a KV hint needs them in line-LRU ways (no KV reservation, or policy lru)")
+        if modes["weights"] in (BIP, PERSISTING):
+            raise UserError("weights take the hints normal or streaming: their scans are applied at once, "
+                            "which bip or persisting would not allow")
+        persisting = any(m == PERSISTING for m in modes.values())
+        if persisting and not self.set_aside_ways:
+            raise UserError("a persisting hint needs --set-aside of at least one way per set "
+                            f"({format_size(self.size // self.ways)})")
+        if self.set_aside and not persisting:
+            raise UserError("--set-aside is for persisting lines: give a class the hint persisting:RATIO")
+        if self.set_aside and self.set_aside > self.size:
+            raise UserError(f"the set-aside ({format_size(self.set_aside)}) is larger than the LLC")
 
     @property
     def sets(self) -> int:
@@ -184,6 +249,8 @@ class LLCState:
         # so the LRU scan picks the lowest free way first without a separate pass.
         self.stamp = np.tile(-(cfg.ways - np.arange(cfg.ways, dtype=np.int64)), cfg.sets)
         self.dirty = np.full(n, 0, dtype=np.uint8)  # np.full touches the pages now, not mid-run
+        self.classes = cfg.class_map
+        self.persisting = np.zeros(n if self.classes.persist_cap else 1, dtype=np.uint8)
         self.counters = np.zeros(N_COUNTERS, dtype=np.int64)
         # Token policies: a reserved line's token record, and the token's resident lines linked.
         # Records sit at stable indices (a free list recycles them); a hash table maps token
@@ -249,7 +316,8 @@ class LLCState:
         nreads, nruns = _KERNELS[self.hooks.name](
             lines, cls, tokens, writes, (steps, phases, requests), out, reads, runs, self.tag, self.stamp,
             self.dirty, self.owner, self.next, self.prev, tables, self.free, self.counters, self.read_lengths,
-            self.by_request, cfg.sets, cfg.ways, cfg.reserve_ways, cfg.whole_token_eviction)
+            self.by_request, cfg.sets, cfg.ways, cfg.reserve_ways, cfg.whole_token_eviction,
+            (*self.classes.kernel_arrays(), self.persisting))
         return out, reads[:nreads], PhaseRuns(*runs[:nruns].T.copy())
 
     def _room_for(self, request: int) -> None:
@@ -265,13 +333,36 @@ class LLCState:
 
     def scan(self, first: int, count: int, step: int, phase: int, request: int) -> PhaseRuns | None:
         """A weights scan of ``count`` consecutive lines from line ``first``, applied at once when
-        every set receives at least ``ways + 1`` of its lines in the ways weights allocate in
-        (``harness.cache.simulate`` says why the outcome is then exact); None (nothing done)
-        otherwise. Returns the scan's per-phase counts."""
+        every set receives enough of its lines in the ways weights allocate in: ``ways + 1`` of
+        them (or 2 under the streaming hint); ``harness.cache.simulate`` says why the outcome is
+        then exact, and no line of the scan is in the cache (none can hit). None (nothing done)
+        otherwise. Returns the scan's per-phase counts.
+
+        The weights' ways, bar any persisting lines there (which weights may not evict), end
+        holding dead lines: all of them, or under the streaming hint the one the scan's first
+        line took in each set (each later line of the set evicts the one before it; with a free
+        way there, the first lines would stay instead: such a scan is simulated line by line)."""
         cfg = self.cfg
-        shared = cfg.ways - cfg.reserve_ways
-        if shared and count // cfg.sets < shared + 1:
+        lo, hi = (int(x) for x in self.classes.region[WEIGHTS])
+        streaming = self.classes.mode[WEIGHTS] == STREAMING
+        if hi > lo and count // cfg.sets < (2 if streaming else hi - lo + 1):
             return None
+        if hi > lo:
+            rows = self.sampled_sets if self.sample is not None else np.arange(cfg.sets)
+            region = np.ix_(rows, np.arange(lo, hi))
+            tag, stamp, dirty = (a.reshape(cfg.sets, cfg.ways) for a in (self.tag, self.stamp, self.dirty))
+            held = tag[region]  # weights allocate only here: some of the scan's lines are still in
+            if np.any((held >= first) & (held < first + count)):  # the cache (a streaming scan's first)
+                return None
+            takes = np.ones((len(rows), hi - lo), dtype=bool)  # the ways weights may take: not persisting
+            if self.classes.persist_cap:
+                takes = ~(self.persisting.reshape(cfg.sets, cfg.ways)[region].astype(bool) & (stamp[region] >= 0))
+            if streaming:  # each set's least recent way it may take, once
+                if np.any(takes & (stamp[region] < 0)):
+                    return None
+                pick = np.zeros_like(takes)
+                pick[np.arange(len(rows)), np.where(takes, stamp[region], np.iinfo(np.int64).max).argmin(axis=1)] = True
+                takes = pick
         self.finish()  # a non-kv access ends the token read in progress and the kv_write run
         ctr = self.counters
         ctr[C_WRITE_TOK] = -1
@@ -280,19 +371,21 @@ class LLCState:
         self._room_for(request)
         self.by_request[request, 0, WEIGHTS] += count
         writebacks = 0
-        if shared == 0:  # nowhere to go: every line bypasses
+        if hi == lo:  # nowhere to go: every line bypasses
             ctr[C_BYPASS] += count
         else:
-            ways = np.arange(cfg.reserve_ways, cfg.ways)
-            region = np.ix_(self.sampled_sets, ways) if self.sample is not None else np.s_[:, cfg.reserve_ways:]
-            tag, stamp, dirty = (a.reshape(cfg.sets, cfg.ways) for a in (self.tag, self.stamp, self.dirty))
-            free = int(np.count_nonzero(stamp[region] < 0))
-            writebacks = int(np.count_nonzero(dirty[region]))
+            free = int(np.count_nonzero(takes & (stamp[region] < 0)))
+            writebacks = int(np.count_nonzero(takes & (dirty[region] == 1)))
             ctr[C_EVICT] += count - free
             ctr[C_WB] += writebacks
-            tag[region] = DEAD_LINE
-            stamp[region] = ctr[C_NOW] + count  # older than any later access, and occupied
-            dirty[region] = 0
+            t, s, d = tag[region], stamp[region], dirty[region]
+            t[takes], d[takes] = DEAD_LINE, 0
+            if streaming:  # next victims, below every access
+                s[takes] = STAMP_BASE - ctr[C_LOW] - 1 - np.arange(int(takes.sum()))
+                ctr[C_LOW] += int(takes.sum())
+            else:  # older than any later access, and occupied
+                s[takes] = ctr[C_NOW] + count + STAMP_BASE
+            tag[region], stamp[region], dirty[region] = t, s, d
         ctr[C_NOW] += count
         one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
         return PhaseRuns(one(phase), one(count), one(0), one(writebacks), one(step), weights=True)
@@ -347,13 +440,48 @@ def _release(rec, records, free, nfree, tkeys, tvals, layer_ends, hooks):
 
 
 @nb.njit(inline="always")
+def _mix32(line):
+    """A 32-bit hash of a line address (harness.core.sampling.mix, folded to 32 bits first):
+    which lines of a class a persisting hint marks."""
+    x = (line ^ (line >> 32)) & 0xFFFFFFFF
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
+    return (x >> 16) ^ x
+
+
+@nb.njit(inline="always")
+def _persisting_victim(base, lo, hi, stamp, persisting, persists, cap):
+    """The way a fill replaces when persisting lines are capped: a persisting fill evicts the
+    least recent persisting line once the set holds ``cap`` of them, else the least recent other
+    line (a free way first); any other fill, the least recent non-persisting line. (-1, 0): no
+    way it may take."""
+    held = 0
+    other, other_t, kept, kept_t = -1, np.int64(0), -1, np.int64(0)
+    for w in range(lo, hi):
+        t = stamp[base + w]
+        if persisting[base + w] and t >= 0:
+            held += 1
+            if kept < 0 or t < kept_t:
+                kept, kept_t = w, t
+        elif other < 0 or t < other_t:
+            other, other_t = w, t
+    if persists and held >= cap:
+        return kept, kept_t
+    return other, other_t
+
+
+@nb.njit(inline="always")
 def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty, owner, nxt, prv, tables, free, ctr,
-         read_lengths, by_request, n_sets, n_ways, n_res, whole, token_records, hooks):
+         read_lengths, by_request, n_sets, n_ways, n_res, whole, classes, token_records, hooks):
     # token_records: the policy keeps token records (a compile-time constant, as are its hooks).
     # (steps, phases, requests) and the policy's tables travel as tuples: CPython passes calls of
     # more than 30 arguments as *args, which numba cannot inline
     steps, phases, requests = labels
     records, g, tkeys, tvals, hkeys, hvals, layer_ends = tables
+    # each class's ways and insertion (harness.cache.partitions.ClassMap), and the persisting lines
+    region, mode, persist_threshold, persist_cap_a, persisting = classes
+    persist_cap = persist_cap_a[0]
+    low, bip_fills = ctr[C_LOW], ctr[C_BIP]
     # Counters live in locals inside the loop (array elements would be reloaded on every use).
     now = ctr[C_NOW]
     evictions, writebacks, invalidations, bypasses = ctr[C_EVICT], ctr[C_WB], ctr[C_TOKEN_INVAL], ctr[C_BYPASS]
@@ -382,10 +510,7 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
             base = (line & set_mask) * n_ways
         else:
             base = (line % n_sets) * n_ways
-        if is_kv and n_res > 0:
-            lo, hi = 0, n_res
-        else:
-            lo, hi = n_res, n_ways
+        lo, hi = region[c, 0], region[c, 1]
         now += 1
         # The region's ways first: look for the line and track the region's LRU way (free ways
         # have negative stamps, lowest way lowest); then the other ways for the line only.
@@ -450,7 +575,7 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
             by_request[rq, 1, c] += 1
             run_hits += 1
             slot = base + way
-            stamp[slot] = now
+            stamp[slot] = now + STAMP_BASE
             if writes[i]:
                 dirty[slot] = 1
             if token_records and is_kv:
@@ -470,7 +595,14 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
         if lo == hi:
             bypasses += 1
             continue
-        tracked = token_records and lo == 0
+        tracked = token_records and is_kv and n_res > 0
+        m = mode[c]
+        persists = m == PERSISTING and _mix32(line) < persist_threshold[c]
+        if persist_cap > 0:  # only a persisting line evicts one, and persisting lines take at most the cap
+            lru, lru_t = _persisting_victim(base, lo, hi, stamp, persisting, persists, persist_cap)
+            if lru < 0:
+                bypasses += 1  # every way holds a persisting line this fill may not evict
+                continue
         victim = lru
         if lru_t >= 0:  # no free way: evict
             if tracked:  # the smallest token key (token-lru: the least recent); ties: lowest way
@@ -510,7 +642,17 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
                 writebacks += 1
         vslot = base + victim
         tag[vslot] = line
-        stamp[vslot] = now
+        next_victim = m == STREAMING or (m == PERSISTING and not persists)
+        if m == BIP:
+            next_victim = bip_fills % BIMODAL_EVERY != BIMODAL_EVERY - 1
+            bip_fills += 1
+        if next_victim:
+            low += 1
+            stamp[vslot] = STAMP_BASE - low
+        else:
+            stamp[vslot] = now + STAMP_BASE
+        if persist_cap > 0:
+            persisting[vslot] = persists
         dirty[vslot] = writes[i]
         if tracked:
             e = hashtab.find(tkeys, tok)
@@ -546,6 +688,7 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
     ctr[C_WRITE_TOK] = write_tok
     ctr[C_KV_SEEN] = kv_seen
     ctr[C_HISTORY] = history
+    ctr[C_LOW], ctr[C_BIP] = low, bip_fills
     return nreads, nruns
 
 
@@ -560,9 +703,10 @@ def _kernel(hooks: ReservedWays):
 
     @nb.njit(nogil=True, cache=True)
     def simulate(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
-                 tables, free, ctr, read_lengths, by_request, n_sets, n_ways, n_res, whole):
+                 tables, free, ctr, read_lengths, by_request, n_sets, n_ways, n_res, whole, classes):
         return _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
-                    tables, free, ctr, read_lengths, by_request, n_sets, n_ways, n_res, whole, token_records, hooks)
+                    tables, free, ctr, read_lengths, by_request, n_sets, n_ways, n_res, whole, classes, token_records,
+                    hooks)
     return simulate
 
 

@@ -122,6 +122,23 @@ SETTINGS: dict[str, dict[str, Field]] = {
         "policy": Field("token-lru", "str", choices=registry("harness.cache.llc", "RESERVED_POLICIES"),
                         help="Replacement policy of the reserved ways ({choices}; see `dsa-harness policies`)."),
         "whole_token_eviction": Field(True, "bool", help="token-lru: evicting a line evicts its whole token."),
+        # class-aware knobs (harness.cache.partitions); --reserve CLASS=WAYS[:POLICY] and
+        # --hint CLASS=KIND on the command line set them
+        "reserve_index": Field(0, "int", 0, 1 << 16, option=False,
+                               help="Ways reserved for the indexer keys (--reserve index=WAYS)."),
+        "reserve_weights": Field(0, "int", 0, 1 << 16, option=False,
+                                 help="Ways reserved for the weights (--reserve weights=WAYS)."),
+        "hint_kv": Field("normal", "str", check_value=checker("harness.cache.partitions", "check_hint"),
+                         option=False, help="Insertion hint of the KV lines (--hint kv=KIND)."),
+        "hint_index": Field("normal", "str", check_value=checker("harness.cache.partitions", "check_hint"),
+                            option=False, help="Insertion hint of the indexer keys (--hint index=KIND)."),
+        "hint_weights": Field("normal", "str", check_value=checker("harness.cache.partitions", "check_hint"),
+                              option=False, help="Insertion hint of the weights (--hint weights=KIND)."),
+        "set_aside": Field(None, "size", nullable=True,
+                           help="The LLC set aside for persisting lines (--hint CLASS=persisting:RATIO) [default: "
+                                "none]."),
+        "what_if": Field(False, "bool", help="Allow knobs beyond the platform's documented limits (the result "
+                                            "says so)."),
         # 1 in N set groups (harness.core.sampling). Automatic: 1 in 8 when the run's KV and
         # indexer traffic passes 100 M line accesses (about 10 s of full simulation), where the
         # sampled error stays within 1 % (tests/data/set_sampling/errors.csv); 1: never
