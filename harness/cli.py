@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import click
@@ -130,6 +131,13 @@ TIMING_OVERRIDES = ("llc_hit_cycles", "dram_latency_cycles", "max_outstanding", 
 llc_options = option_group(
     setting_option("timing", "platform"),
     setting_options("llc"),
+    click.option("--reserve", "reserve", multiple=True, metavar="CLASS=WAYS[:POLICY]",
+                 help="Ways only CLASS (kv, index or weights) allocates in, laid out kv, index, weights from "
+                      "way 0; the rest share the other ways. kv takes a reserved-way policy (--reserve-ways R "
+                      "--policy P is kv=R:P), index and weights lru or bip. Repeatable."),
+    click.option("--hint", "hint", multiple=True, metavar="CLASS=KIND",
+                 help="Insertion hint of CLASS's fills: streaming (the next victim), bip, or persisting:RATIO "
+                      "(with --set-aside). Repeatable."),
     click.option("--bounds/--no-bounds", default=True, show_default=True,
                  help="Also compute the fully associative LRU and MIN token bounds."),
     setting_option("timing", "model", type=click.Choice(TIMING_MODELS)),
@@ -144,15 +152,52 @@ def _llc_and_timing(kw: dict, extra: dict | None = None):
     from harness.cache.platforms import get_platform
     from harness.cache.timing import TimingConfig
 
-    checked = check_options({"llc": section_values(kw, "llc"), "timing": section_values(kw, "timing"),
-                             **(extra or {})})
+    values = section_values(kw, "llc") | _class_knobs(kw["reserve"], kw["hint"], kw)
+    checked = check_options({"llc": values, "timing": section_values(kw, "timing"), **(extra or {})},
+                            {("llc", k): f"--reserve {k.split('_')[-1]}" for k in ("reserve_index", "reserve_weights")}
+                            | {("llc", k): f"--hint {k.split('_')[-1]}" for k in ("hint_kv", "hint_index", "hint_weights")})
     llc, t = checked["llc"], checked["timing"]
     platform = get_platform(t["platform"])
-    cfg = LLCConfig.make(platform.llc_size if llc["size"] is None else llc["size"],
-                         platform.llc_ways if llc["ways"] is None else llc["ways"],
-                         llc["reserve_ways"], llc["policy"], llc["whole_token_eviction"], sample_sets=llc["sample_sets"])
+    size, ways = llc.pop("size"), llc.pop("ways")
+    cfg = LLCConfig.make(platform.llc_size if size is None else size, platform.llc_ways if ways is None else ways,
+                         **llc)
+    cfg.check_platform(platform)
     timing = TimingConfig.make(t["platform"], t["model"], **{k: t[k] for k in TIMING_OVERRIDES})
     return cfg, timing, checked
+
+
+def _class_knobs(reserve: tuple[str, ...], hint: tuple[str, ...], kw: dict) -> dict:
+    """The [llc] settings of --reserve CLASS=WAYS[:POLICY] and --hint CLASS=KIND."""
+    from harness.cache.partitions import CLASSES, LINE_POLICIES
+
+    out: dict = {}
+    for item in reserve:
+        m = re.fullmatch(r"(\w+)=(\d+)(?::([\w-]+))?", item)
+        if not m or m.group(1) not in CLASSES:
+            raise click.BadParameter(f"expected CLASS=WAYS[:POLICY] with CLASS one of {', '.join(CLASSES)}, "
+                                     f"got {item!r}", param_hint="--reserve")
+        name, ways, policy = m.group(1), int(m.group(2)), m.group(3)
+        if name == "kv":
+            if kw["reserve_ways"] or click.get_current_context().get_parameter_source(
+                    "policy") == ParameterSource.COMMANDLINE:
+                raise click.UsageError("--reserve kv=... and --reserve-ways/--policy say the same thing: give one")
+            out["reserve_ways"] = ways
+            if policy:
+                out["policy"] = policy
+            continue
+        out[f"reserve_{name}"] = ways
+        if policy and policy not in LINE_POLICIES:
+            raise click.BadParameter(f"{name} ways run {' or '.join(LINE_POLICIES)}, not {policy!r}",
+                                     param_hint="--reserve")
+        if policy == "bip":
+            out[f"hint_{name}"] = "bip"
+    for item in hint:
+        name, sep, kind = item.partition("=")
+        if not sep or name not in CLASSES:
+            raise click.BadParameter(f"expected CLASS=KIND with CLASS one of {', '.join(CLASSES)}, got {item!r}",
+                                     param_hint="--hint")
+        out[f"hint_{name}"] = kind
+    return out
 
 
 # `simulate` runs the LLC models; the host tier (backend "tier" in a spec) is `dsa-harness tier`.
@@ -708,6 +753,8 @@ def format_result(r: dict) -> str:
     lines = [f"LLC {llc['size']} B, {llc['ways']} ways, {llc['reserve_ways']} reserved "
              f"({llc['policy']}{'' if llc['whole_token_eviction'] else ', no whole-token eviction'})",
              f"{'class':<10}{'accesses':>14}{'hits':>14}{'misses':>14}{'hit rate':>10}"]
+    if r.get("beyond_platform"):
+        lines.insert(1, f"what-if: beyond the platform's cache controls: {'; '.join(r['beyond_platform'])}")
     rows = [("all", r)] + list(r["by_class"].items())
     for name, c in rows:
         rate = "-" if c["hit_rate"] is None else f"{c['hit_rate']:.4f}"

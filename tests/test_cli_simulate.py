@@ -36,7 +36,9 @@ def test_json_output_has_the_documented_keys(kv_trace):
     assert set(r["kv_tokens"]) >= {"accesses", "full_hits", "partial_hits", "misses"}
     assert r["kv_tokens"]["accesses"] == 2000
     assert r["config"]["llc"] == {"size": 65536, "ways": 16, "reserve_ways": 4, "policy": "token-lru",
-                                  "whole_token_eviction": True, "line": 64, "sample_sets": None}
+                                  "whole_token_eviction": True, "line": 64, "sample_sets": None,
+                                  "reserve_index": 0, "reserve_weights": 0, "hint_kv": "normal", "hint_index": "normal",
+                                  "hint_weights": "normal", "set_aside": None, "what_if": False}
     assert r["steps"] == 20 and r["step_time_cycles"] > 0
     assert r["bounds"]["capacity_tokens"] == 64 * 4 // 4
 

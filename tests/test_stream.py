@@ -177,7 +177,7 @@ def test_simulating_the_log_equals_simulating_its_parquet_stream(tmp_path):
     log_dir = write_synthetic_log(tmp_path / "s", steps=4, layers=3, topk=32, prompt=300, requests=2)
     out = tmp_path / "s.parquet"
     args = ["--geometry", "deepseek-v3.2", "--layout", "paged", "--page-tokens", "16",
-            "--page-order", "shuffled"]
+            "--page-order", "shuffled", "--no-weights"]  # weights: see test_weight_scans
     res = CliRunner().invoke(cli, ["stream", "--index-log", str(log_dir), *args, "--format", "parquet",
                                    "--out", str(out)])
     assert res.exit_code == 0, res.output
@@ -194,9 +194,10 @@ def test_simulating_the_log_equals_simulating_its_parquet_stream(tmp_path):
 
 def test_chunking_does_not_change_the_stream(tmp_path):
     log = IndexLog(write_synthetic_log(tmp_path / "s", steps=5, layers=2, topk=8, prompt=60))
+    # the weights as scans (one record per layer): line by line, llama's 15 GB would not fit
     src = StreamSource(log, PRESETS["llama-3.1-8b"], Layout(kind="paged", page_tokens=16))
-    big = np.concatenate([c.line for c in src.chunks(chunk_lines=1 << 22)])
-    small = list(src.chunks(chunk_lines=1))
+    big = np.concatenate([c.line for c in src.chunks(chunk_lines=1 << 22, weight_scans=True)])
+    small = list(src.chunks(chunk_lines=1, weight_scans=True))
     assert len(small) > 10
     assert np.array_equal(big, np.concatenate([c.line for c in small]))
 

@@ -100,7 +100,9 @@ def test_spec_digest_and_run_ids_are_unchanged_by_the_checks():
                               "index_reuse": 1, "seed": 0}
     assert run0["timing"] == TimingConfig.make().to_dict()  # the default platform's values
     assert run0["llc"] == {"size": 65536, "ways": 8, "reserve_ways": 0, "policy": "lru",
-                           "whole_token_eviction": True, "line": 64, "sample_sets": None}
+                           "whole_token_eviction": True, "line": 64, "sample_sets": None,
+                                  "reserve_index": 0, "reserve_weights": 0, "hint_kv": "normal", "hint_index": "normal",
+                                  "hint_weights": "normal", "set_aside": None, "what_if": False}
 
 
 def test_bare_command_prints_the_help():

@@ -205,6 +205,37 @@ class LLCConfig:
         if self.set_aside and self.set_aside > self.size:
             raise UserError(f"the set-aside ({format_size(self.set_aside)}) is larger than the LLC")
 
+    def beyond(self, platform) -> list[str]:
+        """What this configuration's class knobs ask of ``platform`` (a ``Platform``) that its
+        documented cache controls (``platform.knobs``) do not offer; empty when nothing. The KV
+        reservation is not among them: it is the mechanism this project studies, a proposal that
+        no platform ships, and its results are read as such."""
+        knobs, out = platform.knobs, []
+        reserved = [name for name, ways in self.reserved.items() if ways and name != "kv"]
+        if reserved and not knobs.way_reservation:
+            out.append(f"{platform.name} has no way reservation ({knobs.source})")
+        elif reserved:
+            classes = len(reserved) + 1 + bool(self.reserve_ways)
+            if classes > knobs.classes_of_service:
+                out.append(f"{classes} classes of service, of {knobs.classes_of_service}")
+            small = [n for n in reserved if self.reserved[n] < knobs.min_ways]
+            if small:
+                out.append(f"{', '.join(small)} below {knobs.min_ways} ways")
+        for kind in sorted({hint.split(":")[0] for hint in self.hints.values()} - {"normal"}):
+            if kind not in knobs.hints:
+                out.append(f"{platform.name} documents no {kind} hint ({knobs.source})")
+        if self.set_aside and self.set_aside > knobs.persisting_max:
+            out.append(f"a set-aside of {self.set_aside / 2**20:g} MiB beyond {platform.name}'s "
+                       f"{f'{knobs.persisting_max / 2**20:g} MiB' if knobs.persisting_max else 'none'}")
+        return out
+
+    def check_platform(self, platform) -> None:
+        """Refuse, in one line, what the platform does not offer, unless ``what_if`` allows it."""
+        beyond = self.beyond(platform)
+        if beyond and not self.what_if:
+            raise UserError(f"beyond {platform.name}'s cache controls: {'; '.join(beyond)} "
+                            "(--what-if, or [llc] what_if = true, allows it and the result says so)")
+
     @property
     def sets(self) -> int:
         return self.size // (self.ways * self.line)

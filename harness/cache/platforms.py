@@ -22,12 +22,46 @@ bandwidth the built-in model assumes is achieved, stays 1.0 (harness.gem5.valida
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from harness.cache.calibration import calibrated_values
 from harness.core.errors import UserError
 from harness.core.settings import default
 from harness.core.traffic import LINE_BYTES
+
+
+@dataclass(frozen=True)
+class CacheKnobs:
+    """The LLC controls a platform documents for software (harness.cache.partitions models
+    them): way reservations per class of service and their limits, the insertion hints, and the
+    largest persisting set-aside. ``source`` cites them; empty: none documented."""
+
+    way_reservation: bool = False
+    min_ways: int = 1
+    classes_of_service: int = 0
+    hints: tuple[str, ...] = ()
+    persisting_max: int = 0          # bytes
+    source: str = "no user control of the LLC's allocation is documented"
+
+
+# Intel RDT cache allocation on Sapphire Rapids: a 15-bit way mask per class of service, 15
+# classes, masks contiguous and of at least one way (CPUID leaf 10H subleaf 1 of a Sapphire Rapids
+# part, EAX 0xE, EDX 0xE, ECX bit 3 clear, in the InstLatx64 CPUID dump of a Xeon w9-3475X;
+# Linux arch/x86/kernel/cpu/resctrl/core.c, min_cbm_bits = 1). No per-address insertion hint for
+# the LLC is documented.
+XEON_CAT = CacheKnobs(way_reservation=True, min_ways=1, classes_of_service=15,
+                      source="Intel RDT cache allocation: 15-way masks per class of service, 15 classes, "
+                             "contiguous, at least 1 way")
+# NVIDIA L2 persistence (CUDA C++ Programming Guide, "L2 Cache Control": compute capability 8.0
+# and above): an accessPolicyWindow marks a hitRatio share of an address window persisting, the
+# rest streaming; persisting lines use a set-aside of at most persistingL2CacheMaxSize. That
+# maximum is published for the A100 (30 of its 40 MiB, NVIDIA developer forum) but not for the
+# H100: 75 % of the L2, the A100's share, is assumed (37.5 MiB of 50). Streaming (evict-first)
+# accesses: cudaAccessPropertyStreaming and PTX ld.L2::evict_first. No way partitioning by data
+# class (MIG partitions the L2 per GPU instance, not per class).
+HOPPER_L2 = CacheKnobs(hints=("streaming", "persisting"), persisting_max=75 * (50 << 20) // 100,
+                       source="CUDA L2 persistence (set-aside at most 37.5 MiB: assumed, 75 % of the L2 as on the "
+                              "A100) and evict-first hints; no way partitioning")
 
 
 @dataclass(frozen=True)
@@ -51,6 +85,8 @@ class Platform:
     # while it computes, as the decode's GEMV/GEMM, FlashMLA and DeepGEMM kernels do on GPUs and
     # AMX tiles with hardware prefetch do on the Xeon.
     overlap: float = 1.0
+    # The cache controls software has (CacheKnobs); none by default
+    knobs: CacheKnobs = field(default_factory=lambda: CacheKnobs())
     # The host tier (see the module docstring); None: not an accelerator with a host link.
     hbm_bytes: int | None = None
     host_bytes: int | None = None
@@ -107,7 +143,7 @@ PLATFORMS = {p.name: p for p in [
     # documentation) x 56 cores x 2.0 GHz = 114.7 TFLOP/s.
     Platform("xeon-8480", "CPU server: Intel Xeon Platinum 8480+, 105 MiB LLC, 8 x DDR5-4800",
              _XEON_CLOCK, 105 << 20, 15, round(33e-9 * _XEON_CLOCK), round(110e-9 * _XEON_CLOCK),
-             307.2e9 / _XEON_CLOCK, 56 * 48, 56, 56 * 1024 * _XEON_CLOCK),
+             307.2e9 / _XEON_CLOCK, 56 * 48, 56, 56 * 1024 * _XEON_CLOCK, knobs=XEON_CAT),
     # NVIDIA H100 SXM5 80 GB. NVIDIA H100 datasheet: 50 MB L2, 3.35 TB/s HBM3, 989 TFLOP/s dense
     # BF16. Clock 1755 MHz with L2 hit latency 200 cycles and global memory latency 400 cycles, and
     # 8986 GB/s of L2 bandwidth (open-access table of Nvidia GPU features, Ultrasonics
@@ -122,7 +158,7 @@ PLATFORMS = {p.name: p for p in [
              # "host_memory_capacity": "2 TB" for 8 GPUs (MLCommons inference v3.1, Dell
              # XE9680_H100_SXM_80GBx8_TRT.json): 250 GB per GPU.
              hbm_bytes=80 * 10**9, host_bytes=2 * 10**12 // 8, link=_PCIE5_X16[0],
-             link_bytes_per_s=_PCIE5_X16[1], link_latency_s=_PCIE5_X16[2]),
+             link_bytes_per_s=_PCIE5_X16[1], link_latency_s=_PCIE5_X16[2], knobs=HOPPER_L2),
     # NVIDIA H200 SXM 141 GB: the H100's GH100 die (its clock, L2 and compute: 989 TFLOP/s dense
     # BF16/FP16, AnandTech "NVIDIA at SC23: H200 Accelerator with HBM3e", spec table) with 141 GB
     # of HBM3e at 4.8 TB/s (same table; NVIDIA's MLPerf system "accelerator_memory_capacity":
@@ -132,7 +168,7 @@ PLATFORMS = {p.name: p for p in [
              _H100_CLOCK, 50 << 20, 16, 200, 400, 4.8e12 / _H100_CLOCK,
              _littles_law(4.8e12, 400 / _H100_CLOCK), round(8986e9 / LINE_BYTES / _H100_CLOCK), 989e12,
              "HBM_2000_4H_1x64", hbm_bytes=141 * 10**9, host_bytes=2 * 10**12 // 8, link=_PCIE5_X16[0],
-             link_bytes_per_s=_PCIE5_X16[1], link_latency_s=_PCIE5_X16[2]),
+             link_bytes_per_s=_PCIE5_X16[1], link_latency_s=_PCIE5_X16[2], knobs=HOPPER_L2),
     # NVIDIA GH200 Grace Hopper Superchip (96 GB version): an H100 GPU (its clock, L2 and compute
     # as above) with 96 GB of HBM3 at 4 TB/s, and a Grace CPU with 480 GB of LPDDR5X, joined by
     # NVLink-C2C (NVIDIA GH200 announcement, Computex 2023: "96GB HBM3 ... 4TB/s", "480GB
@@ -141,7 +177,7 @@ PLATFORMS = {p.name: p for p in [
              _H100_CLOCK, 50 << 20, 16, 200, 400, 4.0e12 / _H100_CLOCK,
              _littles_law(4.0e12, 400 / _H100_CLOCK), round(8986e9 / LINE_BYTES / _H100_CLOCK), 989e12,
              "HBM_2000_4H_1x64", hbm_bytes=96 * 10**9, host_bytes=480 * 10**9, link=_NVLINK_C2C[0],
-             link_bytes_per_s=_NVLINK_C2C[1], link_latency_s=_NVLINK_C2C[2]),
+             link_bytes_per_s=_NVLINK_C2C[1], link_latency_s=_NVLINK_C2C[2], knobs=HOPPER_L2),
     # AMD Instinct MI300X. AMD MI300X data sheet: 2100 MHz peak engine clock, 256 MB Infinity
     # Cache, 8 HBM3 stacks with 5.3 TB/s, 1307.4 TFLOP/s dense BF16; Infinity Cache peak bandwidth
     # 17.2 TB/s (AMD CDNA 3 architecture white paper). Infinity Cache hit ~220 ns and HBM ~350 ns

@@ -27,6 +27,7 @@ import pandas as pd
 from harness import __version__
 from harness.cache import llc as llc_mod
 from harness.cache.llc import LLCConfig, LLCState
+from harness.cache.platforms import get_platform
 from harness.cache.timing import TimingConfig, step_time
 from harness.cache.tokencache import TokenStream, lru_hits, min_hits
 from harness.core.accesstrace import LineAccesses, Requests
@@ -109,6 +110,8 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
     summary["batch"] = batch
     summary["sampled_sets"] = sample.to_dict() if sample else None
     summary["config"] = {"llc": cfg.to_dict(), "timing": timing.to_dict(), **(extra_config or {})}
+    # what the class knobs ask beyond the platform's cache controls (allowed by what_if)
+    summary["beyond_platform"] = cfg.beyond(get_platform(timing.platform)) or None
     summary["version"] = __version__
     return (summary, counts) if return_phases else summary
 

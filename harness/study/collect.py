@@ -82,6 +82,7 @@ def _results(r: dict) -> dict:
         "kv_token_reads": tokens.get("accesses"), "kv_token_full_hits": tokens.get("full_hits"),
         "kv_token_partial_hits": tokens.get("partial_hits"), "kv_token_full_hit_rate": tokens.get("full_hit_rate"),
         "evictions_lines": r.get("evictions"), "token_invalidations_lines": r.get("token_invalidations"),
+        "beyond_platform": "; ".join(r.get("beyond_platform") or []) or None,
         "writebacks_lines": r.get("writebacks"), "steps": r.get("steps"),
         "measured_steps": r.get("measured_steps"), "step_time_cycles": r.get("step_time_cycles"),
         "step_time_s": r.get("step_time_s"), "tokens_per_s": r.get("tokens_per_s"),

@@ -47,22 +47,16 @@ def decode_cost(decode: dict) -> float:
 
 
 def stream_lines(run: dict, geometry: tuple[int, int, int]) -> float:
-    """Line accesses of a run's stream (per step, layer and request: the indexer key written
-    and all ctx_len keys scanned, k tokens read, the new token written, and the weights)."""
+    """Line accesses the simulation walks one by one (per step, layer and request: the indexer
+    key written and all ctx_len keys scanned, k tokens read, the new token written). The weight
+    scans are left out: they apply at once (``LLCState.scan``), for a cost that does not grow
+    with their size."""
     d, s = run["decode"], run["stream"]
     layers, kv_bytes, index_bytes = geometry
     ctx = d["prompt_tokens"] + (d["steps"] + 1) / 2
     per_request = (math.ceil(kv_bytes / LINE) * (min(d["topk"], ctx) + 1)
                    + ctx * index_bytes / LINE + 1)
-    weights = _weight_bytes(s, d["requests"]) / LINE if s.get("weights") else 0
-    return d["steps"] * layers * (d["requests"] * per_request + weights)
-
-
-def _weight_bytes(stream: dict, batch: int) -> int:
-    from trace_gen.geometry import PRESETS
-
-    g = PRESETS.get(stream["geometry"])
-    return g.weight_bytes(batch) if g else 0
+    return d["steps"] * layers * (s.get("batch") or d["requests"]) * per_request
 
 
 def run_geometry(run: dict, folder: Path | None = None) -> tuple[int, int, int]:
@@ -85,8 +79,14 @@ def run_geometry(run: dict, folder: Path | None = None) -> tuple[int, int, int]:
 
 
 def sim_cost(run: dict, folder: Path | None = None) -> float:
-    """Estimated seconds of one simulation."""
-    return SIM_FIXED_S + stream_lines(run, run_geometry(run, folder)) * SIM_S_PER_LINE
+    """Estimated seconds of one simulation (its sampled sets only, when it samples)."""
+    from harness.cache.llc import AUTO_SAMPLE_ABOVE, AUTO_SAMPLE_EVERY
+
+    lines = stream_lines(run, run_geometry(run, folder))
+    every = run.get("llc", {}).get("sample_sets")
+    if every is None:
+        every = AUTO_SAMPLE_EVERY if lines > AUTO_SAMPLE_ABOVE else 1
+    return SIM_FIXED_S + lines / every * SIM_S_PER_LINE
 
 
 class SweepProgress:

@@ -259,8 +259,8 @@ def _canonical(section: str, given: dict) -> dict:
             platform = get_platform(given["timing"]["platform"])  # its LLC unless size and ways are given
             size = platform.llc_size if v["size"] is None else v["size"]
             ways = platform.llc_ways if v["ways"] is None else v["ways"]
-            llc = LLCConfig.make(size, ways, v["reserve_ways"], v["policy"], v["whole_token_eviction"],
-                                 sample_sets=v["sample_sets"])
+            llc = LLCConfig.make(size, ways, **{k: x for k, x in v.items() if k not in ("size", "ways")})
+            llc.check_platform(platform)
             require_memory(llc.memory_bytes(), f"an LLC of {size}")
             if llc.reserve_ways == 0 or llc.policy == "lru":  # the policy and whole-token flag do not apply
                 llc = replace(llc, policy="lru" if llc.reserve_ways == 0 else llc.policy, whole_token_eviction=True)
