@@ -515,11 +515,13 @@ def decode(backbone, indexer_option, threads, indexer, topk, prompt_tokens, step
 
 @cli.command()
 @backbone_options
-@click.option("--refit", is_flag=True, help="Fit again even if a fit is cached.")
-def calibrate(backbone, indexer_option, threads, refit):
-    """Fit (or show the cached fit of) the dsa indexer for a backbone."""
+@click.option("--refit", is_flag=True, help="Fit again even if a fit is cached or shipped.")
+@click.option("--ship", is_flag=True,
+              help="Also copy the fit into the package's shipped fits (trace_gen/indexers/fits; for maintainers).")
+def calibrate(backbone, indexer_option, threads, refit, ship):
+    """Fit (or show the cached or shipped fit of) the dsa indexer for a backbone."""
     from trace_gen.backbones import check_backbone, load_backbone
-    from trace_gen.indexers.dsa import fit_settings, load_or_fit
+    from trace_gen.indexers.dsa import fit_settings, load_or_fit, ship_fit
 
     check_backbone(backbone)
     settings = fit_settings(_indexer_options(indexer_option))
@@ -531,6 +533,8 @@ def calibrate(backbone, indexer_option, threads, refit):
                f"{settings['iterations']} iterations on {settings['calibration_windows']} x "
                f"{settings['calibration_tokens']} tokens of {settings['calibration_text']} "
                f"({fit['seconds']:.0f} s); cached at {fit['cache_file']}")
+    if ship:
+        click.echo(f"shipped as {ship_fit(bb, settings)}")
 
 
 @cli.command()

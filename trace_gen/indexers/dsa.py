@@ -12,7 +12,11 @@ carries no signal on wide heads (DESIGN.md, section 4), so A, B_j and w_j are fi
 distillation, as DeepSeek trained its indexer: minimise KL(p || softmax(score)) where p is the
 layer's dense attention averaged over heads, on queries from a calibration text's prefill
 (A starts from the keys' principal directions, B_j from the block of A of head j's key head).
-Fits are cached per backbone and fit settings in the user cache folder.
+Fits are cached per backbone and fit settings in the user cache folder. The fits the demo and
+the scale specs need ship with the package (``trace_gen/indexers/fits``: each fit's state and
+record under its cache name, and ``MANIFEST.json`` with their settings and SHA-256), made with
+``dsa-harness calibrate --ship``: a decode uses a shipped fit whose name (backbone source,
+settings, algorithm version) matches, and fits anything else (or on ``--refit``) as before.
 
 Cost: the indexer key is stored as ``d_I`` FP8 values plus an FP32 scale (``d_I + 4`` bytes per
 token and layer), as DeepSeek-V3.2 stores it.
@@ -21,15 +25,17 @@ token and layer), as DeepSeek-V3.2 stores it.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from harness.core.canon import config_hash
-from harness.core.errors import first_line, problems_error
+from harness.core.errors import UserError, first_line, problems_error
 from harness.core.fields import Field, check_fields
-from harness.core.files import atomic_path, write_text_atomic
+from harness.core.files import atomic_path, sha256_file, write_text_atomic
 from harness.core.locks import FileLock
 from harness.core.progress import progress_bar
 from trace_gen.indexers.base import Indexer, LayerInputs
@@ -311,8 +317,9 @@ def fit_key(backbone, settings: dict) -> str:
 
 
 def load_or_fit(backbone, settings: dict, refit: bool = False, progress=True):
-    """The cached fit for this backbone and settings, fitting (and caching) it if missing. A lock
-    per fit lets one process fit while others needing the same fit wait and then load it."""
+    """The fit for this backbone and settings: the user cache's, else the package's shipped one,
+    else fitted now (and cached). A lock per fit lets one process fit while others needing the
+    same fit wait and then load it."""
     from trace_gen.backbones import cache_dir
 
     folder = cache_dir("indexers")
@@ -325,11 +332,64 @@ def load_or_fit(backbone, settings: dict, refit: bool = False, progress=True):
             except Exception as e:  # a cache file that cannot be read is fitted again
                 print(f"the cached dsa indexer fit {path} is unreadable ({first_line(e)}); fitting again",
                       file=sys.stderr)
+        shipped = None if refit else shipped_fit(key)
+        if shipped is not None:
+            try:
+                return _load_fit(*shipped)
+            except Exception as e:  # a damaged install: fit (and cache) it instead
+                print(f"the shipped dsa indexer fit {shipped[0]} is unreadable ({first_line(e)}); fitting again",
+                      file=sys.stderr)
         layers, fit = calibrate(backbone, settings, progress)
         with atomic_path(path) as tmp:
             torch.save([layer.state_dict() for layer in layers], tmp)
         write_text_atomic(meta_path, json.dumps(fit, indent=1))
     return layers, {**fit, "cache_file": str(path)}
+
+
+SHIPPED = Path(__file__).with_name("fits")   # the package's fits (see the module docstring)
+
+
+def shipped_manifest() -> dict:
+    """The shipped fits by cache name (``MANIFEST.json``'s ``fits``); empty when none ship."""
+    manifest = SHIPPED / "MANIFEST.json"
+    return json.loads(manifest.read_text())["fits"] if manifest.exists() else {}
+
+
+def shipped_fit(key: str) -> tuple[Path, Path] | None:
+    """The shipped fit named ``key`` as (state, record) paths, its state's SHA-256 checked
+    against the manifest; None when none ships or it does not match (the caller fits anew)."""
+    entry = shipped_manifest().get(key)
+    if entry is None:
+        return None
+    path = SHIPPED / f"{key}.pt"
+    if not path.exists() or sha256_file(path) != entry["sha256"]:
+        print(f"the shipped dsa indexer fit {path} is {'damaged' if path.exists() else 'missing'} (its "
+              "MANIFEST.json hash does not match); fitting again", file=sys.stderr)
+        return None
+    return path, SHIPPED / f"{key}.json"
+
+
+def ship_fit(backbone, settings: dict) -> Path:
+    """Copy the user cache's fit for ``backbone`` and ``settings`` into the package's fits and
+    record it in the manifest (its settings, algorithm, KL and SHA-256); for maintainers, in a
+    source tree."""
+    from trace_gen.backbones import cache_dir
+
+    key = fit_key(backbone, settings)
+    path, meta_path = cache_dir("indexers") / f"{key}.pt", cache_dir("indexers") / f"{key}.json"
+    if not (path.exists() and meta_path.exists()):
+        raise UserError(f"no cached fit {key} to ship: run calibrate without --ship first")
+    SHIPPED.mkdir(exist_ok=True)
+    fit = json.loads(meta_path.read_text())
+    with atomic_path(SHIPPED / f"{key}.pt") as tmp:
+        shutil.copyfile(path, tmp)
+    write_text_atomic(SHIPPED / f"{key}.json", json.dumps(fit, indent=1))
+    fits = shipped_manifest()
+    fits[key] = {"backbone": backbone.name, "source": backbone.source, "settings": fit["settings"],
+                 "algorithm": fit["algorithm"], "mean_kl_final": fit["mean_kl_final"],
+                 "fit_seconds": round(fit["seconds"], 1), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    write_text_atomic(SHIPPED / "MANIFEST.json", json.dumps({"fits": dict(sorted(fits.items()))}, indent=1) + "\n")
+    return SHIPPED / f"{key}.pt"
 
 
 def _load_fit(path, meta_path) -> tuple[list[LayerIndexer], dict]:
