@@ -438,3 +438,137 @@ def test_a_dask_worker_killed_mid_task_loses_no_run(tmp_path):
     df, corrupt = collect(folder)
     assert len(df) == len(spec.runs) and (df._status == "ok").all() and not corrupt
     assert sorted(df._run_id) == sorted(run_id(r) for r in spec.runs) and hidden(folder) == []
+
+
+# --- broken caches ------------------------------------------------------------------------------------
+
+FIT = ["--indexer", "dsa", "--indexer-option", "iterations=5", "--indexer-option", "calibration_tokens=256",
+       "--indexer-option", "calibration_windows=1", "--indexer-option", "queries=64",
+       "--indexer-option", "min_query_pos=16"]
+
+
+def test_a_broken_indexer_fit_is_fitted_again_never_used(tmp_path, monkeypatch):
+    """A truncated fit, one of other settings (its metadata, or another fit's weights under its
+    name) and one holding NaNs: each is named in one warning line and fitted again, and the
+    decode's selections are those of a good fit."""
+    import torch
+
+    monkeypatch.setenv("DSA_LLC_CACHE", str(tmp_path / "cache"))
+    decode = [a for a in DECODE if a not in ("--indexer", "oracle")] + FIT
+
+    def positions(out):
+        res = run(*decode, "--out", out)
+        assert res.exit_code == 0, res.output
+        return pq.read_table(out / "index_log.parquet").column("positions").to_pylist(), res.output
+
+    good, _ = positions(tmp_path / "a")
+    [fit] = (tmp_path / "cache" / "indexers").glob("*.pt")
+    meta = fit.with_suffix(".json")
+    intact = fit.read_bytes(), meta.read_text()
+    other = run(*decode, "--indexer-option", "d_I=16", "--out", tmp_path / "other")
+    assert other.exit_code == 0, other.output
+    [foreign] = [p for p in (tmp_path / "cache" / "indexers").glob("*.pt") if p != fit]
+    nan = torch.load(fit, weights_only=True)
+    nan[0]["a"][0, 0] = float("nan")
+
+    def truncate():
+        fit.write_bytes(intact[0][: len(intact[0]) // 2])
+
+    def other_settings():
+        m = json.loads(intact[1])
+        m["settings"]["iterations"] = 6
+        meta.write_text(json.dumps(m))
+
+    breaks = {"truncated": truncate, "other settings": other_settings,
+              "another fit's weights": lambda: shutil.copy(foreign, fit), "NaN": lambda: torch.save(nan, fit)}
+    for i, (name, spoil) in enumerate(breaks.items()):
+        spoil()
+        got, output = positions(tmp_path / f"b{i}")
+        warnings = [line for line in output.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 1 and f"the cached dsa indexer fit {fit} is unusable" in warnings[0], (name, output)
+        assert got == good, name
+        assert positions(tmp_path / f"c{i}")[1].count("warning") == 0  # fitted again, cached again
+
+
+NUMBA_SCRIPT = """
+import sys
+from harness.core import numba_cache
+numba_cache.guard()
+sys.path.insert(0, sys.argv[1])
+import kernel, numpy as np
+print(kernel.total(np.arange(1000, dtype=np.int64)))
+"""
+
+
+def test_a_broken_numba_cache_file_is_compiled_again(tmp_path):
+    """numba's cache of a kernel truncated (index or data file) or replaced by garbage: one
+    warning line names it, the kernel is compiled again (and cached again) and gives its number."""
+    (tmp_path / "kernel.py").write_text("import numba\n\n\n@numba.njit(cache=True)\ndef total(x):\n"
+                                        "    s = 0\n    for v in x:\n        s += v\n    return s\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "nbcache")}
+
+    def total():
+        res = subprocess.run([sys.executable, "-c", NUMBA_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                             env=env, timeout=300)
+        assert res.returncode == 0 and res.stdout.strip() == "499500", res.stdout + res.stderr
+        return res.stderr
+
+    assert total() == ""
+    [index] = (tmp_path / "nbcache").rglob("*.nbi")
+    [data] = (tmp_path / "nbcache").rglob("*.nbc")
+    for path, damage in [(index, lambda b: b[: len(b) // 2]), (data, lambda b: b[: len(b) // 3]),
+                         (data, lambda b: b"garbage")]:
+        path.write_bytes(damage(path.read_bytes()))
+        warning = total().strip()
+        assert warning.count("\n") == 0 and warning.startswith(f"warning: numba's cache file {index}"), warning
+        assert "kernel.total again" in warning
+        assert total() == ""  # cached again
+
+
+@pytest.mark.slow
+def test_the_simulators_kernels_survive_a_broken_numba_cache(tmp_path, log):
+    """The simulator's own kernels with every numba cache file truncated: the same result."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "nbcache")}
+    cmd = [sys.executable, "-m", "harness.cli", "simulate", "--index-log", str(log), "--llc-size", "64KiB",
+           "--ways", "8", "--reserve-ways", "2", "--format", "json"]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert first.returncode == 0, first.stderr
+    files = list((tmp_path / "nbcache").rglob("*.nb[ic]"))
+    assert files
+    for path in files:
+        path.write_bytes(path.read_bytes()[:100])
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == json.loads(first.stdout)
+    assert again.stderr.count("warning: numba's cache file") == len(list((tmp_path / "nbcache").rglob("*.nbi")))
+
+
+def test_a_broken_calibration_file_is_refused_in_one_line(tmp_path, log, monkeypatch):
+    """calibration.json truncated, of another version (a parameter this one does not fit), or with
+    a value out of range: refused in one line naming it, never applied."""
+    from harness.cache import calibration
+
+    good = calibration.CALIBRATION_FILE.read_text()
+    data = json.loads(good)
+    foreign = json.loads(good)
+    foreign["h100-sxm"]["parameters"]["latency_scale"] = 1.2
+    out_of_range = json.loads(good)
+    out_of_range["h100-sxm"]["parameters"]["latency_factor"] = 0.5
+    path = tmp_path / "calibration.json"
+    monkeypatch.setattr(calibration, "CALIBRATION_FILE", path)
+    args = ["simulate", "--index-log", log, "--llc-size", "64KiB", "--ways", "8", "--format", "json"]
+    try:
+        for text, why in [(good[: len(good) // 2], "cannot be read"), ("[1, 2]", "not a JSON object"),
+                          (json.dumps(foreign), "latency_scale is not a parameter this version fits"),
+                          (json.dumps(out_of_range), "latency_factor = 0.5 is outside its range")]:
+            path.write_text(text)
+            calibration.load.cache_clear()
+            one_error(run(*args), f"the calibration file {path} is unusable: ")
+            one_error(run(*args), why)
+        path.write_text(json.dumps(data))
+        calibration.load.cache_clear()
+        res = run(*args)
+        assert res.exit_code == 0 and json.loads(res.output)["config"]["timing"]["latency_factor"] == \
+            data["h100-sxm"]["parameters"]["latency_factor"]
+    finally:
+        calibration.load.cache_clear()

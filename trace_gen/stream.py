@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
+from harness.core import numba_cache
 from harness.core.accesstrace import LineAccesses, Requests
 from harness.core.errors import UserError
 from harness.core.sampling import SetSample
@@ -57,6 +58,8 @@ from harness.core.traffic import (
 from harness.core.units import require_memory
 from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog
+
+numba_cache.guard()  # a broken cache file of a kernel: compiled again, not a crash
 
 LAYOUTS = ("contiguous", "paged")
 PHASE_KINDS = ("index", "gather")

@@ -32,8 +32,11 @@ from harness.cache.policies.rrip import SRRIP
 from harness.cache.policies.streak import Streak
 from harness.cache.policies.token_lru import TokenLRU
 from harness.cache.policies.zoo import ZOO
+from harness.core import numba_cache
 from harness.core.errors import unknown_name
 from harness.core.settings import POLICY_LISTING
+
+numba_cache.guard()  # a broken cache file of a kernel: compiled again, not a crash
 
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (
     LineLRU, TokenLRU, SRRIP, BRRIP, BIP, LFU, Admit, LayerQuota, PrevStep, PinRecent, Streak, Belady, *ZOO)}
