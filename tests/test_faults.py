@@ -572,3 +572,52 @@ def test_a_broken_calibration_file_is_refused_in_one_line(tmp_path, log, monkeyp
             data["h100-sxm"]["parameters"]["latency_factor"]
     finally:
         calibration.load.cache_clear()
+
+
+# --- too little memory ------------------------------------------------------------------------------
+
+def little_memory(monkeypatch, nbytes: int) -> None:
+    """The machine has ``nbytes`` of memory available (what /proc/meminfo would say)."""
+    import harness.core.units as units
+    import trace_gen.decode as decode_mod
+
+    monkeypatch.setattr(units, "available_memory", lambda: nbytes)
+    monkeypatch.setattr(decode_mod, "available_memory", lambda: nbytes)
+
+
+def test_work_that_would_not_fit_in_memory_is_refused_up_front(tmp_path, log, monkeypatch):
+    """With 600 MiB available: a sweep's decode whose caches need more, a run whose LLC state
+    (136 MiB) and stream buffers (200 MiB) fit alone but not together (over half the memory), and
+    simulate of the same: each refused in one line before anything runs or is written; a batch
+    whose buffers alone are too large, likewise."""
+    little_memory(monkeypatch, 600 << 20)
+    big_decode = tiny_spec('"deepseek-v3.2"', '"64KiB"', '"token-lru"').replace("prompt_tokens = 64",
+                                                                              "prompt_tokens = 8000\nrequests = 64")
+    big_run = tiny_spec('"deepseek-v3.2"', '"512MiB"', '"lru"').replace("reserve_ways = [0, 2, 4]",
+                                                                        "reserve_ways = 0")
+    for text, message in [(big_decode, "for the KV cache, indexer keys and prefill mask"),
+                          (big_run, "the run of tiny-llama (k = 8, 67 tokens, batch 1, an LLC of 512MiB")]:
+        (tmp_path / "spec.toml").write_text(text)
+        for extra in (["--dry-run"], ["--jobs", "1"]):
+            one_error(run("sweep", tmp_path / "spec.toml", "--out", tmp_path / "s", *extra), message)
+        assert not (tmp_path / "s").exists()
+    one_error(run("sweep", tmp_path / "spec.toml", "--out", tmp_path / "s", "--dry-run"), "would need 0.3 GiB of memory; 0.6 GiB are available")
+    for args, message in [(["--llc-size", "512MiB", "--ways", "8"], "simulating"),
+                          (["--llc-size", "64KiB", "--ways", "8", "--batch", "32767", "--page-tokens", "1"],
+                           "one decode step of one layer of")]:
+        one_error(run("simulate", "--index-log", log, *args, "--out", tmp_path / "r.json"), message)
+    assert not (tmp_path / "r.json").exists()
+    little_memory(monkeypatch, 8 << 30)
+    assert run("simulate", "--index-log", log, "--llc-size", "512MiB", "--ways", "8").exit_code == 0
+
+
+def test_a_sweep_runs_only_as_many_tasks_at_once_as_fit(monkeypatch):
+    from harness.study.spec import run_memory_bytes
+    from harness.study.sweep import jobs_that_fit
+
+    spec = loads_spec(tiny_spec('"deepseek-v3.2"', '"512MiB"', '"lru"').replace("reserve_ways = [0, 2, 4]",
+                                                                              "reserve_ways = [0, 2, 4, 6]"))
+    need = max(run_memory_bytes(r) for r in spec.runs)
+    for available, fit in [(2 * need + 1, 1), (4 * need + 1, 2), (100 * need, 4)]:
+        little_memory(monkeypatch, available)
+        assert jobs_that_fit(spec.runs, spec.decodes.values(), 4) == fit, available

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from harness import __version__
 from harness.cache import RESULTS_VERSION
+from harness.core import units
 from harness.core.errors import BackendFailed, UserError, error_line
 from harness.core.files import make_parents, remove_empty, remove_path, write_text_atomic
 from harness.core.locks import FileLock, LockHeld
@@ -40,7 +41,7 @@ from harness.study.runs import (
     run_id,
     write_run,
 )
-from harness.study.spec import Spec
+from harness.study.spec import Spec, run_memory_bytes
 
 # --- the sweep folder ---------------------------------------------------------------------
 
@@ -242,6 +243,25 @@ def simulate_run(folder: Path, run: dict, gem5_binary: str | None = None, gem5_t
 
 # --- the sweep ---------------------------------------------------------------------------
 
+def jobs_that_fit(runs: list[dict], decodes, jobs: int) -> int:
+    """How many of ``jobs`` worker processes can run at once without the largest tasks' memory
+    (``harness.study.spec.run_memory_bytes``, the decodes' caches) passing half of what is
+    available (``harness.core.units.require_memory``'s rule); at least one (each task is checked
+    alone when the spec is read, and again when it starts)."""
+    from trace_gen.decode import DecodeConfig, check_context
+
+    available = units.available_memory()
+    if jobs == 1 or not available:
+        return jobs
+    needs = [run_memory_bytes(r) for r in runs] + [check_context(DecodeConfig(**d)) or 0 for d in decodes]
+    total, fit = 0, 0
+    for need in sorted(needs, reverse=True)[:jobs]:
+        if fit and total + need > available / 2:
+            break
+        total, fit = total + need, fit + 1
+    return max(1, fit)
+
+
 def execute(spec: Spec, folder: str | Path, jobs: int | None = None, scheduler: str | None = None,
             rerun_failed: bool = False, force: bool = False, progress: bool = True,
             gem5_binary: str | None = None, gem5_timeout: float | None = None, wait: bool = False) -> dict:
@@ -298,8 +318,13 @@ def _execute(spec, folder, jobs, executor, rerun_failed, progress, gem5_binary, 
               "still_failed": 0 if rerun_failed else still_failed}
     if not todo:
         return counts
-    executor = executor or local_executor(jobs)
     bar = SweepProgress(folder, decodes, todo, enabled=progress)
+    if executor is None:
+        wanted = max(1, jobs or os.cpu_count() or 1)
+        workers = jobs_that_fit(todo, decodes.values(), wanted)
+        if workers < wanted:
+            bar.write(f"running {workers} task(s) at once, not {wanted}: more would not fit in the memory available")
+        executor = local_executor(workers)
     aborted = True
     try:
         threads = None if len(decodes) == 1 or executor.workers == 1 else 1
