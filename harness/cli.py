@@ -295,8 +295,13 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
                                "use --gem5-model replay")
     if backend == "gem5" and gem5_model == "replay" and steps is not None:
         raise click.UsageError("--steps is for the built-in model and gem5's closed-loop model")
+    given = {name for name in ("gem5", "gem5_out", "gem5_timeout", "gem5_model", "tick_spacing_ps", "dram", "clock",
+                               "l1_size")
+             if click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    gem5_only = [{"gem5": "--gem5"}.get(n, f"--{n.replace('_', '-')}") for n in ("gem5", "gem5_out", "gem5_timeout",
+                                                                               "gem5_model") if n in given]
     replay_only = [f"--{name.replace('_', '-')}" for name in ("tick_spacing_ps", "dram", "clock", "l1_size")
-                   if click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE]
+                   if name in given]
     if replay_only and not (backend == "gem5" and gem5_model == "replay"):
         raise click.UsageError(f"{', '.join(replay_only)}: options of the gem5 replay (--backend gem5 "
                                "--gem5-model replay); the closed-loop model takes its memory and clock from --platform")
@@ -305,6 +310,9 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
         "stream": section_values(kw, "stream"),
         "gem5": {"timeout": gem5_timeout, "tick_spacing_ps": tick_spacing_ps, "clock": clock}})
     stream, gem5 = checked["stream"], checked["gem5"]
+    if gem5_only and backend != "gem5":  # refused rather than ignored
+        raise click.UsageError(f"{', '.join(gem5_only)}: options of the gem5 backend (--backend gem5), not "
+                               f"{backend}'s")
     if l1_size is not None:
         parse_size(l1_size, "--l1-size")
     check = (lambda: check_output_file(out, overwrite)) if out else None  # noqa: E731
@@ -616,7 +624,7 @@ def sweep(spec, out, jobs, scheduler, rerun_failed, force, wait, gem5, dry_run):
 
     _check_jobs(jobs)
     s = load_spec(spec)
-    if s.uses_gem5:
+    if s.uses_gem5 or gem5:  # a binary given is checked even when no run needs it
         from harness.gem5.binary import find_gem5
 
         find_gem5(gem5 or s.raw.get("gem5", {}).get("binary"))
