@@ -43,6 +43,31 @@ def no_space(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+# --- the README's fault table ---------------------------------------------------------------------
+
+def test_every_fault_of_the_readme_table_has_a_test_that_exists():
+    """Each row of the README's table of faults names at least one test, and each exists."""
+    import ast
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text()
+    table = text.split("### Faults in the middle of work", 1)[1].split("\n\n###", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| fault")]
+    assert len(rows) >= 10
+    defined: dict[str, set] = {}
+    for row in rows:
+        tests = re.findall(r"`((?:tests/\w+\.py::)?test_\w+)`", row.split(" | ")[-1])
+        assert tests, row
+        for test in tests:
+            path, _, name = test.rpartition("::")
+            path = path or "tests/test_faults.py"
+            if path not in defined:
+                tree = ast.parse((root / path).read_text())
+                defined[path] = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+            assert name in defined[path], f"{test} (in {row[:60]}...) is not a test of {path}"
+
+
 # --- a full disk -------------------------------------------------------------------------------
 
 def _unshare_works() -> bool:
@@ -409,6 +434,26 @@ def test_a_gem5_that_dies_fails_its_run_with_gem5s_last_lines_and_the_sweep_goes
 
 
 @pytest.mark.slow
+def test_a_local_worker_killed_mid_task_loses_no_run(tmp_path):
+    """A worker process of --jobs 2 killed (SIGKILL, as the OOM killer does) while it runs a task:
+    its pool breaks, the tasks in it go to a new pool, the sweep completes with each run done
+    once, and nothing but the one error line's absence shows it."""
+    (tmp_path / "spec.toml").write_text(LONG_SPEC)
+    spec = loads_spec(LONG_SPEC)
+    folder = tmp_path / "s"
+    cmd = Command(tmp_path, "sweep", tmp_path / "spec.toml", "--out", folder, "--jobs", "2")
+    cmd.wait_for("a finished run", lambda: finished_runs(folder))
+    workers = [pid for pid in processes_in_group(cmd.proc.pid)
+               if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    assert workers, "no worker processes"
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = cmd.proc.communicate(timeout=900)
+    assert cmd.proc.returncode == 0 and "error" not in err and "Warning" not in err, err[-2000:]
+    df, corrupt = collect(folder)
+    assert len(df) == len(spec.runs) and (df._status == "ok").all() and not corrupt and hidden(folder) == []
+
+
+@pytest.mark.slow
 def test_a_dask_worker_killed_mid_task_loses_no_run(tmp_path):
     """A Dask worker killed (SIGKILL) while it holds tasks: the scheduler gives them to another
     worker (its nanny starts a new one), the sweep completes, each run done once."""
@@ -621,3 +666,31 @@ def test_a_sweep_runs_only_as_many_tasks_at_once_as_fit(monkeypatch):
     for available, fit in [(2 * need + 1, 1), (4 * need + 1, 2), (100 * need, 4)]:
         little_memory(monkeypatch, available)
         assert jobs_that_fit(spec.runs, spec.decodes.values(), 4) == fit, available
+
+
+# --- collect beside collect, and during a sweep ------------------------------------------------------
+
+def test_two_collects_at_once_each_write_a_whole_table(tmp_path, sweep_copy):
+    cmd = [sys.executable, "-m", "harness.cli", "collect", str(sweep_copy), "--overwrite"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    df = pq.read_table(sweep_copy / "results.parquet").to_pandas()
+    assert len(df) == 3 and (df._status == "ok").all() and hidden(sweep_copy) == []
+
+
+@pytest.mark.slow
+def test_collect_during_a_sweep_sees_only_finished_runs(tmp_path):
+    (tmp_path / "spec.toml").write_text(LONG_SPEC)
+    spec = loads_spec(LONG_SPEC)
+    folder = tmp_path / "s"
+    cmd = Command(tmp_path, "sweep", tmp_path / "spec.toml", "--out", folder, "--jobs", "2")
+    cmd.wait_for("a finished run", lambda: finished_runs(folder))
+    res = run("collect", folder, "--out", tmp_path / "during.parquet")
+    _, err = cmd.proc.communicate(timeout=900)
+    assert cmd.proc.returncode == 0, err[-2000:]
+    assert res.exit_code == 0 and "corrupt run" not in res.output, res.output
+    during = pq.read_table(tmp_path / "during.parquet").to_pandas()
+    assert 1 <= len(during) <= len(spec.runs) and (during._status == "ok").all()
+    df, corrupt = collect(folder)
+    assert len(df) == len(spec.runs) and not corrupt and set(during._run_id) <= set(df._run_id)

@@ -6,7 +6,8 @@ tasks finish (``error``: the task's exception in one line, or the worker's death
 files then). ``close(abort=True)`` stops the workers at once (an interrupted sweep).
 
 - :class:`LocalExecutor`: ``jobs`` spawned processes (``jobs == 1``: in this process, with a
-  polling thread). Workers exit as soon as the sweep that started them is gone.
+  polling thread). Workers exit as soon as the sweep that started them is gone; the tasks of a
+  worker that dies are started again (up to ``MAX_ATTEMPTS`` times).
 - :class:`DaskExecutor`: a ``dask.distributed`` client on a scheduler address; its workers must
   see the sweep folder.
 """
@@ -23,6 +24,9 @@ from harness.core.interrupt import exit_worker, in_worker, worker_signals
 
 # How long stopped workers get to delete their temporaries before they are killed.
 STOP_GRACE_S = 30
+# How often a local task is started when its worker process dies under it (Dask's scheduler
+# retries a task of a dead worker likewise: distributed.scheduler.allowed-failures, 3).
+MAX_ATTEMPTS = 3
 
 
 def _call(fn, args):
@@ -47,21 +51,28 @@ def _watch_parent(parent: int) -> None:
 
 
 def _init_worker(parent: int) -> None:
+    from tqdm import tqdm
+
     worker_signals()
     _watch_parent(parent)
+    # tqdm's default lock is a multiprocessing semaphore; a worker killed outright would leave it
+    # registered, and Python warns of a "leaked semaphore" when the sweep exits
+    tqdm.set_lock(threading.RLock())
 
 
 class LocalExecutor:
     def __init__(self, jobs: int):
+        self.workers = jobs
+        self.pool = self._new_pool() if jobs > 1 else None
+
+    def _new_pool(self):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        self.workers = jobs
         # spawn, not fork: a forked child of a process that already runs torch or numba threads
         # can deadlock on a lock held by a thread that did not survive the fork
-        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_init_worker, initargs=(os.getpid(),)) \
-            if jobs > 1 else None
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(os.getpid(),))
 
     def map(self, fn, tasks: dict, poll=None):
         """Yield (key, value, error) as the tasks (key -> arguments) finish; ``poll()`` runs
@@ -81,19 +92,37 @@ class LocalExecutor:
                 yield key, *outcome
             return
         from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
 
-        futures = {self.pool.submit(in_worker, _call, fn, args): key for key, args in tasks.items()}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            if poll:
-                poll()
-            for f in done:
-                try:
-                    value, error = f.result()
-                except Exception as e:  # the worker process died (killed, out of memory)
-                    value, error = None, error_line(e)
-                yield futures[f], value, error
+        # A worker that dies (killed, out of memory) breaks the whole pool: every task in it
+        # fails. They go to a new pool, each up to MAX_ATTEMPTS times in all (a task that kills
+        # its worker every time then fails alone, and the others are done).
+        attempts = dict.fromkeys(tasks, 0)
+        todo = list(tasks)
+        while todo:
+            futures = {self.pool.submit(in_worker, _call, fn, tasks[key]): key for key in todo}
+            todo = []
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                if poll:
+                    poll()
+                for f in done:
+                    key = futures[f]
+                    try:
+                        value, error = f.result()
+                    except BrokenProcessPool as e:
+                        attempts[key] += 1
+                        if attempts[key] < MAX_ATTEMPTS:
+                            todo.append(key)
+                            continue
+                        value, error = None, f"its worker process died {MAX_ATTEMPTS} times ({error_line(e)})"
+                    except Exception as e:
+                        value, error = None, error_line(e)
+                    yield key, value, error
+            if todo:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+                self.pool = self._new_pool()
 
     def close(self, abort: bool = False):
         """Shut the workers down; ``abort`` (an interrupted sweep): stop them now (SIGTERM: each
