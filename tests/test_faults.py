@@ -493,8 +493,8 @@ FIT = ["--indexer", "dsa", "--indexer-option", "iterations=5", "--indexer-option
 
 
 def test_a_broken_indexer_fit_is_fitted_again_never_used(tmp_path, monkeypatch):
-    """A truncated fit, one of other settings (its metadata, or another fit's weights under its
-    name) and one holding NaNs: each is named in one warning line and fitted again, and the
+    """A truncated fit, one of other settings or fit algorithm (its metadata), another fit's
+    weights under its name, and one holding NaNs: each is named in one warning line and fitted again, and the
     decode's selections are those of a good fit."""
     import torch
 
@@ -524,7 +524,12 @@ def test_a_broken_indexer_fit_is_fitted_again_never_used(tmp_path, monkeypatch):
         m["settings"]["iterations"] = 6
         meta.write_text(json.dumps(m))
 
-    breaks = {"truncated": truncate, "other settings": other_settings,
+    def other_algorithm():
+        m = json.loads(intact[1])
+        m["algorithm"] = 1
+        meta.write_text(json.dumps(m))
+
+    breaks = {"truncated": truncate, "other settings": other_settings, "another fit algorithm": other_algorithm,
               "another fit's weights": lambda: shutil.copy(foreign, fit), "NaN": lambda: torch.save(nan, fit)}
     for i, (name, spoil) in enumerate(breaks.items()):
         spoil()

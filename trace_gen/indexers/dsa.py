@@ -393,12 +393,14 @@ def ship_fit(backbone, settings: dict) -> Path:
 
 
 def _load_fit(path, meta_path, backbone, settings: dict) -> tuple[list[LayerIndexer], dict]:
-    """A cached or shipped fit, checked to be this backbone's fit with these settings: a truncated file, one
-    of another fit (other settings, another backbone's shapes) or one holding NaNs raises, and the
-    caller fits again; it never yields selections of another fit."""
+    """A cached or shipped fit, checked to be this backbone's fit with these settings: a truncated
+    file, one of another fit (other settings or fit algorithm, another backbone's shapes) or one
+    holding NaNs raises, and the caller fits again; it never yields selections of another fit."""
     meta = json.loads(meta_path.read_text())
     if not isinstance(meta, dict) or meta.get("settings") != json.loads(json.dumps(settings)):
         raise ValueError(f"{meta_path.name} records other fit settings")
+    if meta.get("algorithm") != FIT_VERSION:
+        raise ValueError(f"it was made by fit algorithm {meta.get('algorithm')}, not {FIT_VERSION}")
     state = torch.load(path, weights_only=True)
     heads = int(backbone.config.num_attention_heads)
     if not isinstance(state, list) or len(state) != backbone.layers:
