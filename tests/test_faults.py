@@ -450,7 +450,17 @@ def test_a_local_worker_killed_mid_task_loses_no_run(tmp_path):
     _, err = cmd.proc.communicate(timeout=900)
     assert cmd.proc.returncode == 0 and "error" not in err and "Warning" not in err, err[-2000:]
     df, corrupt = collect(folder)
-    assert len(df) == len(spec.runs) and (df._status == "ok").all() and not corrupt and hidden(folder) == []
+    assert len(df) == len(spec.runs) and (df._status == "ok").all() and not corrupt
+    left_by_the_killed_worker(folder)
+
+
+def left_by_the_killed_worker(folder: Path) -> None:
+    """A worker killed outright can leave the temporary of the run it was writing (for a few
+    milliseconds of each run); the next sweep deletes it. Nothing else is left."""
+    assert all(h.startswith(("runs/.", "logs/.")) and h.endswith(".tmp") for h in hidden(folder)), hidden(folder)
+    if hidden(folder):
+        execute(loads_spec(LONG_SPEC), folder, jobs=1, progress=False)
+        assert hidden(folder) == []
 
 
 @pytest.mark.slow
@@ -482,7 +492,8 @@ def test_a_dask_worker_killed_mid_task_loses_no_run(tmp_path):
     assert outcome["counts"] == {"ok": len(spec.runs), "failed": 0, "skipped": 0, "still_failed": 0}
     df, corrupt = collect(folder)
     assert len(df) == len(spec.runs) and (df._status == "ok").all() and not corrupt
-    assert sorted(df._run_id) == sorted(run_id(r) for r in spec.runs) and hidden(folder) == []
+    assert sorted(df._run_id) == sorted(run_id(r) for r in spec.runs)
+    left_by_the_killed_worker(folder)
 
 
 # --- broken caches ------------------------------------------------------------------------------------
