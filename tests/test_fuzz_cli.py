@@ -376,6 +376,7 @@ BAD_OPTIONS = {
     "--seed": values("--seed", "-1", "x"),
     "--prefill-chunk": values("--prefill-chunk", "0"),
     "--refit": flag("--refit"),
+    "--ship": flag("--ship"),
     "--progress": flag("--progress") + flag("--no-progress"),
     "--jobs": values("--jobs", "0", "x"),
     "--scheduler": values("--scheduler", "not-an-address"),
