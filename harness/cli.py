@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 
 import click
@@ -18,20 +19,47 @@ from click.core import ParameterSource
 from harness import __version__
 from harness.cache.timing import TIMING_MODELS
 from harness.core.errors import UserError, first_line
+from harness.core.interrupt import interruptible, signal_of
 from harness.core.settings import BACKENDS, SETTINGS, check_values, help_text, option_name
 
 
+class _Stopped(Exception):
+    """A command stopped by a signal (``harness.core.interrupt``), past click's own handling."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class _Group(click.Group):
-    """A click group whose errors are one line on stderr and a non-zero exit, never a traceback."""
+    """A click group whose errors are one line on stderr and a non-zero exit, never a traceback.
+
+    SIGINT, SIGTERM and SIGHUP stop a command through every ``finally`` on the way out (no
+    temporary, no lock, no child process is left) and exit 128 + the signal with one line."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        with interruptible():
+            return self._main(args, prog_name, complete_var, standalone_mode, **extra)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:  # not click's "Aborted!" after a blank line
+            raise _Stopped(signal_of(e)) from None
+
+    def _main(self, args, prog_name, complete_var, standalone_mode, **extra):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as e:  # bare `dsa-harness`: the help, not an error
             click.echo(e.ctx.get_help())
             sys.exit(0)
-        except click.exceptions.Abort:
-            _fail("aborted")
+        except (_Stopped, click.exceptions.Abort) as e:
+            cause = e if isinstance(e, _Stopped) else e.__cause__
+            if not isinstance(cause, (_Stopped, KeyboardInterrupt)):
+                _fail("aborted")
+            signum = cause.signum if isinstance(cause, _Stopped) else signal_of(cause)
+            _fail(f"interrupted by {signal.Signals(signum).name}: what was finished is kept and nothing "
+                  "half-written is left; run the command again to go on", code=128 + signum)
         except click.ClickException as e:
             _fail(e.format_message(), code=e.exit_code)
         except UserError as e:
@@ -267,8 +295,13 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
                                "use --gem5-model replay")
     if backend == "gem5" and gem5_model == "replay" and steps is not None:
         raise click.UsageError("--steps is for the built-in model and gem5's closed-loop model")
+    given = {name for name in ("gem5", "gem5_out", "gem5_timeout", "gem5_model", "tick_spacing_ps", "dram", "clock",
+                               "l1_size")
+             if click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    gem5_only = [{"gem5": "--gem5"}.get(n, f"--{n.replace('_', '-')}") for n in ("gem5", "gem5_out", "gem5_timeout",
+                                                                               "gem5_model") if n in given]
     replay_only = [f"--{name.replace('_', '-')}" for name in ("tick_spacing_ps", "dram", "clock", "l1_size")
-                   if click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE]
+                   if name in given]
     if replay_only and not (backend == "gem5" and gem5_model == "replay"):
         raise click.UsageError(f"{', '.join(replay_only)}: options of the gem5 replay (--backend gem5 "
                                "--gem5-model replay); the closed-loop model takes its memory and clock from --platform")
@@ -277,6 +310,9 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
         "stream": section_values(kw, "stream"),
         "gem5": {"timeout": gem5_timeout, "tick_spacing_ps": tick_spacing_ps, "clock": clock}})
     stream, gem5 = checked["stream"], checked["gem5"]
+    if gem5_only and backend != "gem5":  # refused rather than ignored
+        raise click.UsageError(f"{', '.join(gem5_only)}: options of the gem5 backend (--backend gem5), not "
+                               f"{backend}'s")
     if l1_size is not None:
         parse_size(l1_size, "--l1-size")
     check = (lambda: check_output_file(out, overwrite)) if out else None  # noqa: E731
@@ -588,7 +624,7 @@ def sweep(spec, out, jobs, scheduler, rerun_failed, force, wait, gem5, dry_run):
 
     _check_jobs(jobs)
     s = load_spec(spec)
-    if s.uses_gem5:
+    if s.uses_gem5 or gem5:  # a binary given is checked even when no run needs it
         from harness.gem5.binary import find_gem5
 
         find_gem5(gem5 or s.raw.get("gem5", {}).get("binary"))

@@ -1,7 +1,10 @@
 """Property-based fuzzing of every command with malformed inputs (hypothesis).
 
 Each example builds one malformed input (an access trace, an index log, its metadata, a sweep
-spec or an option value) and runs the commands that read it. Whatever the input, a command
+spec or an option value) and runs the commands that read it. Every option of every command has
+its malformed values here (``BAD_OPTIONS``), each fed to that command on an otherwise valid
+invocation; ``test_every_option_of_every_command_is_fuzzed`` fails when a command gains an option
+(or an argument) that has none. Whatever the input, a command
 must fail cleanly: exit status not 0, no traceback, no signal death, exactly one ``error:``
 line, and nothing new in its output location. Plain ``pytest`` runs a short fuzz in-process
 (a signal would end the test run itself); ``pytest -m slow`` runs a long one in child
@@ -272,6 +275,204 @@ OPTION_CASES = [
 ]
 
 
+# --- every option of every command ---------------------------------------------------------------------
+#
+# A command's base invocation is valid (LOG: a good index log; SPEC: a good sweep spec; SWEEP: a
+# finished sweep; OUT/...: new paths in the output folder; FILE: an existing file); each unit
+# below, appended to it, makes it invalid, so the command must fail cleanly before any work. A
+# flag is fuzzed with a value it does not take (--overwrite=1). An option that only one mode of a
+# command reads comes with that mode (--gem5-out with --backend gem5): given alone it is refused.
+# Positional arguments are named <name>.
+
+MISSING = "OUT/missing"
+NOT_A_FOLDER = "FILE/x"
+BASES = {
+    "simulate": ["simulate", "--index-log", "LOG", "--llc-size", "64KiB", "--ways", "8", "--out", "OUT/r.json"],
+    "tier": ["tier", "--index-log", "LOG", "--out", "OUT/t.json"],
+    "stream": ["stream", "--index-log", "LOG", "--format", "parquet", "--out", "OUT/s.parquet"],
+    "decode": ["decode", "--backbone", "tiny-llama", "--indexer", "oracle", "--topk", "8", "--prompt-tokens", "48",
+               "--steps", "2", "--no-progress", "--out", "OUT/log"],
+    "calibrate": ["calibrate", "--backbone", "tiny-llama", "--indexer-option", "iterations=1"],
+    "analyze": ["analyze", "LOG", "--out", "OUT/a"],
+    "policies": ["policies", "LOG", "--out", "OUT/p"],
+    "sweep": ["sweep", "SPEC", "--out", "OUT/s"],
+    "collect": ["collect", "SWEEP", "--out", "OUT/r.parquet"],
+    "report": ["report", "SWEEP", "--out", "OUT/report"],
+    "demo": ["demo", "--out", "OUT/demo"],
+}
+
+
+def flag(name):
+    return [[f"{name}=1"], [f"{name}=no"]]
+
+
+def values(name, *bad):
+    return [[name, v] for v in bad]
+
+
+# bad units by option, the same for every command that has the option (a command's own below)
+BAD_OPTIONS = {
+    "--access-trace": values("--access-trace", MISSING),
+    "--index-log": values("--index-log", MISSING, "FILE"),
+    "--geometry": values("--geometry", "native2", "", "deepseek"),
+    "--layout": values("--layout", "pagedd"),
+    "--page-tokens": values("--page-tokens", "0", "-5", "x", "99999999999"),
+    "--page-order": values("--page-order", "random"),
+    "--layout-seed": values("--layout-seed", "-1", "1.5"),
+    "--weights": flag("--weights") + flag("--no-weights"),
+    "--batch": values("--batch", "0", "32768", "x"),
+    "--platform": values("--platform", "h100", ""),
+    "--llc-size": values("--llc-size", "nan", "-4KiB", "1.5B", "1PiB", "big"),
+    "--ways": values("--ways", "0", "100000", "x"),
+    "--reserve-ways": values("--reserve-ways", "-1", "9"),
+    "--policy": values("--policy", "min", "tokn-lru", "lcs:lru"),
+    "--whole-token-eviction": flag("--whole-token-eviction") + flag("--no-whole-token-eviction"),
+    "--set-aside": values("--set-aside", "-1MiB", "huge", "1PiB"),
+    "--what-if": flag("--what-if") + flag("--no-what-if"),
+    "--sample-sets": values("--sample-sets", "0", "3", "x"),
+    "--reserve": values("--reserve", "kv", "foo=2", "index=x", "index=99", "weights=2:streak"),
+    "--hint": values("--hint", "kv", "foo=bip", "index=bogus", "kv=persisting:2"),
+    "--bounds": flag("--bounds") + flag("--no-bounds"),
+    "--timing-model": values("--timing-model", "closed"),
+    "--llc-hit-cycles": values("--llc-hit-cycles", "0", "-1", "x"),
+    "--dram-latency-cycles": values("--dram-latency-cycles", "0", "-200"),
+    "--max-outstanding": values("--max-outstanding", "0"),
+    "--dram-bytes-per-cycle": values("--dram-bytes-per-cycle", "nan", "inf", "0"),
+    "--issue-per-cycle": values("--issue-per-cycle", "0", "-1", "nan"),
+    "--warmup-steps": values("--warmup-steps", "-1", "x"),
+    "--overlap": values("--overlap", "2", "-0.5", "nan"),
+    "--backend": values("--backend", "gem6", "tier"),
+    "--gem5": [["--backend", "gem5", "--gem5", MISSING], ["--gem5", "FILE"]],
+    "--gem5-out": [["--backend", "gem5", "--gem5-out", NOT_A_FOLDER], ["--gem5-out", "OUT/g"]],
+    "--gem5-timeout": values("--gem5-timeout", "nan", "-1", "0") + [["--gem5-timeout", "10"]],
+    "--gem5-model": values("--gem5-model", "fast") + [["--gem5-model", "replay"]],
+    "--steps": values("--steps", "0", "-1", "x"),
+    "--tick-spacing-ps": values("--tick-spacing-ps", "0", "1000"),
+    "--dram": values("--dram", "DDR9", "DDR4_2400_8x8"),
+    "--clock": values("--clock", "fast", "2GHz"),
+    "--l1-size": values("--l1-size", "lots", "32KiB"),
+    "--format": values("--format", "xml"),
+    "--out": values("--out", NOT_A_FOLDER, "FILE/x/y"),
+    "--overwrite": flag("--overwrite"),
+    "--hot-tokens-per-k": values("--hot-tokens-per-k", "0", "-1", "nan"),
+    "--hot-policy": values("--hot-policy", "lcs:lur", "mru"),
+    "--pooled": flag("--pooled"),
+    "--hbm": values("--hbm", "-1GiB", "lots", "0"),
+    "--backbone": values("--backbone", "nope", "smolm2-135m"),
+    "--indexer-option": values("--indexer-option", "x", "d_I=-1", "bogus=1"),
+    "--threads": values("--threads", "0", "2000", "x"),
+    "--indexer": values("--indexer", "dsa2"),
+    "--topk": values("--topk", "0", "-1"),
+    "--prompt-tokens": values("--prompt-tokens", "0", "9000"),
+    "--requests": values("--requests", "0", "40000"),
+    "--text": values("--text", MISSING),
+    "--sink-tokens": values("--sink-tokens", "-1"),
+    "--local-window": values("--local-window", "-1"),
+    "--observe-only": flag("--observe-only"),
+    "--index-share": values("--index-share", "0", "x"),
+    "--index-layers": values("--index-layers", "x", "0,99", "3,1"),
+    "--index-reuse": values("--index-reuse", "0"),
+    "--recall": flag("--recall") + flag("--no-recall"),
+    "--seed": values("--seed", "-1", "x"),
+    "--prefill-chunk": values("--prefill-chunk", "0"),
+    "--refit": flag("--refit"),
+    "--ship": flag("--ship"),
+    "--progress": flag("--progress") + flag("--no-progress"),
+    "--jobs": values("--jobs", "0", "x"),
+    "--scheduler": values("--scheduler", "not-an-address"),
+    "--rerun-failed": flag("--rerun-failed"),
+    "--force": flag("--force"),
+    "--wait": flag("--wait"),
+    "--dry-run": flag("--dry-run"),
+    "--policies": flag("--policies") + flag("--no-policies"),
+    "--param": values("--param", "x", "pin-recent.window=-2", "nope.window=2", "pin-recent.bogus=1"),
+}
+# a command's own units where the shared ones do not apply
+BAD_OPTIONS_OF = {
+    "stream": {"--format": values("--format", "xml", "json"), "--tick-spacing-ps": values("--tick-spacing-ps", "0")},
+    "decode": {"--steps": values("--steps", "-1", "x"),
+               "--indexer-option": values("--indexer-option", "d_I=64")},  # the oracle indexer takes none
+    "analyze": {"<logs>": [["ARG", MISSING]], "--out": values("--out", NOT_A_FOLDER)},
+    "policies": {"<logs>": [["ARG", MISSING]], "--out": values("--out", NOT_A_FOLDER),
+                 "--policy": values("--policy", "zzz", "tokn-lru")},
+    "sweep": {"<spec>": [["ARG", MISSING], ["ARG", "FILE"]], "--gem5": values("--gem5", MISSING)},
+    "collect": {"<sweep_dir>": [["ARG", MISSING], ["ARG", "LOG"]]},
+    "report": {"<sweep_dir>": [["ARG", MISSING], ["ARG", "LOG"]]},
+    "demo": {"--out": values("--out", NOT_A_FOLDER)},
+    "tier": {"--index-log": values("--index-log", MISSING)},
+}
+
+
+def command_options(command) -> list[str]:
+    """A command's options (the first name of each; a positional argument as <name>)."""
+    import click
+
+    return [p.opts[0] if isinstance(p, click.Option) else f"<{p.name}>" for p in command.params
+            if p.name != "help"]
+
+
+def bad_units(name: str) -> list[tuple[str, list[str]]]:
+    """Every (option, bad unit) of a command."""
+    return [(option, unit) for option in command_options(cli.commands[name])
+            for unit in BAD_OPTIONS_OF.get(name, {}).get(option, BAD_OPTIONS.get(option, []))]
+
+
+ALL_UNITS = [(name, option, unit) for name in BASES for option, unit in bad_units(name)]
+
+
+def invocation(name: str, units: list[list[str]], places: dict) -> list[str]:
+    """The base invocation of ``name`` with ``units`` added (a unit ["ARG", x] replaces the
+    positional argument), its placeholders filled in from ``places``."""
+    args = list(BASES[name])
+    for unit in units:
+        if unit[0] == "ARG":
+            args[1] = unit[1]
+        else:
+            args += unit
+
+    def fill(a):
+        for key in ("OUT", "FILE", "LOG", "SPEC", "SWEEP"):
+            if a == key or a.startswith(key + "/"):
+                return str(places[key]) + a[len(key):]
+        return a
+    return [fill(a) for a in args]
+
+
+def option_places(tmp: Path, sweep: Path) -> dict:
+    """The paths of a fuzz example's base invocations (the output folder empty)."""
+    from trace_gen.synthetic import write_synthetic_log
+
+    (tmp / "out").mkdir()
+    (tmp / "file").write_text("a file, not a folder")
+    (tmp / "spec.toml").write_text(SPEC_TOML)
+    return {"OUT": tmp / "out", "FILE": tmp / "file", "SPEC": tmp / "spec.toml", "SWEEP": sweep,
+            "LOG": write_synthetic_log(tmp / "log", steps=3, layers=2, topk=8, prompt=40, requests=2)}
+
+
+SPEC_TOML = """[decode]\nbackbone = "tiny-llama"\nindexer = "oracle"\ntopk = 8\nprompt_tokens = 48\nsteps = 2\n
+[llc]\nsize = "64KiB"\nways = 8\nreserve_ways = [0, 2]\n"""
+
+
+def fuzz_options(name: str, units: list[list[str]], sweep: Path, subprocess_mode: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        places = option_places(Path(tmp), sweep)
+        check_fails_cleanly(invocation(name, units, places), places["OUT"], subprocess_mode)
+
+
+def test_every_option_of_every_command_is_fuzzed():
+    """Fails when a command gains an option (or argument) without malformed values here, or a
+    command without a base invocation."""
+    assert sorted(BASES) == sorted(cli.commands), "a command without a base invocation in BASES"
+    missing = [f"{name} {option}" for name in BASES for option in command_options(cli.commands[name])
+               if not BAD_OPTIONS_OF.get(name, {}).get(option, BAD_OPTIONS.get(option))]
+    assert not missing, f"options with no malformed values in BAD_OPTIONS: {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("name, option, unit", ALL_UNITS, ids=[f"{n} {' '.join(u)}" for n, _, u in ALL_UNITS])
+def test_each_malformed_option_fails_cleanly(name, option, unit, done_sweep):
+    fuzz_options(name, [unit], done_sweep, subprocess_mode=False)
+
+
 # --- the property -----------------------------------------------------------------------------------
 
 def check_fails_cleanly(args: list, out: Path, subprocess_mode: bool) -> None:
@@ -349,6 +550,25 @@ def test_simulate_fails_cleanly_on_traces_and_options(case, options):
 @given(bad_spec())
 def test_sweep_fails_cleanly_on_specs(text):
     fuzz_specs(text, subprocess_mode=False)
+
+
+@FAST
+@given(st.sampled_from(sorted(BASES)).flatmap(
+    lambda name: st.tuples(st.just(name), st.lists(st.sampled_from([u for _, u in bad_units(name)]), min_size=1,
+                                                   max_size=3))))
+def test_commands_fail_cleanly_on_malformed_options(done_sweep, case):
+    name, units = case
+    fuzz_options(name, units, done_sweep, subprocess_mode=False)
+
+
+@pytest.mark.slow
+@SLOW
+@given(st.sampled_from(sorted(BASES)).flatmap(
+    lambda name: st.tuples(st.just(name), st.lists(st.sampled_from([u for _, u in bad_units(name)]), min_size=1,
+                                                   max_size=3))))
+def test_commands_fail_cleanly_on_malformed_options_in_child_processes(done_sweep, case):
+    name, units = case
+    fuzz_options(name, units, done_sweep, subprocess_mode=True)
 
 
 @pytest.mark.slow

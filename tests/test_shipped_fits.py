@@ -53,8 +53,15 @@ def test_the_demo_needs_only_shipped_fits():
 
 
 def test_a_shipped_fit_is_found_and_a_damaged_one_is_not_used(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    import torch
+
     key, entry = next(iter(dsa.shipped_manifest().items()))
-    backbone = type("Identity", (), {"name": entry["backbone"], "source": entry["source"]})
+    state = torch.load(dsa.SHIPPED / f"{key}.pt", weights_only=True)
+    # what a loaded fit is checked against: the backbone's layers and attention heads
+    backbone = SimpleNamespace(name=entry["backbone"], source=entry["source"], layers=len(state),
+                               config=SimpleNamespace(num_attention_heads=state[0]["b"].shape[0]))
     monkeypatch.setenv("DSA_LLC_CACHE", str(tmp_path / "cache"))  # an empty user cache
     layers, fit = dsa.load_or_fit(backbone, entry["settings"])
     assert fit["cache_file"] == str(dsa.SHIPPED / f"{key}.pt") and len(layers) == len(fit["layers"])

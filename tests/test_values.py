@@ -108,3 +108,17 @@ def test_spec_digest_and_run_ids_are_unchanged_by_the_checks():
 def test_bare_command_prints_the_help():
     res = subprocess.run([sys.executable, "-m", "harness.cli"], capture_output=True, text=True)
     assert res.returncode == 0 and "Usage: dsa-harness" in res.stdout and "error" not in res.stdout + res.stderr
+
+
+def test_an_unknown_policy_names_the_closest_and_points_to_the_listing(tmp_path, log):
+    for args, closest in [(["policies", log, "--policy", "tokn-lru", "--out", tmp_path / "p"], "token-lru"),
+                          (["simulate", "--index-log", log, "--policy", "tokenlru", "--reserve-ways", "2"],
+                           "token-lru"),
+                          (["tier", "--index-log", log, "--hot-policy", "lcs:sieeve"], "lcs:sieve"),
+                          (["policies", log, "--policy", "zzz", "--out", tmp_path / "p"], "")]:
+        res = run(*args)
+        one_error(res, "`dsa-harness policies` lists them")
+        line = res.output.strip()
+        assert len(line) < 120 and "lcs:lru" not in line.replace(closest, ""), line
+        assert (f"did you mean {closest}" in line) == bool(closest), line
+    assert not (tmp_path / "p").exists()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.core.errors import UserError, first_line
-from harness.core.files import sha256_file
+from harness.core.files import remove_path, sha256_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub at run time: weights come from packages
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -220,14 +220,13 @@ def _load_gguf(path: Path, name: str, source: dict, sha256: str | None = None) -
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if cached.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    else:
-        tmp.rename(cached)
+    try:  # interrupted or out of disk: no half-converted model is left in the cache
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if not cached.exists():
+            tmp.rename(cached)
+    finally:
+        remove_path(tmp)
     return Backbone(name, model, tok, source)
 
 

@@ -29,6 +29,7 @@ from harness.core.errors import UserError
 from harness.core.outputs import check_output_folder
 from harness.core.progress import progress_bar
 from harness.core.settings import default
+from harness.core.units import available_memory
 from trace_gen import attention as attn
 from trace_gen.backbones import (
     backbone_config,
@@ -300,26 +301,19 @@ def _check_limit(cfg: DecodeConfig, limit: int | None) -> None:
                         f"{cfg.backbone}'s context of {limit:,} tokens")
 
 
-def check_context(cfg: DecodeConfig) -> None:
-    """Refuse a decode longer than the backbone's context, or naming index layers it does not
-    have, when the backbone's config can be read without its weights (sweep specs check this
-    before anything runs)."""
+def check_context(cfg: DecodeConfig) -> int | None:
+    """Refuse a decode longer than the backbone's context, naming index layers it does not
+    have, or whose caches would not fit in the memory available, when the backbone's config can
+    be read without its weights (sweep specs check this before anything runs); returns the
+    bytes its caches take (None when the config cannot be read)."""
     config = backbone_config(cfg.backbone)
-    if config is not None:
-        _check_limit(cfg, context_limit(config))
-        cfg.lever_plan(layer_types(config))
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation now (Linux ``MemAvailable``), if known."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    if config is None:
+        return None
+    _check_limit(cfg, context_limit(config))
+    cfg.lever_plan(layer_types(config))
+    memory = check_fits(config, cfg, get_indexer(cfg.indexer), {},
+                        prefill_chunk_tokens(cfg.prompt_tokens, cfg.requests, None))
+    return sum(memory.values())
 
 
 def greedy_dense(backbone, ids: np.ndarray, steps: int) -> tuple[np.ndarray, float]:

@@ -33,8 +33,11 @@ import numba as nb
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from harness.core import numba_cache
 from harness.core.accesstrace import LineAccesses
 from harness.core.traffic import LINE_SHIFT
+
+numba_cache.guard()  # a broken cache file of a kernel: compiled again, not a crash
 
 MAGIC = b"gem5"
 TICK_FREQ = 10**12

@@ -80,12 +80,17 @@ class IndexLogWriter:
         self._check_output()
         self._made = make_parents(self.folder)
         self._tmp = temp_name(self.folder)
-        self._tmp.mkdir()
+        self._writer = None
         self.metadata = {"schema_version": SCHEMA_VERSION, **metadata}
         self._own = own
         schema = (LEVER_SCHEMA if own else ARROW_SCHEMA).with_metadata(
             {_META_KEY: json.dumps(self.metadata).encode()})
-        self._writer = pq.ParquetWriter(self._tmp / LOG_FILE, schema, compression="zstd")
+        try:  # a full disk fails here already (the writer writes the file's header): leave nothing
+            self._tmp.mkdir()
+            self._writer = pq.ParquetWriter(self._tmp / LOG_FILE, schema, compression="zstd")
+        except BaseException:
+            self.abort()
+            raise
         self._rows: list[tuple] = []
         self._rows_per_group = rows_per_group
 
@@ -116,19 +121,28 @@ class IndexLogWriter:
         self._rows.clear()
 
     def close(self, generated: dict | None = None) -> Path:
-        """Finish the log and move it into place; returns the folder."""
-        self._flush()
-        self._writer.close()
-        (self._tmp / META_FILE).write_text(json.dumps(self.metadata, indent=1) + "\n")
-        (self._tmp / GENERATED_FILE).write_text(json.dumps(generated or {}, indent=1) + "\n")
-        if self.folder.exists():
-            self._check_output()  # still ours to replace
-        replace_path(self._tmp, self.folder)
+        """Finish the log and move it into place; returns the folder. A failure (a full disk)
+        drops the temporary folder: the output stays as it was."""
+        try:
+            self._flush()
+            self._writer.close()
+            (self._tmp / META_FILE).write_text(json.dumps(self.metadata, indent=1) + "\n")
+            (self._tmp / GENERATED_FILE).write_text(json.dumps(generated or {}, indent=1) + "\n")
+            if self.folder.exists():
+                self._check_output()  # still ours to replace
+            replace_path(self._tmp, self.folder)
+        except BaseException:
+            self.abort()
+            raise
         return self.folder
 
     def abort(self) -> None:
+        """Drop the temporary folder (and the folders made for the log); the output stays as it was."""
         try:
-            self._writer.close()
+            if self._writer is not None:
+                self._writer.close()
+        except OSError:  # closing flushes, and a full disk fails again: the folder goes anyway
+            pass
         finally:
             remove_path(self._tmp)
             remove_empty(self._made)

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
+from harness.core import numba_cache
 from harness.core.accesstrace import LineAccesses, Requests
 from harness.core.errors import UserError
 from harness.core.sampling import SetSample
@@ -58,6 +59,8 @@ from harness.core.units import require_memory
 from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog
 
+numba_cache.guard()  # a broken cache file of a kernel: compiled again, not a crash
+
 LAYOUTS = ("contiguous", "paged")
 PHASE_KINDS = ("index", "gather")
 INDEX_PHASE, GATHER_PHASE = range(len(PHASE_KINDS))
@@ -65,6 +68,43 @@ PAGE_ORDERS = ("in-order", "shuffled")
 REGION_ALIGN = 4096
 EVERY_GROUP = np.ones(1, dtype=np.bool_)  # the set groups a stream without a sample keeps: all
 CHUNK_LINES = 1 << 22
+
+
+def step_bound(kv_bytes: int, index_bytes: int, max_ctx: int, page_tokens: int, max_row: int, batch: int,
+               weight_bytes: int | None = None) -> int:
+    """Most line accesses one (step, geometry layer) of a stream can produce: per request its
+    key scan and its selected tokens' KV, and the layer's weights (None: one scan record)."""
+    lines = lambda nbytes: nbytes // LINE_BYTES + 2  # noqa: E731  (any alignment)
+    pages = -(-max_ctx // page_tokens)
+    # the key scan reads one range per page: each may straddle one more line than its bytes fill
+    per_request = lines(index_bytes) + lines(max_ctx * index_bytes) + 2 * pages + (max_row + 1) * lines(kv_bytes)
+    return (1 if weight_bytes is None else lines(weight_bytes)) + batch * per_request
+
+
+def stream_memory_bytes(kv_bytes: int, index_bytes: int, max_ctx: int, page_tokens: int, max_row: int,
+                        batch: int, paged: bool) -> int:
+    """The memory a stream's generation holds at its peak: its page table (with the temporaries
+    that build it) and the buffers of its largest (step, layer), at least a chunk's."""
+    table = batch * -(-max_ctx // page_tokens) * 8 * 3 if paged else batch * 8
+    bound = step_bound(kv_bytes, index_bytes, max_ctx, page_tokens if paged else max_ctx, max_row, batch)
+    return table + max(CHUNK_LINES, bound) * _Buffers.BYTES_PER_ACCESS
+
+
+def planned_memory_bytes(decode: dict, stream: dict) -> int:
+    """At least the memory the stream of a decode not yet made will need (a sweep checks its
+    runs before anything runs): from the decode's requests, context and k and the stream's
+    geometry, batch and layout. A ``native`` geometry is counted at one line of KV per token and
+    no indexer key (its sizes come from the log), so the estimate never exceeds the real need."""
+    from trace_gen.geometry import PRESETS
+
+    g = PRESETS.get(stream.get("geometry"))
+    kv_bytes, index_bytes = (g.kv_bytes, g.index_bytes) if g else (LINE_BYTES, 0)
+    max_ctx = int(decode["prompt_tokens"]) + int(decode["steps"])
+    max_row = int(decode["topk"]) + int(decode.get("index_reuse") or 1) - 1
+    batch = int(stream.get("batch") or decode.get("requests") or 1)
+    paged = stream.get("layout", "paged") == "paged"
+    return stream_memory_bytes(kv_bytes, index_bytes, max_ctx, int(stream.get("page_tokens") or 1), max_row,
+                               batch, paged)
 
 
 def token_id(request, layer, position):
@@ -274,13 +314,15 @@ class StreamSource:
 
     def _bound_per_layer_step(self, weight_scans: bool = False) -> int:
         """Most line accesses one (step, geometry layer) can produce (a weight scan: one)."""
-        g, a = self.geometry, self.amap
-        lines = lambda nbytes: nbytes // LINE_BYTES + 2  # noqa: E731  (any alignment)
-        pages = -(-a.max_ctx // a.page_tokens)
-        # the key scan reads one range per page: each may straddle one more line than its bytes fill
-        per_request = (lines(g.index_bytes) + lines(a.max_ctx * g.index_bytes) + 2 * pages
-                       + (self.max_row + 1) * lines(g.kv_bytes))
-        return (1 if weight_scans else lines(a.weight_bytes)) + self.batch * per_request
+        a = self.amap
+        return step_bound(self.geometry.kv_bytes, self.geometry.index_bytes, a.max_ctx, a.page_tokens, self.max_row,
+                          self.batch, None if weight_scans else a.weight_bytes)
+
+    def memory_bytes(self) -> int:
+        """The memory generating this stream holds at its peak (see :func:`stream_memory_bytes`)."""
+        a = self.amap
+        return stream_memory_bytes(self.geometry.kv_bytes, self.geometry.index_bytes, a.max_ctx, a.page_tokens,
+                                   self.max_row, self.batch, self.layout.kind == "paged")
 
     def line_counts(self, steps: int | None = None) -> pd.DataFrame:
         """The line accesses of every phase and traffic class of the first ``steps`` steps

@@ -10,6 +10,10 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from harness.core import numba_cache
+
+numba_cache.guard()  # a broken cache file of a kernel: compiled again, not a crash
+
 EMPTY = np.iinfo(np.int64).min  # the one int64 that cannot be a key
 
 

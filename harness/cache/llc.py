@@ -58,11 +58,14 @@ from harness.cache.policies.ways import (
     N_LAYERS,
     ReservedWays,
 )
-from harness.core.errors import UserError
+from harness.core import numba_cache
+from harness.core.errors import UserError, unknown_name
 from harness.core.sampling import SetSample
-from harness.core.settings import default
+from harness.core.settings import POLICY_LISTING, default
 from harness.core.traffic import KV, KV_WRITE, LINE_BYTES, TRAFFIC_CLASSES, WEIGHTS
 from harness.core.units import format_size, parse_size, require_memory
+
+numba_cache.guard()  # a broken cache file of a kernel: compiled again, not a crash
 
 # counters kept across chunks (indices into LLCState.counters)
 C_NOW, C_EVICT, C_WB, C_TOKEN_INVAL, C_BYPASS = 0, 1, 2, 3, 4
@@ -179,7 +182,7 @@ class LLCConfig:
             if self.policy in POLICIES:
                 raise UserError(f"policy {self.policy!r} runs on the fully associative token cache only "
                                 f"(`dsa-harness policies`); the reserved ways take: {', '.join(RESERVED_POLICIES)}")
-            raise UserError(f"unknown policy {self.policy!r}; known: {', '.join(RESERVED_POLICIES)}")
+            raise unknown_name("policy", self.policy, RESERVED_POLICIES, POLICY_LISTING)
 
     def _validate_classes(self) -> None:
         """The class-aware knobs: reservations within the ways, hints that apply, a set-aside that

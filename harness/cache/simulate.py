@@ -33,6 +33,7 @@ from harness.cache.tokencache import TokenStream, lru_hits, min_hits
 from harness.core.accesstrace import LineAccesses, Requests
 from harness.core.sampling import SetSample
 from harness.core.traffic import TRAFFIC_CLASSES, WEIGHTS
+from harness.core.units import format_size, require_memory
 
 
 def per_phase(runs: list, phases: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -120,7 +121,11 @@ def simulate_stream(src, cfg: LLCConfig, timing: TimingConfig, steps: int | None
                     extra_config: dict | None = None) -> dict:
     """Simulate the first ``steps`` decode steps of a stream (``trace_gen.stream.StreamSource``)
     whole: weights as scans, and set-sampled as ``cfg.sample_for`` decides from the stream's KV
-    and indexer line accesses, its counts scaled to the stream's own."""
+    and indexer line accesses, its counts scaled to the stream's own. A run whose LLC state and
+    stream buffers together would not fit in memory is refused before it starts."""
+    require_memory(cfg.memory_bytes() + src.memory_bytes(),
+                   f"simulating {src.log.folder} in an LLC of {format_size(cfg.size)} (its state and the stream's "
+                   f"buffers for a batch of {src.batch} at ctx_len {src.amap.max_ctx:,})")
     exact = src.line_counts(steps)
     sample = cfg.sample_for(int(exact.lines[exact.cls != WEIGHTS].sum()))
     chunks = src.chunks(as_lines=True, reuse=True, steps=steps, weight_scans=True, sample=sample)

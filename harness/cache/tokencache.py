@@ -19,6 +19,9 @@ import numba as nb
 import numpy as np
 
 from harness.cache import dlist, hashtab, heap
+from harness.core import numba_cache
+
+numba_cache.guard()  # a broken cache file of a kernel: compiled again, not a crash
 
 NEVER = np.iinfo(np.int64).max  # next use of a token that is never read again
 _CHUNK = 1 << 22

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.core.errors import UserError
+from harness.core.errors import UserError, unknown_name
 from harness.core.units import parse_size
 
 KINDS = ("bool", "int", "float", "str", "size")
@@ -47,6 +47,8 @@ class Field:
     option: str | bool | None = None
     column: str | bool | None = None
     flag: bool = False
+    # the command that lists a registry's names (an unknown name points there, not listing them)
+    listing: str = ""
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -80,7 +82,7 @@ class Field:
             if self.choices is not None:
                 known = list(self.choices())
                 if value not in known:
-                    raise UserError(f"unknown {name.lstrip('-')} {value!r}; known: {', '.join(known)}")
+                    raise unknown_name(name.lstrip("-"), value, known, self.listing)
         else:
             if isinstance(value, float) and not math.isfinite(value):
                 raise UserError(f"{name} must be a size such as 32MiB, got {value!r}")

@@ -34,6 +34,9 @@ MAX_REQUESTS = (1 << 15) - 1
 BACKENDS = ("builtin", "gem5", "tier")
 
 
+POLICY_LISTING = "`dsa-harness policies`"  # where an unknown policy name points
+
+
 def registry(module: str, name: str, extra: tuple = ()):
     """The names of a registry (``module.name``), looked up when called (no import before)."""
     def names():
@@ -120,6 +123,7 @@ SETTINGS: dict[str, dict[str, Field]] = {
         "reserve_ways": Field(0, "int", 0, 1 << 16,
                               help="Ways reserved for kv/kv_write lines (0 = unpartitioned baseline)."),
         "policy": Field("token-lru", "str", choices=registry("harness.cache.llc", "RESERVED_POLICIES"),
+                        listing=POLICY_LISTING,
                         help="Replacement policy of the reserved ways ({choices}; see `dsa-harness policies`)."),
         "whole_token_eviction": Field(True, "bool", help="token-lru: evicting a line evicts its whole token."),
         # class-aware knobs (harness.cache.partitions); --reserve CLASS=WAYS[:POLICY] and
@@ -174,6 +178,7 @@ SETTINGS: dict[str, dict[str, Field]] = {
                                   help="Host tier: hot-buffer KV tokens per layer and request, as a multiple of "
                                        "topk (2: 2k tokens)."),
         "hot_policy": Field("token-lru", "str", choices=registry("harness.cache.policies", "POLICIES"),
+                            listing=POLICY_LISTING,
                             help="Host tier: token policy of the hot buffers ({choices}; min: Belady's bound)."),
         "pooled": Field(False, "bool", flag=True, column="tier_pooled",
                         help="Host tier: one hot buffer per layer shared by the batch (batch x hot tokens) "

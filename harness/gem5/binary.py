@@ -13,13 +13,15 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from harness.cache.llc import LLCConfig
-from harness.core.errors import UserError
+from harness.core.errors import BackendFailed, UserError
+from harness.core.interrupt import run_child
 
 EXTENSION_OBJECTS = ("KvPartitionManager", "TokenPolicyTags", "DsaStepGen")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "gem5_configs"
@@ -65,8 +67,8 @@ def check_extension(binary: str, timeout: float = 120) -> None:
                               f"print('DSA_LLC_MISSING=' + ','.join(n for n in {EXTENSION_OBJECTS!r} "
                               "if not hasattr(o, n)))\n")
             try:
-                res = subprocess.run([binary, "-d", tmp, str(script)], capture_output=True, text=True,
-                                     timeout=timeout)
+                res = run_child([binary, "-d", tmp, str(script)], capture_output=True, text=True,
+                                timeout=timeout)
             except (OSError, subprocess.TimeoutExpired) as e:
                 raise UserError(f"cannot run gem5 binary {binary}: {e}") from None
             found = re.search(r"DSA_LLC_MISSING=(\S*)", res.stdout)
@@ -85,28 +87,56 @@ def check_extension(binary: str, timeout: float = 120) -> None:
 _GEM5_PREFIX = re.compile(r"^\S+:\d+: (fatal|panic): (?:\1 condition .*? occurred: )?")
 
 
-def _failure_line(log: Path) -> str:
+def _failure_line(lines: list[str]) -> str:
     """The line of a gem5 log that says why it stopped (fatal/panic/error), else its last line."""
-    lines = log.read_text(errors="replace").strip().splitlines() or ["no output"]
+    lines = lines or ["no output"]
     for line in lines:
         if re.search(r"\b(fatal|panic|error|Error)\b|segmentation fault", line):
             return _GEM5_PREFIX.sub(r"\1: ", line.strip())[:240]
     return lines[-1].strip()[:240]
 
 
+TAIL_LINES = 20  # the last lines of gem5's output a failure keeps (a sweep's error.json)
+
+
+def _log_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return []
+
+
 def run_gem5(cmd: list[str], outdir: Path, timeout: float) -> float:
     """Run a gem5 command with its output in ``outdir/gem5.stdout`` and ``gem5.stderr``; the wall
-    seconds it took. A timeout or a failure is a one-line UserError naming the log."""
+    seconds it took. A timeout, a nonzero exit or a death by a signal is a one-line
+    :class:`BackendFailed` naming the cause and the log, carrying gem5's last lines (a sweep
+    keeps them in the run's error.json, since its gem5 folder is temporary). gem5 runs as a
+    child that does not outlive the harness (``harness.core.interrupt.run_child``)."""
     stdout, stderr = outdir / "gem5.stdout", outdir / "gem5.stderr"
     t0 = time.perf_counter()
     try:
         with open(stdout, "w") as out, open(stderr, "w") as err:
-            proc = subprocess.run(cmd, stdout=out, stderr=err, timeout=timeout)
+            proc = run_child(cmd, stdout=out, stderr=err, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise UserError(f"gem5 timed out after {timeout:g} s; its log: {stderr}") from None
+        raise BackendFailed(f"gem5 timed out after {timeout:g} s; its log: {stderr}",
+                            _tail(stdout, stderr)) from None
     if proc.returncode != 0:
-        raise UserError(f"gem5 failed (exit {proc.returncode}): {_failure_line(stderr)}; its log: {stderr}")
+        err_lines = _log_lines(stderr)
+        if proc.returncode < 0:
+            name = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else \
+                f"signal {-proc.returncode}"
+            how = f"was killed by {name}"
+        else:
+            how = f"failed (exit {proc.returncode})"
+        cause = _failure_line(err_lines or _log_lines(stdout))
+        raise BackendFailed(f"gem5 {how}: {cause}; its log: {stderr}", _tail(stdout, stderr),
+                            transient=proc.returncode < 0)
     return time.perf_counter() - t0
+
+
+def _tail(stdout: Path, stderr: Path) -> list[str]:
+    """gem5's last lines: its stderr's, else its stdout's."""
+    return (_log_lines(stderr) or _log_lines(stdout))[-TAIL_LINES:]
 
 
 def memory_size(nbytes: int) -> str:

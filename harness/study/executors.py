@@ -6,7 +6,8 @@ tasks finish (``error``: the task's exception in one line, or the worker's death
 files then). ``close(abort=True)`` stops the workers at once (an interrupted sweep).
 
 - :class:`LocalExecutor`: ``jobs`` spawned processes (``jobs == 1``: in this process, with a
-  polling thread). Workers exit as soon as the sweep that started them is gone.
+  polling thread). Workers exit as soon as the sweep that started them is gone; the tasks of a
+  worker that dies are started again (up to ``MAX_ATTEMPTS`` times).
 - :class:`DaskExecutor`: a ``dask.distributed`` client on a scheduler address; its workers must
   see the sweep folder.
 """
@@ -14,10 +15,18 @@ files then). ``close(abort=True)`` stops the workers at once (an interrupted swe
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
 from harness.core.errors import UserError, error_line, first_line
+from harness.core.interrupt import exit_worker, in_worker, worker_signals
+
+# How long stopped workers get to delete their temporaries before they are killed.
+STOP_GRACE_S = 30
+# How often a local task is started when its worker process dies under it (Dask's scheduler
+# retries a task of a dead worker likewise: distributed.scheduler.allowed-failures, 3).
+MAX_ATTEMPTS = 3
 
 
 def _call(fn, args):
@@ -29,26 +38,41 @@ def _call(fn, args):
 
 
 def _watch_parent(parent: int) -> None:
-    """In a worker: exit as soon as the sweep that started it is gone (no orphan keeps writing)."""
+    """In a worker: stop as soon as the sweep that started it is gone (no orphan keeps writing),
+    the task at hand cleaning up after itself as when the sweep stops it (SIGTERM)."""
     def watch():
         while os.getppid() == parent:
             time.sleep(0.5)
-        os._exit(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # its cleanup takes a moment; a task that ignores it does not keep the worker
+        exit_worker(1)
 
     threading.Thread(target=watch, daemon=True, name="watch-parent").start()
 
 
+def _init_worker(parent: int) -> None:
+    from tqdm import tqdm
+
+    worker_signals()
+    _watch_parent(parent)
+    # tqdm's default lock is a multiprocessing semaphore; a worker killed outright would leave it
+    # registered, and Python warns of a "leaked semaphore" when the sweep exits
+    tqdm.set_lock(threading.RLock())
+
+
 class LocalExecutor:
     def __init__(self, jobs: int):
+        self.workers = jobs
+        self.pool = self._new_pool() if jobs > 1 else None
+
+    def _new_pool(self):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        self.workers = jobs
         # spawn, not fork: a forked child of a process that already runs torch or numba threads
         # can deadlock on a lock held by a thread that did not survive the fork
-        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_watch_parent, initargs=(os.getpid(),)) \
-            if jobs > 1 else None
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(os.getpid(),))
 
     def map(self, fn, tasks: dict, poll=None):
         """Yield (key, value, error) as the tasks (key -> arguments) finish; ``poll()`` runs
@@ -68,26 +92,57 @@ class LocalExecutor:
                 yield key, *outcome
             return
         from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
 
-        futures = {self.pool.submit(_call, fn, args): key for key, args in tasks.items()}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            if poll:
-                poll()
-            for f in done:
-                try:
-                    value, error = f.result()
-                except Exception as e:  # the worker process died (killed, out of memory)
-                    value, error = None, error_line(e)
-                yield futures[f], value, error
+        # A worker that dies (killed, out of memory) breaks the whole pool: every task in it
+        # fails. They go to a new pool, each up to MAX_ATTEMPTS times in all (a task that kills
+        # its worker every time then fails alone, and the others are done).
+        attempts = dict.fromkeys(tasks, 0)
+        todo = list(tasks)
+        while todo:
+            futures = {self.pool.submit(in_worker, _call, fn, tasks[key]): key for key in todo}
+            todo = []
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                if poll:
+                    poll()
+                for f in done:
+                    key = futures[f]
+                    try:
+                        value, error = f.result()
+                    except BrokenProcessPool as e:
+                        attempts[key] += 1
+                        if attempts[key] < MAX_ATTEMPTS:
+                            todo.append(key)
+                            continue
+                        value, error = None, f"its worker process died {MAX_ATTEMPTS} times ({error_line(e)})"
+                    except Exception as e:
+                        value, error = None, error_line(e)
+                    yield key, value, error
+            if todo:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+                self.pool = self._new_pool()
 
     def close(self, abort: bool = False):
-        if self.pool:
-            if abort:  # interrupted: stop the workers now rather than let them finish their runs
-                for process in list(getattr(self.pool, "_processes", {}).values()):
-                    process.terminate()
-            self.pool.shutdown(wait=not abort, cancel_futures=True)
+        """Shut the workers down; ``abort`` (an interrupted sweep): stop them now (SIGTERM: each
+        stops its task, deleting its temporaries, and exits; any still there after
+        ``STOP_GRACE_S`` is killed) rather than let them finish their runs."""
+        if not self.pool:
+            return
+        if abort:
+            from multiprocessing.connection import wait as wait_exited
+
+            processes = [p for p in list(getattr(self.pool, "_processes", {}).values()) if p.is_alive()]
+            for process in processes:
+                process.terminate()
+            wait_exited([p.sentinel for p in processes], timeout=STOP_GRACE_S)
+            for process in processes:
+                if process.is_alive():
+                    process.kill()
+        # with its workers gone the pool's manager ends at once: waiting for it frees its queues
+        # (else Python warns of "leaked semaphore objects" at exit)
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _poll_until(poll, stop: threading.Event, every: float = 0.5) -> None:
@@ -110,11 +165,13 @@ class DaskExecutor:
         except Exception as e:
             raise UserError(f"cannot reach the Dask scheduler at {address}: {first_line(e)}") from None
         self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+        self._futures: list = []
 
     def map(self, fn, tasks: dict, poll=None):
         from dask.distributed import as_completed
 
         futures = {self.client.submit(_call, fn, args, pure=False): key for key, args in tasks.items()}
+        self._futures = list(futures)
         done = as_completed(list(futures))
         while not done.is_empty():
             batch = done.next_batch(block=False) or []
@@ -131,7 +188,15 @@ class DaskExecutor:
                 yield futures[f], value, error
 
     def close(self, abort: bool = False):
-        self.client.close()
+        """Close the client; ``abort``: first cancel the tasks not finished (a task already running
+        on a worker runs to its end there, its run folder written as usual)."""
+        if abort and self._futures:
+            try:
+                self.client.cancel(self._futures)
+            except Exception:  # the scheduler is gone: there is nothing left to cancel
+                pass
+        self._futures = []
+        self.client.close()  # a second close does nothing
 
 
 def dask_executor(address):

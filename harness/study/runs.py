@@ -7,7 +7,8 @@ finished) and for ``collect`` (which tabulates it):
 
 - ``ok``: a result that passes :func:`result_problem`, from the current built-in simulator;
 - ``stale``: a valid built-in result of an older simulator (``harness.cache.RESULTS_VERSION``);
-- ``failed``: a recorded error (redone with ``--rerun-failed``);
+- ``failed``: a recorded error (redone with ``--rerun-failed``; by any sweep when its process
+  crashed or was killed, ``transient`` in ``error.json``: that was not the run's fault);
 - ``corrupt``: anything else (unreadable or truncated JSON, a result of the wrong shape, a config
   that does not hash to the folder's name); redone by the next sweep, reported with the reason;
 - ``missing``: no folder.
@@ -48,6 +49,7 @@ class RunRecord:
     provenance: dict = field(default_factory=dict)
     result: dict = field(default_factory=dict)
     error: str | None = None         # a failed run's error, or why a run is corrupt
+    transient: bool = False          # a failed run whose process crashed or was killed: redone by any sweep
 
 
 BUILT_IN = ("builtin", "tier")  # the backends whose results RESULTS_VERSION versions
@@ -208,7 +210,8 @@ def read_run(folder: Path) -> RunRecord:
         error, why = _load(folder / "error.json")
         if why or not isinstance(error, dict) or not isinstance(error.get("error"), str):
             return RunRecord(rid, "corrupt", config, provenance, error=why or "error.json has no error message")
-        return RunRecord(rid, "failed", config, provenance, error=error["error"])
+        return RunRecord(rid, "failed", config, provenance, error=error["error"],
+                         transient=error.get("transient") is True)
     return RunRecord(rid, "corrupt", config, provenance, error="neither result.json nor error.json")
 
 

@@ -15,6 +15,7 @@ run configs, each named by its hash (``harness.study.runs.run_id``).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import sys
@@ -24,7 +25,7 @@ from pathlib import Path
 from harness.core.canon import config_hash
 from harness.core.errors import UserError, problems_error
 from harness.core.settings import SETTINGS
-from harness.core.units import require_memory
+from harness.core.units import format_size, require_memory
 from harness.study.runs import decode_id, run_id
 
 if sys.version_info >= (3, 11):
@@ -142,9 +143,53 @@ def parse_spec(raw: dict, where: str = "spec") -> Spec:
             spec.decodes[decode_id(run["decode"])] = run["decode"]
         if not spec.runs and not problems:
             problems.append("the grid is empty after exclusions")
+        if spec.runs and not problems:
+            try:
+                worst = max(spec.runs, key=run_memory_bytes)
+                require_memory(run_memory_bytes(worst), describe_run(worst))
+            except UserError as e:
+                problems.append(str(e))
     if problems:
         raise problems_error(f"sweep spec {where}", problems)
     return spec
+
+
+def run_memory_bytes(run: dict) -> int:
+    """At least the memory a run will take: its LLC's state (the built-in model's; gem5 keeps
+    its own) and its stream's page table and buffers (``trace_gen.stream.planned_memory_bytes``);
+    a host-tier run, none counted here. Memoised on the sections it depends on (a grid repeats
+    them across hundreds of thousands of runs)."""
+    if run["backend"] == "tier":
+        return 0
+    llc = _llc_memory(_key(run["llc"])) if run["backend"] == "builtin" else 0
+    return llc + _stream_memory(_key(run["decode"]), _key(run["stream"]))
+
+
+def _key(section: dict) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in section.items()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _llc_memory(llc: tuple) -> int:
+    from harness.cache.llc import LLCConfig
+
+    return LLCConfig(**dict(llc)).memory_bytes()
+
+
+@functools.lru_cache(maxsize=4096)
+def _stream_memory(decode: tuple, stream: tuple) -> int:
+    from trace_gen.stream import planned_memory_bytes
+
+    return planned_memory_bytes(dict(decode), dict(stream))
+
+
+def describe_run(run: dict) -> str:
+    """A run in a few words, for a message."""
+    d = run["decode"]
+    llc = f", an LLC of {format_size(run['llc']['size'])}" if "llc" in run else ""
+    batch = run["stream"].get("batch") or d.get("requests", 1)
+    return (f"the run of {d['backbone']} (k = {d['topk']}, {d['prompt_tokens'] + d['steps']:,} tokens, batch "
+            f"{batch}{llc}, geometry {run['stream'].get('geometry')})")
 
 
 def _axes(raw, problems: list[str]) -> dict:

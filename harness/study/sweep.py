@@ -26,8 +26,9 @@ from pathlib import Path
 
 from harness import __version__
 from harness.cache import RESULTS_VERSION
-from harness.core.errors import UserError, error_line
-from harness.core.files import remove_path, write_text_atomic
+from harness.core import units
+from harness.core.errors import BackendFailed, UserError, error_line
+from harness.core.files import make_parents, remove_empty, remove_path, write_text_atomic
 from harness.core.locks import FileLock, LockHeld
 from harness.study.executors import dask_executor, local_executor
 from harness.study.runs import (
@@ -40,7 +41,7 @@ from harness.study.runs import (
     run_id,
     write_run,
 )
-from harness.study.spec import Spec
+from harness.study.spec import Spec, run_memory_bytes
 
 # --- the sweep folder ---------------------------------------------------------------------
 
@@ -75,26 +76,63 @@ def check_folder(folder: Path) -> None:
                         "choose another folder (nothing was changed)")
 
 
-def prepare(folder: Path, spec: Spec, force: bool) -> None:
-    """Record the spec in ``sweep.json`` (refusing another spec's folder unless ``force``)
-    and delete temporaries that killed processes left (call it under the lock)."""
+def _recorded_digest(folder: Path) -> str | None:
+    """The spec digest ``sweep.json`` records (``"unreadable"`` when it cannot be read; None when
+    the folder has none)."""
     marker = folder / "sweep.json"
-    if marker.exists():
-        try:
-            old = json.loads(marker.read_text())
-            digest = old.get("spec_digest") if isinstance(old, dict) else None
-        except (ValueError, UnicodeDecodeError):
-            digest = "unreadable"
-        if digest != spec.digest and not force:
-            raise UserError(f"{folder} holds a sweep made by a different spec; pass --force to add to it anyway")
-    (folder / "runs").mkdir(exist_ok=True)
-    (folder / "logs").mkdir(exist_ok=True)
+    if not marker.exists():
+        return None
+    try:
+        old = json.loads(marker.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return "unreadable"
+    return old.get("spec_digest") if isinstance(old, dict) else "unreadable"
+
+
+def check_spec(folder: Path, spec: Spec, force: bool) -> None:
+    """Refuse a folder that holds a sweep made by a different spec (unless ``force``): checked
+    before the folder is touched (no lock is taken in it), and again under the lock."""
+    digest = _recorded_digest(folder)
+    if digest is not None and digest != spec.digest and not force:
+        raise UserError(f"{folder} holds a sweep made by a different spec; pass --force to add to it anyway")
+
+
+def prepare(folder: Path, spec: Spec, force: bool, made: list[Path] | None = None) -> None:
+    """Record the spec in ``sweep.json`` (refusing another spec's folder unless ``force``)
+    and delete temporaries that killed processes left (call it under the lock). ``made``
+    collects what it creates, for :func:`undo` should the sweep fail before it runs anything."""
+    check_spec(folder, spec, force)
+    made = [] if made is None else made
+    for sub in ("runs", "logs"):
+        if not (folder / sub).is_dir():
+            (folder / sub).mkdir()
+            made.append(folder / sub)
     for sub in ("runs", "logs"):
         for entry in (folder / sub).iterdir():
             if entry.name.startswith("."):  # a writer's temporary or a decode's progress file
                 remove_path(entry)
+    marker = folder / "sweep.json"
+    new = not marker.exists()
     write_text_atomic(marker, json.dumps({"spec_digest": spec.digest, "spec": spec.raw, "version": __version__},
                                          indent=1))
+    if new:
+        made.append(marker)
+
+
+def undo(made: list[Path]) -> None:
+    """Remove what :func:`prepare` made, as long as nothing was added to it since: a sweep that
+    fails or is interrupted before it produced anything leaves its folder as it found it."""
+    kept = False
+    for path in made:
+        if path.name != "sweep.json":
+            try:
+                path.rmdir()
+            except OSError:  # something was finished in it: the folder is a sweep's now
+                kept = True
+    if not kept:
+        for path in made:
+            if path.name == "sweep.json":
+                remove_path(path)
 
 
 def run_state(folder: Path, rid: str) -> str:
@@ -109,7 +147,13 @@ def _provenance(started: float) -> dict:
 
 
 def _error_record(e: BaseException) -> dict:
-    return {"error": error_line(e), "type": type(e).__name__, "traceback": traceback.format_exc()}
+    """A failed run's error.json: the error in one line; a simulator process's last lines of
+    output (``log_tail``) and whether it crashed or was killed (``transient``: any later sweep
+    tries the run again) when the error says (``harness.core.errors.BackendFailed``)."""
+    record = {"error": error_line(e), "type": type(e).__name__, "traceback": traceback.format_exc()}
+    if isinstance(e, BackendFailed):
+        record.update({"log_tail": e.log_tail, "transient": e.transient})
+    return record
 
 
 # --- tasks (run in worker processes) --------------------------------------------------------
@@ -199,10 +243,34 @@ def simulate_run(folder: Path, run: dict, gem5_binary: str | None = None, gem5_t
 
 # --- the sweep ---------------------------------------------------------------------------
 
+def jobs_that_fit(runs: list[dict], decodes, jobs: int) -> int:
+    """How many of ``jobs`` worker processes can run at once without the largest tasks' memory
+    (``harness.study.spec.run_memory_bytes``, the decodes' caches) passing half of what is
+    available (``harness.core.units.require_memory``'s rule); at least one (each task is checked
+    alone when the spec is read, and again when it starts)."""
+    from trace_gen.decode import DecodeConfig, check_context
+
+    available = units.available_memory()
+    if jobs == 1 or not available:
+        return jobs
+    needs = [run_memory_bytes(r) for r in runs] + [check_context(DecodeConfig(**d)) or 0 for d in decodes]
+    total, fit = 0, 0
+    for need in sorted(needs, reverse=True)[:jobs]:
+        if fit and total + need > available / 2:
+            break
+        total, fit = total + need, fit + 1
+    return max(1, fit)
+
+
 def execute(spec: Spec, folder: str | Path, jobs: int | None = None, scheduler: str | None = None,
             rerun_failed: bool = False, force: bool = False, progress: bool = True,
             gem5_binary: str | None = None, gem5_timeout: float | None = None, wait: bool = False) -> dict:
     """Run every unfinished run of ``spec`` in ``folder`` under the folder's lock.
+
+    What can be refused is refused before the folder is touched (a file in the way, a folder of
+    another spec, an unreachable scheduler); a sweep that then fails or is interrupted before it
+    finished anything leaves the folder as it was (:func:`undo`; the lock file goes with the
+    lock), and one interrupted later keeps every finished run and index log.
 
     Returns counts: ``ok`` and ``failed`` (run now), ``skipped`` (finished or failed before and
     not retried) and ``still_failed`` (the skipped runs that had failed)."""
@@ -210,29 +278,53 @@ def execute(spec: Spec, folder: str | Path, jobs: int | None = None, scheduler: 
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     folder = Path(folder).absolute()
     check_folder(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with SweepLock(folder, wait):
-        prepare(folder, spec, force)
-        return _execute(spec, folder.resolve(), jobs, scheduler, rerun_failed, progress, gem5_binary, gem5_timeout)
+    check_spec(folder, spec, force)
+    remote = dask_executor(scheduler) if scheduler else None
+    parents: list[Path] = []
+    try:
+        parents = make_parents(folder / ".lock")
+        made: list[Path] = []
+        with SweepLock(folder, wait):
+            try:
+                prepare(folder, spec, force, made)
+                return _execute(spec, folder.resolve(), jobs, remote, rerun_failed, progress, gem5_binary,
+                                gem5_timeout)
+            except BaseException:
+                undo(made)
+                raise
+    except BaseException:
+        remove_empty(parents)
+        raise
+    finally:
+        if remote is not None:
+            remote.close()
 
 
-def _execute(spec, folder, jobs, scheduler, rerun_failed, progress, gem5_binary, gem5_timeout) -> dict:
+def _execute(spec, folder, jobs, executor, rerun_failed, progress, gem5_binary, gem5_timeout) -> dict:
+    """The sweep proper, under the lock, on ``executor`` (a Dask one; None: local processes)."""
     from harness.study.progress import SweepProgress
 
     gem5 = spec.raw.get("gem5", {})
     gem5_binary = gem5_binary or gem5.get("binary")  # None: each worker's $GEM5
     gem5_timeout = float(gem5_timeout or gem5.get("timeout", 3600))
-    states = {run_id(r): run_state(folder, run_id(r)) for r in spec.runs}
+    records = {run_id(r): read_run(folder / "runs" / run_id(r)) for r in spec.runs}
     redo = ("missing", "stale", "corrupt", "failed") if rerun_failed else ("missing", "stale", "corrupt")
-    todo = [r for r in spec.runs if states[run_id(r)] in redo]
+    # a run whose process crashed or was killed is tried again by any sweep: that was not its fault
+    todo = [r for r in spec.runs if records[run_id(r)].status in redo or records[run_id(r)].transient]
+    still_failed = sum(rec.status == "failed" and not rec.transient for rec in records.values())
     needed = {decode_id(r["decode"]) for r in todo}
     decodes = {did: d for did, d in spec.decodes.items() if did in needed and not log_ready(folder, d)}
     counts = {"ok": 0, "failed": 0, "skipped": len(spec.runs) - len(todo),
-              "still_failed": 0 if rerun_failed else sum(s == "failed" for s in states.values())}
+              "still_failed": 0 if rerun_failed else still_failed}
     if not todo:
         return counts
-    executor = dask_executor(scheduler) if scheduler else local_executor(jobs)
     bar = SweepProgress(folder, decodes, todo, enabled=progress)
+    if executor is None:
+        wanted = max(1, jobs or os.cpu_count() or 1)
+        workers = jobs_that_fit(todo, decodes.values(), wanted)
+        if workers < wanted:
+            bar.write(f"running {workers} task(s) at once, not {wanted}: more would not fit in the memory available")
+        executor = local_executor(workers)
     aborted = True
     try:
         threads = None if len(decodes) == 1 or executor.workers == 1 else 1
@@ -257,7 +349,7 @@ def _execute(spec, folder, jobs, scheduler, rerun_failed, progress, gem5_binary,
         for rid, outcome, error in executor.map(sim_task, runs, poll=bar.poll):
             bar.run_done(rid)
             if error:  # the worker itself failed (killed, out of memory): sim_task never raises
-                record_failure(folder, runs[rid][1], {"error": error, "type": "WorkerFailed"})
+                record_failure(folder, runs[rid][1], {"error": error, "type": "WorkerFailed", "transient": True})
             counts["ok" if outcome and outcome[1] == "ok" else "failed"] += 1
         aborted = False
     finally:

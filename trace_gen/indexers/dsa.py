@@ -328,17 +328,17 @@ def load_or_fit(backbone, settings: dict, refit: bool = False, progress=True):
     with FileLock(folder / f"{key}.lock"):
         if path.exists() and meta_path.exists() and not refit:
             try:
-                return _load_fit(path, meta_path)
-            except Exception as e:  # a cache file that cannot be read is fitted again
-                print(f"the cached dsa indexer fit {path} is unreadable ({first_line(e)}); fitting again",
+                return _load_fit(path, meta_path, backbone, settings)
+            except Exception as e:  # a cache file that cannot be read, or is not this fit's: fitted again
+                print(f"warning: the cached dsa indexer fit {path} is unusable ({first_line(e)}); fitting it again",
                       file=sys.stderr)
         shipped = None if refit else shipped_fit(key)
         if shipped is not None:
             try:
-                return _load_fit(*shipped)
+                return _load_fit(*shipped, backbone, settings)
             except Exception as e:  # a damaged install: fit (and cache) it instead
-                print(f"the shipped dsa indexer fit {shipped[0]} is unreadable ({first_line(e)}); fitting again",
-                      file=sys.stderr)
+                print(f"warning: the shipped dsa indexer fit {shipped[0]} is unusable ({first_line(e)}); "
+                      "fitting it again", file=sys.stderr)
         layers, fit = calibrate(backbone, settings, progress)
         with atomic_path(path) as tmp:
             torch.save([layer.state_dict() for layer in layers], tmp)
@@ -392,15 +392,30 @@ def ship_fit(backbone, settings: dict) -> Path:
     return SHIPPED / f"{key}.pt"
 
 
-def _load_fit(path, meta_path) -> tuple[list[LayerIndexer], dict]:
+def _load_fit(path, meta_path, backbone, settings: dict) -> tuple[list[LayerIndexer], dict]:
+    """A cached or shipped fit, checked to be this backbone's fit with these settings: a truncated
+    file, one of another fit (other settings or fit algorithm, another backbone's shapes) or one
+    holding NaNs raises, and the caller fits again; it never yields selections of another fit."""
+    meta = json.loads(meta_path.read_text())
+    if not isinstance(meta, dict) or meta.get("settings") != json.loads(json.dumps(settings)):
+        raise ValueError(f"{meta_path.name} records other fit settings")
+    if meta.get("algorithm") != FIT_VERSION:
+        raise ValueError(f"it was made by fit algorithm {meta.get('algorithm')}, not {FIT_VERSION}")
     state = torch.load(path, weights_only=True)
+    heads = int(backbone.config.num_attention_heads)
+    if not isinstance(state, list) or len(state) != backbone.layers:
+        raise ValueError(f"it holds {len(state) if isinstance(state, list) else 'no'} layers, not {backbone.layers}")
     layers = []
     for sd in state:
-        heads, d_i, head_dim = sd["b"].shape
-        layer = LayerIndexer(heads, head_dim, sd["a"].shape[1], d_i)
+        h, d_i, head_dim = sd["b"].shape
+        if (h, d_i) != (heads, int(settings["d_I"])):
+            raise ValueError(f"its layers have {h} heads of d_I {d_i}, not {heads} of {settings['d_I']}")
+        if not all(torch.isfinite(t).all() for t in sd.values()):
+            raise ValueError("it holds values that are not finite")
+        layer = LayerIndexer(h, head_dim, sd["a"].shape[1], d_i)
         layer.load_state_dict(sd)
         layers.append(layer)
-    return layers, {**json.loads(meta_path.read_text()), "cache_file": str(path)}
+    return layers, {**meta, "cache_file": str(path)}
 
 
 class DsaIndexer(Indexer):

@@ -32,7 +32,11 @@ from harness.cache.policies.rrip import SRRIP
 from harness.cache.policies.streak import Streak
 from harness.cache.policies.token_lru import TokenLRU
 from harness.cache.policies.zoo import ZOO
-from harness.core.errors import UserError
+from harness.core import numba_cache
+from harness.core.errors import unknown_name
+from harness.core.settings import POLICY_LISTING
+
+numba_cache.guard()  # a broken cache file of a kernel: compiled again, not a crash
 
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (
     LineLRU, TokenLRU, SRRIP, BRRIP, BIP, LFU, Admit, LayerQuota, PrevStep, PinRecent, Streak, Belady, *ZOO)}
@@ -42,7 +46,7 @@ RESERVED_POLICIES: tuple[str, ...] = tuple(name for name, p in POLICIES.items() 
 
 def get_policy(name: str, **params) -> Policy:
     if name not in POLICIES:
-        raise UserError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+        raise unknown_name("policy", name, POLICIES, POLICY_LISTING)
     return POLICIES[name](**params)
 
 
