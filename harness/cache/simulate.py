@@ -120,12 +120,15 @@ def simulate_stream(src, cfg: LLCConfig, timing: TimingConfig, steps: int | None
                     extra_config: dict | None = None) -> dict:
     """Simulate the first ``steps`` decode steps of a stream (``trace_gen.stream.StreamSource``)
     whole: weights as scans, and set-sampled as ``cfg.sample_for`` decides from the stream's KV
-    and indexer line accesses, its counts scaled to the stream's own."""
+    and indexer line accesses, its counts scaled to the stream's own. The result records the
+    stream's indexer levers (``levers``: ``StreamSource.lever_summary``)."""
     exact = src.line_counts(steps)
     sample = cfg.sample_for(int(exact.lines[exact.cls != WEIGHTS].sum()))
     chunks = src.chunks(as_lines=True, reuse=True, steps=steps, weight_scans=True, sample=sample)
-    return simulate(chunks, cfg, timing, bounds=bounds, extra_config=extra_config, phases=src.phases(steps),
-                    batch=src.batch, sample=sample, exact=exact if sample else None)
+    result = simulate(chunks, cfg, timing, bounds=bounds, extra_config=extra_config, phases=src.phases(steps),
+                      batch=src.batch, sample=sample, exact=exact if sample else None)
+    result["levers"] = src.lever_summary()
+    return result
 
 
 def _access(state: LLCState, acc: LineAccesses, runs: list, stream: TokenStream | None) -> None:
