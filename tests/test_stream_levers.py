@@ -300,3 +300,99 @@ def test_a_host_tier_run_takes_the_stream_key_bytes(tmp_path):
                            tier)["capacity"] for b in (None, 68)}
     for key in ("full_request_bytes", "tier_request_bytes"):
         assert caps[None][key] - caps[68][key] == 61 * caps[68]["context_tokens"] * (132 - 68)
+
+
+
+# --- the report's section ------------------------------------------------------------------------
+
+LEVER_SPEC = """
+[decode]
+backbone = "tiny-llama"
+indexer = "oracle"
+topk = 8
+prompt_tokens = 64
+steps = 4
+index_share = [1, 2]
+
+[stream]
+geometry = "deepseek-v3.2"
+page_tokens = 16
+index_share = [1, 2]
+index_bytes = [132, 68]
+
+[llc]
+size = "64KiB"
+ways = 8
+reserve_ways = 0
+
+[[exclude]]
+decode.index_share = 2
+stream.index_share = 1
+"""
+SECTION = "Indexer levers: fewer indexer bytes against recall"
+
+
+@pytest.fixture(scope="module")
+def lever_sweep(tmp_path_factory):
+    """Two tiny-llama decodes (no lever, share 2) and their six streams: share 1 and 2 on the
+    stream of the first, the second's own lever, each with 132 and 68 B keys."""
+    from harness.study.sweep import execute
+
+    folder = tmp_path_factory.mktemp("levers")
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("DSA_LLC_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        execute(loads_spec(LEVER_SPEC), folder, jobs=1, progress=False)
+    return folder
+
+
+def test_the_report_shows_every_levers_speed_up_against_its_measured_recall(lever_sweep, tmp_path):
+    import pandas as pd
+
+    from harness.study.report import build_report
+
+    build_report(lever_sweep, tmp_path / "r", policies=False, locality=False)
+    md = (tmp_path / "r" / "report.md").read_text()
+    titles = [line[3:] for line in md.splitlines() if line.startswith("## ")]
+    assert titles.index(SECTION) < titles.index("All runs")
+    results = pd.read_parquet(tmp_path / "r" / "results.parquet")
+    table = pd.read_csv(tmp_path / "r" / "indexer_levers.csv")
+    assert len(table) == len(results) == 6
+    # by hand: the speed-up over the run without a lever and with the geometry's own 132 B keys ...
+    base = results[(results.lever_origin == "none") & (results.index_bytes == 132)].iloc[0]
+    # ... and the loss: the recall the decode with share 2 measured, sum(recall) / sum(own_recall)
+    decoded = next(IndexLog(f) for f in (lever_sweep / "logs").iterdir()
+                   if IndexLog(f).meta["indexer"].get("levers", {}).get("index_share") == 2)
+    t = decoded.table(["recall", "own_recall"]).to_pandas()
+    lost = 1 - t.recall.astype(float).sum() / t.own_recall.astype(float).sum()
+    assert 0 < lost < 0.5
+    applied = {"none": "-", "log": "decoded", "stream": "on the stream"}
+    for r in results.itertuples():
+        row = table[(table.share == r.lever_share) & (table["key bytes"] == r.index_bytes)
+                    & (table.applied == applied[r.lever_origin])]
+        assert len(row) == 1
+        assert row["speed-up, 64KiB LLC"].item() == pytest.approx(base.step_time_cycles / r.step_time_cycles)
+        assert row["attention part, 64KiB LLC"].item() == pytest.approx(
+            base.attention_time_cycles / r.attention_time_cycles)
+        assert row.lost.item() == pytest.approx(lost if r.lever_share == 2 else 0.0)
+    # fewer indexer bytes make a faster attention part, sharing more so than FP4 keys
+    attention = table.set_index(["share", "key bytes", "applied"])["attention part, 64KiB LLC"]
+    assert attention[1, 132, "-"] == 1 < attention[1, 68, "-"] < attention[2, 132, "on the stream"] \
+        < attention[2, 68, "on the stream"]
+    best = table[table.lost <= 0.02].sort_values("speed-up, 64KiB LLC").iloc[-1]  # 68 B keys at least
+    label = f"share {best.share}, reuse 1, {best['key bytes']} B" + (", decoded" if best.applied == "decoded" else "")
+    assert f"the best setting within 2% loss is {label}" in md
+    assert "![levers_tiny-llama](levers_tiny-llama.png)" in md and (tmp_path / "r" / "levers_tiny-llama.png").exists()
+    assert "tiny-llama, Pareto front" in md
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert SECTION in page
+
+
+def test_a_sweep_without_levers_has_no_levers_section(tmp_path):
+    from helpers import SPEC
+
+    from harness.study.report import build_report
+    from harness.study.sweep import execute
+
+    execute(loads_spec(SPEC), tmp_path / "s", jobs=1, progress=False)
+    build_report(tmp_path / "s", tmp_path / "r", policies=False, locality=False)
+    assert SECTION not in (tmp_path / "r" / "report.md").read_text()
