@@ -396,3 +396,23 @@ def test_a_sweep_without_levers_has_no_levers_section(tmp_path):
     execute(loads_spec(SPEC), tmp_path / "s", jobs=1, progress=False)
     build_report(tmp_path / "s", tmp_path / "r", policies=False, locality=False)
     assert SECTION not in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_the_example_sweeps_every_stream_lever_and_streams_a_decoded_lever_as_decoded():
+    from pathlib import Path
+
+    from harness.study.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parent.parent / "examples" / "indexer_levers.toml")
+    decoded = {(r["decode"]["index_share"], r["decode"]["index_reuse"]) for r in spec.runs}
+    assert decoded == {(1, 1), (2, 1), (4, 1), (1, 2), (1, 4)}
+    per_log = {}
+    for r in spec.runs:
+        lever = (r["decode"]["index_share"], r["decode"]["index_reuse"])
+        stream = (r["stream"]["index_share"], r["stream"]["index_reuse"], r["stream"]["index_bytes"])
+        per_log.setdefault(lever, set()).add(stream)
+    assert per_log[1, 1] == {(s, u, b) for s in (1, 2, 4) for u in (1, 2, 4) for b in (132, 68)}
+    for (share, reuse), streams in per_log.items():
+        if (share, reuse) != (1, 1):  # its own lever, followed, with either key size
+            assert streams == {(share, reuse, 132), (share, reuse, 68)}
+    assert {r["stream"]["geometry"] for r in spec.runs} == {"deepseek-v3.2"}
