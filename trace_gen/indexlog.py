@@ -173,6 +173,8 @@ class StepBlock:
     ctx_len: np.ndarray
     offsets: np.ndarray    # int64, len(rows) + 1
     positions: np.ndarray  # int32, concatenated selections
+    own_offsets: np.ndarray | None = None    # a lever log's own selections (own_positions), likewise
+    own_positions: np.ndarray | None = None
 
 
 # Limits that keep every derived quantity inside its integer type (MAX_REQUESTS and MAX_INT32:
@@ -435,8 +437,7 @@ class _RowChecker:
         if (by_step < prev).any():
             self.fail("ctx_len decreases from one step to the next")
         offsets, values = self.positions(table, "positions", cols, log.max_positions)
-        if log.has_own:
-            self.positions(table, "own_positions", cols, log.topk)
+        own = self.positions(table, "own_positions", cols, log.topk) if log.has_own else (None, None)
         counts = np.diff(offsets)
         if steps_here:
             if self.next_step == 0:
@@ -446,7 +447,7 @@ class _RowChecker:
         self.max_row = max(self.max_row, int(counts.max()) if len(counts) else 0)
         self.selections += len(values)
         return StepBlock(cols["request"], cols["step"], cols["layer"], ctx, offsets,
-                         values.astype(np.int32))
+                         values.astype(np.int32), own[0], None if own[1] is None else own[1].astype(np.int32))
 
     def positions(self, table: pa.Table, name: str, cols: dict, most: int) -> tuple[np.ndarray, np.ndarray]:
         """A list column of positions, checked (sorted, unique, ``0 <= p < ctx_len``, at most

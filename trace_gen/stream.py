@@ -12,6 +12,11 @@ request inside the phase):
    weights one device reads in the step (``Geometry.weight_bytes(batch)``, once per layer for the
    whole batch; see ``trace_gen.geometry.Weights``).
 
+Indexer levers (``trace_gen.levers``, :class:`~trace_gen.levers.StreamLevers`): a layer that
+borrows another layer's selection has no index phase (no key written, none scanned), and a step
+that reuses its last scan has none either (its new key is written in the gather phase); the
+gather reads the selection the lever gives. Without a lever the stream is as above.
+
 Every access carries its phase id, ``(step * L + layer) * 2 + kind`` (kind 0 index, 1 gather),
 and :meth:`StreamSource.phases` describes each phase (step, layer, kind, FLOPs of the compute that
 follows it), which is what the step-time model and the gem5 closed-loop generator need.
@@ -39,7 +44,6 @@ from dataclasses import asdict, dataclass, replace
 import numba as nb
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
 
 from harness.core import numba_cache
 from harness.core.accesstrace import LineAccesses, Requests
@@ -58,6 +62,7 @@ from harness.core.traffic import (
 from harness.core.units import require_memory
 from trace_gen.geometry import Geometry
 from trace_gen.indexlog import IndexLog
+from trace_gen.levers import StreamLevers
 
 numba_cache.guard()  # a broken cache file of a kernel: compiled again, not a crash
 
@@ -237,12 +242,14 @@ class AddressMap:
 class StreamSource:
     """The access stream of one index log under one geometry and layout, generated in chunks."""
 
-    def __init__(self, log: IndexLog, geometry: Geometry, layout: Layout, batch: int | None = None):
+    def __init__(self, log: IndexLog, geometry: Geometry, layout: Layout, batch: int | None = None,
+                 index_share: int | None = None, index_reuse: int | None = None):
         """``batch``: the requests the stream decodes side by side (default: the log's). A batch
         larger than the log's reuses its requests' selections in turn (request v reads the
         selections of the log's request v mod R) at addresses of its own: each request has its
         own KV pages and token ids, as in a serving batch, and the LLC sees B distinct working
-        sets; the selections repeat every R requests."""
+        sets; the selections repeat every R requests. ``index_share``, ``index_reuse``: the
+        stream's indexer levers (None: the log's own; ``trace_gen.levers``)."""
         layout.validate()
         self.log, self.geometry, self.layout = log, geometry, layout
         shape = log.validate()
@@ -255,7 +262,9 @@ class StreamSource:
         self.amap = AddressMap(geometry, layout, np.asarray(shape.first_ctx)[self.source_request],
                                np.asarray(shape.last_ctx)[self.source_request])
         self.layer_map = geometry.layer_map(log.layers).astype(np.int64)
-        self.max_row = shape.max_row  # from the data: the buffers must hold what the rows hold
+        self.lever_options = (index_share, index_reuse)
+        self.levers = StreamLevers.make(log, self.layer_map, index_share, index_reuse)
+        self.max_row = self.levers.max_row(log)  # from the data: the buffers must hold what the rows hold
         self._check_memory(self._bound_per_layer_step(weight_scans=True))
 
     def _check_memory(self, bound: int) -> None:
@@ -267,18 +276,28 @@ class StreamSource:
         """The same stream without the weights' traffic (the attention part's)."""
         if not self.layout.weights:
             return self
-        return StreamSource(self.log, self.geometry, replace(self.layout, weights=False), self.batch)
+        return StreamSource(self.log, self.geometry, replace(self.layout, weights=False), self.batch,
+                            *self.lever_options)
 
     @classmethod
     def from_options(cls, index_log, options: dict) -> StreamSource:
         """From an index log folder and the stream options by name, as ``dsa-harness simulate``
         and a sweep's ``[stream]`` table give them (geometry, layout, page_tokens, page_order,
-        layout_seed, weights)."""
+        layout_seed, weights, batch; the levers index_share, index_reuse and index_bytes, the
+        indexer key's bytes in place of the geometry's)."""
         from trace_gen.geometry import get_geometry
 
         log = IndexLog(index_log)
         o = options
-        return cls(log, get_geometry(o["geometry"], log.meta), Layout.from_settings(o), o.get("batch"))
+        geometry = get_geometry(o["geometry"], log.meta)
+        if o.get("index_bytes") is not None:
+            geometry = replace(geometry, index_bytes=o["index_bytes"])
+        return cls(log, geometry, Layout.from_settings(o), o.get("batch"), o.get("index_share"), o.get("index_reuse"))
+
+    def lever_summary(self) -> dict:
+        """The stream's indexer levers as a result records them (``StreamLevers.describe`` and
+        ``kept``) with the indexer key's bytes."""
+        return {**self.levers.describe(), "index_bytes": self.geometry.index_bytes, **self.levers.kept(self.log)}
 
     def phases(self, steps: int | None = None) -> pd.DataFrame:
         """One row per phase of the stream (of its first ``steps`` decode steps, when given), in
@@ -286,24 +305,25 @@ class StreamSource:
         ``kind`` (0 index, 1 gather) and ``flops``, the compute that follows the phase for the
         whole batch (trace_gen.geometry), of which ``attention_flops`` are the indexer's and the
         sparse attention's (the rest: the layer's projections, MLP or experts); ``keys`` the
-        indexer keys the index phase scans and ``selected`` the tokens the gather reads."""
-        ctx = self.log.table(["step", "layer", "request", "ctx_len", "positions"])
-        uses = np.bincount(self.source_request, minlength=self.log.requests)[ctx.column("request").to_numpy()]
-        rows = pd.DataFrame({"step": ctx.column("step").to_numpy(), "log_layer": ctx.column("layer").to_numpy(),
-                             "ctx_len": ctx.column("ctx_len").to_numpy() * uses,
-                             "selected": pc.list_value_length(ctx.column("positions")).to_numpy() * uses,
-                             "n": uses})
+        indexer keys the index phase scans and ``selected`` the tokens the gather reads. An index
+        phase that does not scan (indexer levers) has no keys, no FLOPs and no accesses."""
+        rows = pd.concat([pd.DataFrame({"step": b.step, "log_layer": b.layer, "request": b.request,
+                                        "ctx_len": b.ctx_len, "selected": np.diff(offsets)})
+                          for b, offsets, _ in self.levers.rows(self.log)], ignore_index=True)
+        uses = np.bincount(self.source_request, minlength=self.log.requests)[rows.request.to_numpy()]
+        rows = rows.assign(ctx_len=rows.ctx_len * uses, selected=rows.selected * uses, n=uses)
         per = rows.groupby(["step", "log_layer"], sort=True).agg(ctx=("ctx_len", "sum"), sel=("selected", "sum"),
-                                                                 n=("n", "sum")).reset_index()
+                                                                 n=("n", "sum"))
         g = self.geometry
-        kept = per.step.unique()[:steps]
+        kept = per.index.get_level_values("step").unique()[:steps]
         layer = np.tile(np.arange(g.layers), len(kept))
         step = np.repeat(kept, g.layers)
-        src = per.set_index(["step", "log_layer"]).loc[list(zip(step, self.layer_map[layer]))]
+        ctx = per.ctx.loc[list(zip(step, self.layer_map[layer]))].to_numpy()
+        src = per.loc[list(zip(step, self.levers.gather_layer[layer]))]
+        keys = ctx * self.levers.scans(layer, step)
         index = pd.DataFrame({"step": step, "layer": layer, "kind": INDEX_PHASE,
-                              "flops": src.ctx.to_numpy() * g.index_flops_per_token,
-                              "attention_flops": src.ctx.to_numpy() * g.index_flops_per_token,
-                              "selected": 0, "keys": src.ctx.to_numpy()})
+                              "flops": keys * g.index_flops_per_token, "attention_flops": keys * g.index_flops_per_token,
+                              "selected": 0, "keys": keys})
         gather = pd.DataFrame({"step": step, "layer": layer, "kind": GATHER_PHASE,
                                "flops": src.sel.to_numpy() * g.attn_flops_per_token + src.n.to_numpy() * g.layer_flops,
                                "attention_flops": src.sel.to_numpy() * g.attn_flops_per_token,
@@ -361,7 +381,7 @@ class StreamSource:
         cap = max(chunk_lines, bound)
         shared = _Buffers(cap, as_lines) if reuse else None
         remaining = steps
-        for block in self.log.blocks():
+        for block, offsets, positions in self.levers.rows(self.log):
             if remaining is not None and remaining <= 0:
                 return
             step_starts = np.arange(0, len(block.step), self.log.layers * self.log.requests, dtype=np.int64)
@@ -372,8 +392,9 @@ class StreamSource:
             while pos[0] < len(step_starts):
                 out = shared or _Buffers(cap, as_lines)
                 out.scans = scans
-                n = _emit(block.request, block.step, block.ctx_len, block.offsets, block.positions,
-                          step_starts, pos, self.layer_map, self.log.requests, self.source_request,
+                n = _emit(block.request, block.step, block.ctx_len, offsets, positions,
+                          step_starts, pos, self.levers.gather_layer, self.levers.indexer, self.levers.reuse,
+                          self.log.requests, self.source_request,
                           self.amap.phys, self.amap.page_tokens, self.amap.total_pages,
                           self.geometry.token_stride, self.geometry.kv_bytes, self.geometry.index_bytes,
                           self.amap.weight_bytes, self.amap.kv_base, self.amap.index_base,
@@ -448,7 +469,7 @@ def _put(n, addr, nbytes, c, w, tok, step, ph, rq, as_lines, o):
 
 
 @nb.njit(nogil=True, cache=True)
-def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n_req, source,
+def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, indexer, reuse, n_req, source,
           phys, page_tokens, total_pages, stride, kv_bytes, index_bytes, weight_bytes,
           kv_base, index_base, weights_base, as_lines, scans, bound, group_shift, sampled, counts,
           o_addr, o_size, o_cls, o_w, o_tok, o_step, o_phase, o_req):
@@ -468,7 +489,8 @@ def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n
             kv_layer = kv_base + g * layer_slots * stride
             ix_layer = index_base + g * layer_slots * index_bytes
             ph = (np.int64(st) * n_geo + g) * 2
-            for r in range(source.shape[0]):  # index phase: new key, then the scan of every cached key
+            scan = indexer[g] == 1 and st % reuse == 0  # (layer_map: the log layer whose rows g gathers)
+            for r in range(source.shape[0] if scan else 0):  # index phase: new key, then the scan of every key
                 ctx = ctx_len[row0 + source[r]]
                 new = ctx - 1
                 slot = phys[r, new // page_tokens] * page_tokens + new % page_tokens
@@ -483,6 +505,8 @@ def _emit(req, step, ctx_len, offsets, positions, step_starts, pos, layer_map, n
                 tok_base = (np.int64(r) << 48) | (np.int64(g) << 32)
                 new = ctx_len[row] - 1
                 slot = phys[r, new // page_tokens] * page_tokens + new % page_tokens
+                if indexer[g] == 1 and not scan:  # a step that reuses its last scan still writes its key
+                    n = _put(n, ix_layer + slot * index_bytes, index_bytes, INDEX, 1, -1, st, ph, r, as_lines, o)
                 n = _put(n, kv_layer + slot * stride, kv_bytes, KV_WRITE, 1, tok_base | new, st, ph, r, as_lines, o)
                 for i in range(offsets[row], offsets[row + 1]):
                     p = np.int64(positions[i])

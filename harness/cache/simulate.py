@@ -121,16 +121,19 @@ def simulate_stream(src, cfg: LLCConfig, timing: TimingConfig, steps: int | None
                     extra_config: dict | None = None) -> dict:
     """Simulate the first ``steps`` decode steps of a stream (``trace_gen.stream.StreamSource``)
     whole: weights as scans, and set-sampled as ``cfg.sample_for`` decides from the stream's KV
-    and indexer line accesses, its counts scaled to the stream's own. A run whose LLC state and
-    stream buffers together would not fit in memory is refused before it starts."""
+    and indexer line accesses, its counts scaled to the stream's own. The result records the
+    stream's indexer levers (``levers``: ``StreamSource.lever_summary``). A run whose LLC state
+    and stream buffers together would not fit in memory is refused before it starts."""
     require_memory(cfg.memory_bytes() + src.memory_bytes(),
                    f"simulating {src.log.folder} in an LLC of {format_size(cfg.size)} (its state and the stream's "
                    f"buffers for a batch of {src.batch} at ctx_len {src.amap.max_ctx:,})")
     exact = src.line_counts(steps)
     sample = cfg.sample_for(int(exact.lines[exact.cls != WEIGHTS].sum()))
     chunks = src.chunks(as_lines=True, reuse=True, steps=steps, weight_scans=True, sample=sample)
-    return simulate(chunks, cfg, timing, bounds=bounds, extra_config=extra_config, phases=src.phases(steps),
-                    batch=src.batch, sample=sample, exact=exact if sample else None)
+    result = simulate(chunks, cfg, timing, bounds=bounds, extra_config=extra_config, phases=src.phases(steps),
+                      batch=src.batch, sample=sample, exact=exact if sample else None)
+    result["levers"] = src.lever_summary()
+    return result
 
 
 def _access(state: LLCState, acc: LineAccesses, runs: list, stream: TokenStream | None) -> None:

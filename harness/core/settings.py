@@ -115,6 +115,19 @@ SETTINGS: dict[str, dict[str, Field]] = {
         "batch": Field(None, "int", 1, MAX_REQUESTS, nullable=True,
                        help="Requests decoded side by side [default: the log's]; a larger batch reuses the "
                             "log's selections in turn, each request at its own addresses."),
+        # indexer levers of the stream (trace_gen.levers, StreamLevers), applied to any log without
+        # a new decode; a spec's [decode] keys of the same names decode with them instead
+        "index_share": Field(None, "int", 1, 1 << 16, nullable=True, column="stream_index_share",
+                             help="Stream IndexCache's share: every N-th layer of each kind runs the indexer; the "
+                                  "others write and scan no indexer keys and gather their anchor's selection "
+                                  "[default: the log's own lever, none in a log decoded without one]."),
+        "index_reuse": Field(None, "int", 1, MAX_INT32, nullable=True, column="stream_index_reuse",
+                             help="Stream a scan of the indexer keys every S-th step only; the steps between write "
+                                  "their key and gather the last scan's selection widened by the tokens decoded "
+                                  "since [default: the log's own lever]."),
+        "index_bytes": Field(None, "int", 0, 1 << 30, nullable=True,
+                             help="Bytes of an indexer key per token and layer, e.g. 68 for FP4 keys (64 B of "
+                                  "values + a 4 B scale) [default: the geometry's]."),
     },
     "llc": {  # size and ways: the platform's LLC unless given
         "size": Field(None, "size", nullable=True, option="--llc-size", column="llc_bytes",

@@ -10,7 +10,10 @@ reserve_ways, ...), and results with units in their names (``llc_bytes``, ``step
 ``link_bytes_per_step``, ``full_max_batch``, ``tier_max_batch_tokens_per_s``, ``crossover_batch``,
 ...); ``step_time_model`` names the model that produced the step time and ``step_scope`` what it
 includes (``whole``: the weights' traffic too; ``attention``: without it),
-``attention_time_cycles`` the step's attention part. gem5 and built-in runs share the table; a
+``attention_time_cycles`` the step's attention part; the stream's indexer levers
+(``trace_gen.levers``): ``lever_origin`` (none, log, stream), ``lever_share``, ``lever_reuse``,
+``scan_share``, ``index_key_bytes``, ``selection_kept`` and ``recall_kept`` (measured, in a log
+decoded with the lever). gem5 and built-in runs share the table; a
 result a backend does not produce is empty.
 """
 
@@ -96,6 +99,11 @@ def _results(r: dict) -> dict:
         "bound_capacity_tokens": bounds.get("capacity_tokens"), "lines_per_token": bounds.get("lines_per_token"),
         "fa_lru_token_hit_rate": bounds.get("fa_lru_hit_rate"), "min_token_hit_rate": bounds.get("min_hit_rate"),
     }
+    levers = r.get("levers") or {}  # the stream's indexer levers (trace_gen.levers.StreamLevers)
+    out.update({"lever_origin": levers.get("origin"), "lever_share": levers.get("index_share"),
+                "lever_reuse": levers.get("index_reuse"), "scan_share": levers.get("scan_share"),
+                "index_key_bytes": levers.get("index_bytes"), "selection_kept": levers.get("selection_kept"),
+                "recall_kept": levers.get("recall_kept")})
     per_request = r.get("by_request") or []
     for name in ("kv", "index"):  # each request's misses (a list; the report's spread over requests)
         out[f"request_{name}_misses_lines"] = [int((q.get(name) or {}).get("misses", 0)) for q in per_request] or None

@@ -5,7 +5,8 @@ A spec has sections ``[sweep]``, ``[decode]``, ``[stream]``, ``[llc]``, ``[timin
 section and no ``llc``; the other backends' runs have no ``tier``). Every key of
 decode/stream/llc/timing/tier (and
 ``sweep.backend``) takes one value or a list (the grid's axes); an exclude table drops the
-points that match all its keys. :data:`SCHEMA` is every key's declaration (default, type, range:
+points that match all its keys, each named plainly or, when two sections have a key of that
+name (``index_share`` in ``[decode]`` and ``[stream]``), as ``section.key``. :data:`SCHEMA` is every key's declaration (default, type, range:
 ``harness.core.settings``, the same the command-line options come from). The spec is validated
 before anything runs: every value on its own (so an unknown key or a wrong type hides nothing
 else), then each section's combinations (e.g. ``reserve_ways`` against ``ways``), and every
@@ -47,7 +48,9 @@ AXES = {(s, k) for s in GRID_SECTIONS for k in SCHEMA[s]} | {("sweep", "backend"
 # adding the tier kept every other run's id).
 RUN_SECTIONS = {"tier": ("decode", "stream", "timing", "tier")}
 DEFAULT_RUN_SECTIONS = ("decode", "stream", "llc", "timing")
-FLAT = {k: (s, k) for s, k in AXES}  # exclude tables name grid keys without their section
+# exclude tables name grid keys without their section, but for the names of several sections' keys
+AMBIGUOUS = {k for _, k in AXES if sum(k == other for _, other in AXES) > 1}
+FLAT = {k: (s, k) for s, k in AXES if k not in AMBIGUOUS}
 
 
 @dataclass
@@ -102,7 +105,7 @@ def parse_spec(raw: dict, where: str = "spec") -> Spec:
         seen = set()
         for parts in itertools.product(*groups, axes[("sweep", "backend")]):
             *points, backend = parts
-            flat = {"backend": backend}
+            flat = {("sweep", "backend"): backend}
             for given, _ in points:
                 flat.update(given)
             if any(all(flat.get(k) == v for k, v in ex.items()) for ex in excludes):
@@ -241,14 +244,23 @@ def _excludes(excludes, problems: list[str]) -> list[dict]:
         return []
     out = []
     for ex in excludes:
-        checked = {}
+        named = []  # (name, section, key, value)
         for key, value in ex.items():
-            if key not in FLAT:
-                problems.append(f"unknown key {key} in [[exclude]]")
+            if isinstance(value, dict) and key in GRID_SECTIONS:  # section.key = value (a table of its keys)
+                named += [(f"{key}.{k}", key, k, v) for k, v in value.items()]
+            elif key in AMBIGUOUS:
+                sections = sorted(s for s, k in AXES if k == key)
+                problems.append(f"[[exclude]] key {key} is a key of {' and '.join(f'[{s}]' for s in sections)}: "
+                                f"name its section, e.g. {sections[0]}.{key}")
+            else:
+                named.append((key, *FLAT.get(key, (None, key)), value))
+        checked = {}
+        for name, section, key, value in named:
+            if (section, key) not in AXES:
+                problems.append(f"unknown key {name} in [[exclude]]")
                 continue
-            section, _ = FLAT[key]
             try:
-                checked[key] = SCHEMA[section][key].check(f"[[exclude]] {key}", value)
+                checked[(section, key)] = SCHEMA[section][key].check(f"[[exclude]] {name}", value)
             except UserError as e:
                 problems.append(str(e))
         out.append(checked)
@@ -258,17 +270,16 @@ def _excludes(excludes, problems: list[str]) -> list[dict]:
 def _group_points(group: tuple[str, ...], axes: dict, problems: list[str],
                   excludes: list[dict] = ()) -> list[tuple[dict, dict]]:
     """Each combination of a group's values that forms a valid configuration, as (the values
-    given, by key; the canonical config of each section of the group); the invalid ones reported,
+    given, by (section, key); the canonical config of each section of the group); the invalid ones reported,
     except those an exclude table naming only this group's keys leaves out."""
     keys = [(s, k) for s in group for k in SCHEMA[s]]
-    names = {k for _, k in keys}
-    own = [ex for ex in excludes if ex and set(ex) <= names]
+    own = [ex for ex in excludes if ex and set(ex) <= set(keys)]
     out = []
     for values in itertools.product(*(axes[key] for key in keys)):
         given = {s: {} for s in group}
         for (s, k), v in zip(keys, values):
             given[s][k] = v
-        flat = {k: v for (_, k), v in zip(keys, values)}
+        flat = dict(zip(keys, values))
         if any(all(flat.get(k) == v for k, v in ex.items()) for ex in own):
             continue
         try:
@@ -276,7 +287,7 @@ def _group_points(group: tuple[str, ...], axes: dict, problems: list[str],
         except UserError as e:
             problems.append(str(e))
             continue
-        out.append(({k: v for (_, k), v in zip(keys, values)}, canonical))
+        out.append((flat, canonical))
     return out
 
 

@@ -8,6 +8,7 @@ geometry nor the platform: a worker keeps the last logs' token reads and their h
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,12 +37,16 @@ def _hits(folder: Path, stamp: tuple, hot: int, policy: str, pooled: bool, batch
 def tier_of_log(log_dir: str | Path, stream: dict, timing: TimingConfig, tier: TierConfig,
                 extra_config: dict | None = None) -> dict:
     """The host tier's result (``simulate_tier``) of the index log in ``log_dir``, under the
-    stream settings' ``geometry`` (``native``: the log's backbone) and ``batch`` (None: the log's
-    requests); the layout settings do not apply (the tier counts tokens, not addresses)."""
+    stream settings' ``geometry`` (``native``: the log's backbone), ``index_bytes`` (None: the
+    geometry's) and ``batch`` (None: the log's requests); the layout settings do not apply (the
+    tier counts tokens, not addresses), nor do the stream levers ``index_share`` and
+    ``index_reuse`` (the tier reads the selections as logged, and every layer's index phase scans)."""
     folder = Path(log_dir).resolve()
     stamp = _stamp(folder)
     log, reads = _reads(folder, stamp)
     geometry = get_geometry(stream["geometry"], log.meta)
+    if stream.get("index_bytes") is not None:
+        geometry = replace(geometry, index_bytes=stream["index_bytes"])
     batch = stream.get("batch") or reads.requests
     buffers = _hits(folder, stamp, tier.hot_tokens(reads.topk), tier.hot_policy, tier.pooled, batch)
     source = {"index_log": str(log.folder), "backbone": log.meta["backbone"]["name"],

@@ -5,7 +5,8 @@ which backbone, and why? Markdown and a self-contained HTML page with PNG plots.
 sections in order into a ``Doc`` and the report folder atomically. The modules:
 ``registry`` (the context and the sections' registry; how to add a section), ``render`` (the
 document, as Markdown and as HTML) and the sections by group: ``results`` (the first screen, the
-speed-ups of every policy, the sweep's plots, all runs) and ``index_logs`` (locality, policies).
+speed-ups of every policy, the sweep's plots, all runs), ``index_logs`` (locality, policies),
+``host_tier`` (the host tier's runs) and ``levers`` (the indexer levers' speed-up against recall).
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from pathlib import Path
 
 from harness.core.errors import UserError
 from harness.study.headline import headline, verdict
-from harness.study.report import host_tier, index_logs, results  # noqa: F401  (importing registers their sections)
+from harness.study.report import (  # noqa: F401  (importing registers their sections)
+    host_tier,
+    index_logs,
+    levers,
+    results,
+)
 from harness.study.report.registry import ReportContext, write_sections
 
 __all__ = ["build_report"]
