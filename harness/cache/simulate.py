@@ -71,7 +71,7 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
              timing: TimingConfig | None = None, bounds: bool = True,
              extra_config: dict | None = None, phases: pd.DataFrame | None = None, batch: int = 1,
              return_phases: bool = False, sample: SetSample | None = None,
-             exact: pd.DataFrame | None = None) -> dict | tuple[dict, pd.DataFrame]:
+             exact: pd.DataFrame | None = None, mshr_window: int | None = None) -> dict | tuple[dict, pd.DataFrame]:
     """Simulate every chunk in order through one LLC and return the summary dict. ``phases`` is
     the stream's phase table (``StreamSource.phases()``) and ``batch`` its number of concurrent
     requests, for the step time; without them every step is one phase without compute. With
@@ -80,10 +80,13 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
     ``sample``: the chunks hold only the lines of the sampled sets (``harness.core.sampling``),
     and the counts are scaled to the whole cache (:func:`_scale`); the result says so
     (``sampled_sets``). ``exact``: the stream's line accesses per phase and class
-    (``StreamSource.line_counts``), which the scaling uses when given."""
+    (``StreamSource.line_counts``), which the scaling uses when given. ``mshr_window``: the
+    requests in flight within which misses merge (harness.cache.llc), default the timing's
+    (``TimingConfig.mshr_window``); 1 turns merging off (what the model gave before it merged)."""
     timing = timing or TimingConfig.make()
     timing.validate()
-    state = LLCState(cfg, batch, sample, mshr_window=timing.mshr_window)
+    window = timing.mshr_window if mshr_window is None else mshr_window
+    state = LLCState(cfg, batch, sample, mshr_window=window)
     runs = []
     stream = TokenStream() if bounds else None
     try:
@@ -110,7 +113,7 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
         if stream is not None:
             stream.close()
     summary["batch"] = batch
-    summary["mshr_window"] = timing.mshr_window  # accesses in flight per phase (MSHR merging)
+    summary["mshr_window"] = window  # accesses in flight per phase (MSHR merging)
     summary["sampled_sets"] = sample.to_dict() if sample else None
     summary["config"] = {"llc": cfg.to_dict(), "timing": timing.to_dict(), **(extra_config or {})}
     # what the class knobs ask beyond the platform's cache controls (allowed by what_if)
