@@ -310,7 +310,8 @@ class LLCState:
         n = cfg.sets * cfg.ways
         hooks = self.hooks = cfg.reserved_ways
         tracked = cfg.sets * cfg.reserve_ways if hooks.tokens else 0
-        require_memory(cfg.memory_bytes(), f"an LLC of {format_size(cfg.size)}")
+        # (with merging, each line also keeps its primary miss: 8 B)
+        require_memory(cfg.memory_bytes() + (8 * n if mshr_window > 1 else 0), f"an LLC of {format_size(cfg.size)}")
         self.tag = np.full(n, -1, dtype=np.int64)
         # An invalid way's stamp is -(ways - way): below every real stamp and lowest for way 0,
         # so the LRU scan picks the lowest free way first without a separate pass.
