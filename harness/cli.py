@@ -800,6 +800,10 @@ def format_result(r: dict) -> str:
     for name, c in rows:
         rate = "-" if c["hit_rate"] is None else f"{c['hit_rate']:.4f}"
         lines.append(f"{name:<10}{c['accesses']:>14,}{c['hits']:>14,}{c['misses']:>14,}{rate:>10}")
+    if r.get("memory_reads") is not None:
+        window = f", up to {r['mshr_window']:,} requests in flight" if r.get("mshr_window") else ""
+        lines.append(f"memory reads {r['memory_reads']:,}: the misses less {r['mshr_merged']:,} that waited for "
+                     f"a fill already in flight (MSHR merging{window})")
     t = r["kv_tokens"]
     if t:
         lines.append(f"kv tokens: {t['accesses']:,} read, {t['full_hits']:,} full hits, "

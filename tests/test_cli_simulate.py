@@ -27,12 +27,16 @@ def test_json_output_has_the_documented_keys(kv_trace):
               "--reserve-ways", "4", "--policy", "token-lru", "--format", "json")
     assert res.exit_code == 0, res.output
     r = json.loads(res.output)
-    for key in ("accesses", "hits", "misses", "hit_rate", "by_class", "kv_tokens", "evictions",
-                "step_time_cycles", "tokens_per_s", "memory_wait_share", "timing", "config"):
+    for key in ("accesses", "hits", "misses", "hit_rate", "mshr_merged", "memory_reads", "mshr_window", "by_class",
+                "kv_tokens", "evictions", "step_time_cycles", "tokens_per_s", "memory_wait_share", "timing", "config"):
         assert key in r
     assert r["accesses"] == 2000 * 4 + 2000
     assert set(r["by_class"]) == {"kv", "index"}
     assert r["by_class"]["kv"]["accesses"] == 8000
+    for c in [r, *r["by_class"].values()]:  # memory reads are the misses that merged into no fill in flight
+        assert set(c) >= {"accesses", "hits", "misses", "hit_rate", "mshr_merged", "memory_reads"}
+        assert c["memory_reads"] == c["misses"] - c["mshr_merged"]
+    assert r["mshr_window"] == 11_931  # h100-sxm: its in-flight limit (below 80/cycle x 400 cycles)
     assert set(r["kv_tokens"]) >= {"accesses", "full_hits", "partial_hits", "misses"}
     assert r["kv_tokens"]["accesses"] == 2000
     assert r["config"]["llc"] == {"size": 65536, "ways": 16, "reserve_ways": 4, "policy": "token-lru",

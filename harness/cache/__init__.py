@@ -15,4 +15,7 @@ the numba data structures they share (``dlist``, ``heap``, ``hashtab``); and the
 # 5: a phase's memory and compute overlap (the platform's `overlap`, 1: the roofline); weights are
 #    what one device of the geometry's cited deployment reads per step (MoE: the routed experts
 #    its batch activates).
-RESULTS_VERSION = 5
+# 6: MSHR merging: misses to a line whose fill is still in flight in its phase are counted
+#    (mshr_merged) and read no memory; the step time's bandwidth and occupancy terms take memory
+#    reads (misses - merged).
+RESULTS_VERSION = 6

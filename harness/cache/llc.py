@@ -32,6 +32,30 @@ A ``kv`` line without a token id (-1) counts as a token of its own.
 
 Token accounting: a token read is a run of consecutive ``kv`` lines of one token; it is a full
 hit when every line hits, a partial hit when some do, a miss when none do.
+
+MSHR merging (``LLCState``'s ``mshr_window``, W accesses; ``harness.cache.timing`` derives W from
+the platform: the line requests issued while one fill is outstanding). A phase's accesses are
+issued together, up to W of them in flight; a miss whose line had its last *primary* miss (one
+that went to memory) fewer than W accesses earlier in the same phase finds that fill still
+outstanding and waits for it, as a second miss to a line with an outstanding MSHR becomes one
+more target of that MSHR in gem5 (``BaseCache::handleTimingReqMiss``; gem5 counts it a miss and
+an MSHR hit). It is counted a miss and ``mshr_merged``, and costs no memory read (memory reads
+= misses - merged); it does not restart the window, which the primary's fill sets. Merging
+changes only this accounting: the tags, the policies and every hit and miss are the same at
+every window (the fill is modelled at the miss, as before; the merged miss fills the line again,
+as the fill the access waits for would). A second access that *hits* because the model filled
+the line at its miss is a hit here where gem5 counts it a miss and an MSHR hit: the memory reads
+agree, the hit counts differ by such accesses. Phases end at a barrier (every fill returns), so
+nothing merges across phases; with W = 1 (one request in flight) nothing merges at all.
+Implementation, at no cost to a stream where nothing merges: a miss can only merge when its
+line left the cache (or never entered it) while its fill was in flight, since otherwise the
+access would hit. So each line records the sequence number of its primary miss when it is
+filled, and only a line evicted, invalidated or bypassed fewer than W accesses after its primary
+miss, in the same phase, enters a small hash table (line -> primary); a miss looks there only
+while the table's newest entry is that young. The table drops its expired entries whenever it
+half fills (and grows when the live ones need it). A weight scan applied at once
+(:meth:`LLCState.scan`) enters the young lines it evicts as the kernel would (its own lines are
+not read again: the premise of applying it at once).
 """
 
 from __future__ import annotations
@@ -75,7 +99,12 @@ C_WRITE_TOK = 14  # token of the kv_write run in progress (-1: none)
 C_KV_SEEN = 15  # kv line accesses so far
 C_SETS = 16  # sets simulated (a set sample's, or all): what a policy's windows scale with
 C_LOW, C_BIP = 17, 18  # fills inserted as the next victim so far; fills under the bip hint so far
-N_COUNTERS = 19
+# MSHR merging (LLCState's mshr_window): the window in accesses, the phase in progress and the
+# sequence number (C_NOW) of its first access, the entries of the table of lines that left the
+# cache while their fill was in flight, and the newest primary miss among them
+C_WINDOW, C_PHASE, C_PHASE_START, C_MCOUNT, C_MNEWEST = 19, 20, 21, 22, 23
+C_TOKEN_LINES = 24  # the most lines any token has had resident: what one eviction may invalidate
+N_COUNTERS = 25
 # A line's stamp is its latest access + STAMP_BASE; a fill inserted as the next victim of its set
 # (a streaming hint) gets STAMP_BASE - (such fills so far), below every access's; a free way's is
 # negative. The LRU way has the smallest stamp.
@@ -265,8 +294,15 @@ class LLCConfig:
 class LLCState:
     """Tag store and policy state, carried from one chunk of accesses to the next."""
 
-    def __init__(self, cfg: LLCConfig, requests: int = 1, sample: SetSample | None = None):
-        """``sample``: only the sampled sets' lines will come (harness.core.sampling)."""
+    def __init__(self, cfg: LLCConfig, requests: int = 1, sample: SetSample | None = None,
+                 mshr_window: int = 1):
+        """``sample``: only the sampled sets' lines will come (harness.core.sampling).
+        ``mshr_window``: accesses in flight within a phase, W (module docstring, MSHR merging;
+        1: none merge). A sample sees only its sets' accesses, so its window is W times the
+        sampled share of the sets (a line's accesses are as many simulated accesses apart as
+        the sampled sets' share of the stream between them)."""
+        if isinstance(mshr_window, bool) or not isinstance(mshr_window, (int, np.integer)) or mshr_window < 1:
+            raise ValueError(f"mshr_window must be a whole number >= 1, got {mshr_window!r}")
         cfg.validate()
         self.cfg = cfg
         self.sample = sample
@@ -277,7 +313,8 @@ class LLCState:
         n = cfg.sets * cfg.ways
         hooks = self.hooks = cfg.reserved_ways
         tracked = cfg.sets * cfg.reserve_ways if hooks.tokens else 0
-        require_memory(cfg.memory_bytes(), f"an LLC of {format_size(cfg.size)}")
+        # (with merging, each line also keeps its primary miss: 8 B)
+        require_memory(cfg.memory_bytes() + (8 * n if mshr_window > 1 else 0), f"an LLC of {format_size(cfg.size)}")
         self.tag = np.full(n, -1, dtype=np.int64)
         # An invalid way's stamp is -(ways - way): below every real stamp and lowest for way 0,
         # so the LRU scan picks the lowest free way first without a separate pass.
@@ -298,18 +335,29 @@ class LLCState:
         self.counters[C_NFREE] = len(self.free)
         self.counters[C_SETS] = len(self.sampled_sets) if sample is not None else cfg.sets
         self.counters[C_WRITE_TOK] = -1
+        window = int(mshr_window)
+        if sample is not None and window > 1:
+            window = max(1, round(window * len(self.sampled_sets) / cfg.sets))
+        self.mshr_window = window
+        self.counters[C_WINDOW] = window
+        self.counters[C_PHASE] = np.iinfo(np.int64).min  # no phase yet
+        # line -> its primary miss, for lines that left the cache with their fill in flight; and
+        # each way's line's primary miss (the sequence number C_NOW had then)
+        self.mkeys, self.mvals = hashtab.new_table(32, 1)
+        self.fill_seq = np.zeros(n if window > 1 else 1, dtype=np.int64)
         self.policy_state = np.zeros(N_GLOBALS, dtype=np.int64)  # the policy's globals
         self.policy_state[:len(hooks.initial_g)] = hooks.initial_g
         # the policy's history of every token read so far, and its lists per layer
         self.hkeys, self.hvals = hashtab.new_table(1 << 12 if hooks.history else 1, 2)
         self.layer_ends = np.full(N_LAYERS if hooks.layer_lists else 1, -1, dtype=np.int64)  # list heads
         self.read_lengths = np.zeros(256, dtype=np.int64)  # token reads by line count (capped)
-        self.by_request = np.zeros((max(requests, 1), 2, N_CLASSES), dtype=np.int64)  # [request, accesses|hits, class]
+        # [request, accesses|hits|merged, class]
+        self.by_request = np.zeros((max(requests, 1), 3, N_CLASSES), dtype=np.int64)
         self._out = self._reads = self._runs = np.zeros(0)
 
     @property
     def by_class(self) -> np.ndarray:
-        """Accesses and hits per traffic class, [2, classes]."""
+        """Accesses, hits and MSHR-merged misses per traffic class, [3, classes]."""
         return self.by_request.sum(axis=0)
 
     def access(self, lines, cls, tokens, writes, steps=None, phases=None,
@@ -336,7 +384,7 @@ class LLCState:
         if len(self._out) < n:
             self._out = np.zeros(n, dtype=np.uint8)
             self._reads = np.zeros(n, dtype=np.int64)
-            self._runs = np.zeros((n + 1, 5), dtype=np.int64)
+            self._runs = np.zeros((n + 1, 6), dtype=np.int64)
         out, reads, runs = self._out[:n], self._reads[:n], self._runs[:n + 1]
         cfg = self.cfg
         if self.hooks.history:  # room in the history for every token read this chunk may add
@@ -347,17 +395,31 @@ class LLCState:
             if 2 * need > len(self.hkeys):
                 self.hkeys, self.hvals = hashtab.grow(self.hkeys, self.hvals, need)
         tables = self.records, self.policy_state, self.tkeys, self.tvals, self.hkeys, self.hvals, self.layer_ends
-        nreads, nruns = _KERNELS[self.hooks.name](
-            lines, cls, tokens, writes, (steps, phases, requests), out, reads, runs, self.tag, self.stamp,
-            self.dirty, self.owner, self.next, self.prev, tables, self.free, self.counters, self.read_lengths,
-            self.by_request, cfg.sets, cfg.ways, cfg.reserve_ways, cfg.whole_token_eviction,
-            (*self.classes.kernel_arrays(), self.persisting))
+        done = nreads = nruns = 0
+        while True:
+            # the kernel stops early, before an access, when the MSHR table has too little room
+            # for what that access may record: grow it and go on from there
+            r, u, stop = _KERNELS[self.hooks.name](
+                lines[done:], cls[done:], tokens[done:], writes[done:],
+                (steps[done:], phases[done:], requests[done:]), out[done:], reads[nreads:], runs[nruns:],
+                self.tag, self.stamp, self.dirty, self.owner, self.next, self.prev, tables, self.free,
+                self.counters, self.read_lengths, self.by_request, cfg.sets, cfg.ways, cfg.reserve_ways,
+                cfg.whole_token_eviction, (*self.classes.kernel_arrays(), self.persisting),
+                (self.mkeys, self.mvals, self.fill_seq))
+            nreads, nruns, done = nreads + r, nruns + u, done + stop
+            if done == n:
+                break
+            self.mkeys, self.mvals = hashtab.grow(self.mkeys, self.mvals, 2 * len(self.mkeys))
+            if len(runs) - nruns < n - done + 1:  # each stop may split a phase's run in two
+                grown = np.zeros((nruns + n - done + 1, 6), dtype=np.int64)
+                grown[:nruns] = runs[:nruns]
+                self._runs = runs = grown
         return out, reads[:nreads], PhaseRuns(*runs[:nruns].T.copy())
 
     def _room_for(self, request: int) -> None:
         """Grow the per-request counts to hold ``request`` (more requests than announced)."""
         if request >= len(self.by_request):
-            grown = np.zeros((request + 1, 2, N_CLASSES), dtype=np.int64)
+            grown = np.zeros((request + 1, 3, N_CLASSES), dtype=np.int64)
             grown[:len(self.by_request)] = self.by_request
             self.by_request = grown
 
@@ -400,6 +462,8 @@ class LLCState:
         self.finish()  # a non-kv access ends the token read in progress and the kv_write run
         ctr = self.counters
         ctr[C_WRITE_TOK] = -1
+        if ctr[C_PHASE] != phase:  # a scan that opens a phase (none merge: each line is read once)
+            ctr[C_PHASE], ctr[C_PHASE_START] = phase, ctr[C_NOW] + 1
         if self.sample is not None:  # only the scan's lines in sampled sets, into those sets
             count = self.sample.sampled_lines(first, count)
         self._room_for(request)
@@ -413,6 +477,11 @@ class LLCState:
             ctr[C_EVICT] += count - free
             ctr[C_WB] += writebacks
             t, s, d = tag[region], stamp[region], dirty[region]
+            if self.mshr_window > 1:  # the lines it evicts whose fills may still be in flight after it
+                fills = self.fill_seq.reshape(cfg.sets, cfg.ways)[region]
+                young = takes & (t >= 0) & (fills >= ctr[C_PHASE_START]) \
+                    & (ctr[C_NOW] + count + 1 - fills < self.mshr_window)
+                self._mshr_note(t[young], fills[young])
             t[takes], d[takes] = DEAD_LINE, 0
             if streaming:  # next victims, below every access
                 s[takes] = STAMP_BASE - ctr[C_LOW] - 1 - np.arange(int(takes.sum()))
@@ -422,7 +491,20 @@ class LLCState:
             tag[region], stamp[region], dirty[region] = t, s, d
         ctr[C_NOW] += count
         one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
-        return PhaseRuns(one(phase), one(count), one(0), one(writebacks), one(step), weights=True)
+        return PhaseRuns(one(phase), one(count), one(0), one(writebacks), one(step), one(0), weights=True)
+
+    def _mshr_note(self, lines: np.ndarray, primaries: np.ndarray) -> None:
+        """Enter lines that left the cache with their fills (``primaries``) in flight into the
+        MSHR table (as the kernel does line by line), with room made first."""
+        if not len(lines):
+            return
+        ctr, k = self.counters, len(lines)
+        if 4 * (ctr[C_MCOUNT] + k) > 3 * len(self.mkeys):
+            ctr[C_MCOUNT] = _mshr_purge(self.mkeys, self.mvals, ctr[C_NOW] + 1, ctr[C_PHASE_START], self.mshr_window)
+            if 4 * (ctr[C_MCOUNT] + k) > len(self.mkeys):
+                self.mkeys, self.mvals = hashtab.grow(self.mkeys, self.mvals, 2 * int(ctr[C_MCOUNT] + k))
+        ctr[C_MCOUNT] = _mshr_record_all(self.mkeys, self.mvals, ctr[C_MCOUNT], lines, primaries)
+        ctr[C_MNEWEST] = max(ctr[C_MNEWEST], int(primaries.max()))
 
     def lines_per_token(self) -> int:
         """The most common number of lines in a token read (0 when there were none)."""
@@ -442,6 +524,7 @@ class PhaseRuns:
     hits: np.ndarray
     writebacks: np.ndarray
     step: np.ndarray  # the decode step of the run's first access
+    merged: np.ndarray  # misses that waited for a fill in flight (MSHR merging: the module docstring)
     weights: bool = False  # runs of a weight scan only (harness.cache.simulate)
 
 
@@ -504,9 +587,55 @@ def _persisting_victim(base, lo, hi, stamp, persisting, persists, cap):
     return other, other_t
 
 
+@nb.njit(cache=True)
+def _mshr_purge(keys, vals, now, phase_start, window):
+    """Drop the MSHR table's expired entries (a primary before the phase or ``window`` or more
+    accesses before access ``now``), in place; returns the live entries."""
+    live = 0
+    for i in range(keys.shape[0]):
+        if keys[i] != hashtab.EMPTY and vals[i, 0] >= phase_start and now - vals[i, 0] < window:
+            live += 1
+    k = np.empty(live, dtype=np.int64)
+    v = np.empty(live, dtype=np.int64)
+    j = 0
+    for i in range(keys.shape[0]):
+        if keys[i] != hashtab.EMPTY and vals[i, 0] >= phase_start and now - vals[i, 0] < window:
+            k[j], v[j] = keys[i], vals[i, 0]
+            j += 1
+        keys[i] = hashtab.EMPTY
+    for j in range(live):
+        vals[hashtab.insert(keys, vals, k[j]), 0] = v[j]
+    return live
+
+
+@nb.njit(cache=True)
+def _mshr_record_all(keys, vals, count, lines, primaries):
+    """_mshr_record for many lines (the table has room); returns the entries."""
+    for j in range(lines.shape[0]):
+        e = hashtab.find(keys, lines[j])
+        if e < 0:
+            e = hashtab.insert(keys, vals, lines[j])
+            count += 1
+        vals[e, 0] = primaries[j]
+    return count
+
+
+@nb.njit(inline="always")
+def _mshr_record(keys, vals, count, newest, line, seq):
+    """Note that ``line``, whose primary miss was access ``seq``, left the cache (or never
+    entered it) while that fill is in flight. Returns the table, its entries and the newest
+    primary in it."""
+    e = hashtab.find(keys, line)
+    if e < 0:  # room for it: the kernel's loop made sure
+        e = hashtab.insert(keys, vals, line)
+        count += 1
+    vals[e, 0] = seq
+    return count, max(newest, seq)
+
+
 @nb.njit(inline="always")
 def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty, owner, nxt, prv, tables, free, ctr,
-         read_lengths, by_request, n_sets, n_ways, n_res, whole, classes, token_records, hooks):
+         read_lengths, by_request, n_sets, n_ways, n_res, whole, classes, mshr, token_records, hooks):
     # token_records: the policy keeps token records (a compile-time constant, as are its hooks).
     # (steps, phases, requests) and the policy's tables travel as tuples: CPython passes calls of
     # more than 30 arguments as *args, which numba cannot inline
@@ -515,6 +644,14 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
     # each class's ways and insertion (harness.cache.partitions.ClassMap), and the persisting lines
     region, mode, persist_threshold, persist_cap_a, persisting = classes
     persist_cap = persist_cap_a[0]
+    # MSHR merging (module docstring): lines that left the cache with their fill in flight, and
+    # each way's line's primary miss
+    mkeys, mvals, fill_seq = mshr
+    window = ctr[C_WINDOW]
+    merging = window > 1
+    cur_phase, phase_start, mcount, mnewest = ctr[C_PHASE], ctr[C_PHASE_START], ctr[C_MCOUNT], ctr[C_MNEWEST]
+    token_lines = ctr[C_TOKEN_LINES]
+    stop = lines.shape[0]
     low, bip_fills = ctr[C_LOW], ctr[C_BIP]
     # Counters live in locals inside the loop (array elements would be reloaded on every use).
     now = ctr[C_NOW]
@@ -527,18 +664,27 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
     nreads = 0
     nruns = 0
     run_phase = phases[0] if phases.shape[0] else 0
-    run_start, run_hits, run_wb = 0, 0, writebacks
+    run_start, run_hits, run_wb, run_merged = 0, 0, writebacks, 0
     pow2 = (n_sets & (n_sets - 1)) == 0
     reserved_lines = ctr[C_SETS] * n_res  # the simulated sets' reserved lines (admit's window)
     set_mask = n_sets - 1
     for i in range(lines.shape[0]):
+        # room in the MSHR table for what this access may record: its own line, or the victim
+        # and the victim token's other lines (at most token_lines); else purge, else stop
+        # (a purge leaves it at most a quarter full, so purges cost O(1) per record)
+        if merging and 4 * (mcount + token_lines + 2) > 3 * mkeys.shape[0]:
+            mcount = _mshr_purge(mkeys, mvals, now + 1, phase_start if phases[i] == cur_phase else now + 1, window)
+            if 4 * (mcount + token_lines + 2) > mkeys.shape[0]:
+                stop = i
+                break
         line = lines[i]
         c = cls[i]
         if phases[i] != run_phase:
             runs[nruns, 0], runs[nruns, 1] = run_phase, i - run_start
             runs[nruns, 2], runs[nruns, 3], runs[nruns, 4] = run_hits, writebacks - run_wb, steps[run_start]
+            runs[nruns, 5] = run_merged
             nruns += 1
-            run_phase, run_start, run_hits, run_wb = phases[i], i, 0, writebacks
+            run_phase, run_start, run_hits, run_wb, run_merged = phases[i], i, 0, writebacks, 0
         is_kv = c <= KV_WRITE
         if pow2:
             base = (line & set_mask) * n_ways
@@ -546,6 +692,8 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
             base = (line % n_sets) * n_ways
         lo, hi = region[c, 0], region[c, 1]
         now += 1
+        if phases[i] != cur_phase:  # a new phase: the previous one's fills have all returned
+            cur_phase, phase_start = phases[i], now
         # The region's ways first: look for the line and track the region's LRU way (free ways
         # have negative stamps, lowest way lowest); then the other ways for the line only.
         way = -1
@@ -626,8 +774,17 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
             continue
 
         out[i] = 0
+        prim = now  # the primary miss whose fill serves this access: this one, unless it merges
+        if merging and mnewest >= phase_start and now - mnewest < window:  # the table may hold it
+            e = hashtab.find(mkeys, line)
+            if e >= 0 and mvals[e, 0] >= phase_start and now - mvals[e, 0] < window:
+                prim = mvals[e, 0]  # merged: one more target of that fill's MSHR, no memory read
+                by_request[rq, 2, c] += 1
+                run_merged += 1
         if lo == hi:
             bypasses += 1
+            if merging and prim == now:  # never cached: its fill stays in flight for the window
+                mcount, mnewest = _mshr_record(mkeys, mvals, mcount, mnewest, line, now)
             continue
         tracked = token_records and is_kv and n_res > 0
         m = mode[c]
@@ -636,6 +793,8 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
             lru, lru_t = _persisting_victim(base, lo, hi, stamp, persisting, persists, persist_cap)
             if lru < 0:
                 bypasses += 1  # every way holds a persisting line this fill may not evict
+                if merging and prim == now:
+                    mcount, mnewest = _mshr_record(mkeys, mvals, mcount, mnewest, line, now)
                 continue
         victim = lru
         if lru_t >= 0:  # no free way: evict
@@ -650,15 +809,29 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
                 hooks.before_eviction(best, g)
                 if hooks.refuse(tok, owner[base + victim], best, records, hkeys, hvals, kv_seen, reserved_lines):
                     bypasses += 1  # not admitted
+                    if merging and prim == now:
+                        mcount, mnewest = _mshr_record(mkeys, mvals, mcount, mnewest, line, now)
                     continue
             vslot = base + victim
             evictions += 1
+            # (its stamp, already read, bounds its fill: a line last accessed before the window filled before it)
+            if merging and tag[vslot] >= 0 and (stamp[vslot] < STAMP_BASE or (
+                    stamp[vslot] >= STAMP_BASE + phase_start and now + STAMP_BASE - stamp[vslot] < window)) \
+                    and fill_seq[vslot] >= phase_start and now - fill_seq[vslot] < window:
+                mcount, mnewest = _mshr_record(mkeys, mvals, mcount, mnewest, tag[vslot],
+                                                             fill_seq[vslot])
             if tracked:
                 rec = owner[vslot]
                 if whole:
                     other = records[rec, F_HEAD]
                     while other >= 0:
                         if other != vslot:
+                            if merging and (stamp[other] < STAMP_BASE or (
+                                    stamp[other] >= STAMP_BASE + phase_start
+                                    and now + STAMP_BASE - stamp[other] < window)) \
+                                    and fill_seq[other] >= phase_start and now - fill_seq[other] < window:
+                                mcount, mnewest = _mshr_record(
+                                    mkeys, mvals, mcount, mnewest, tag[other], fill_seq[other])
                             if dirty[other]:
                                 writebacks += 1
                                 dirty[other] = 0
@@ -676,6 +849,8 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
                 writebacks += 1
         vslot = base + victim
         tag[vslot] = line
+        if merging:
+            fill_seq[vslot] = prim
         next_victim = m == STREAMING or (m == PERSISTING and not persists)
         if m == BIP:
             next_victim = bip_fills % BIMODAL_EVERY != BIMODAL_EVERY - 1
@@ -709,13 +884,17 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
                 prv[head] = vslot
             records[rec, F_HEAD] = vslot
             records[rec, F_COUNT] += 1
+            token_lines = max(token_lines, records[rec, F_COUNT])
             records[rec, F_TIME] = now
             owner[vslot] = rec
-    if lines.shape[0]:
-        runs[nruns, 0], runs[nruns, 1] = run_phase, lines.shape[0] - run_start
+    if stop:
+        runs[nruns, 0], runs[nruns, 1] = run_phase, stop - run_start
         runs[nruns, 2], runs[nruns, 3], runs[nruns, 4] = run_hits, writebacks - run_wb, steps[run_start]
+        runs[nruns, 5] = run_merged
         nruns += 1
     ctr[C_NOW] = now
+    ctr[C_PHASE], ctr[C_PHASE_START], ctr[C_MCOUNT], ctr[C_MNEWEST] = cur_phase, phase_start, mcount, mnewest
+    ctr[C_TOKEN_LINES] = token_lines
     ctr[C_EVICT], ctr[C_WB], ctr[C_TOKEN_INVAL], ctr[C_BYPASS] = evictions, writebacks, invalidations, bypasses
     ctr[C_TR_OPEN], ctr[C_TR_TOKEN], ctr[C_TR_LINES], ctr[C_TR_HITS] = read_open, read_tok, read_lines, read_hits
     ctr[C_NFREE] = nfree
@@ -723,7 +902,7 @@ def _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty
     ctr[C_KV_SEEN] = kv_seen
     ctr[C_HISTORY] = history
     ctr[C_LOW], ctr[C_BIP] = low, bip_fills
-    return nreads, nruns
+    return nreads, nruns, stop
 
 
 # One compiled kernel per policy: the policy's hooks (a ReservedWays, a module object) are a
@@ -737,10 +916,10 @@ def _kernel(hooks: ReservedWays):
 
     @nb.njit(nogil=True, cache=True)
     def simulate(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
-                 tables, free, ctr, read_lengths, by_request, n_sets, n_ways, n_res, whole, classes):
+                 tables, free, ctr, read_lengths, by_request, n_sets, n_ways, n_res, whole, classes, mshr):
         return _run(lines, cls, tokens, writes, labels, out, reads, runs, tag, stamp, dirty, owner, nxt, prv,
-                    tables, free, ctr, read_lengths, by_request, n_sets, n_ways, n_res, whole, classes, token_records,
-                    hooks)
+                    tables, free, ctr, read_lengths, by_request, n_sets, n_ways, n_res, whole, classes, mshr,
+                    token_records, hooks)
     return simulate
 
 

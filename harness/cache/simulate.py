@@ -41,8 +41,10 @@ def per_phase(runs: list, phases: pd.DataFrame | None = None) -> pd.DataFrame:
     with the stream's phase table (trace_gen.stream: step, layer, kind, flops); without one, the
     phases are a generic trace's (kind -1, no compute). When the weights came as scans, the
     weights' own share is counted apart too (``weights_hits``, ``weights_misses``,
-    ``weights_writebacks``: the writebacks of the lines the scans evicted)."""
-    cols = ("phase", "accesses", "hits", "writebacks", "step")
+    ``weights_writebacks``: the writebacks of the lines the scans evicted). ``merged``: the
+    misses that waited for a fill already in flight (MSHR merging, harness.cache.llc), which
+    read no memory."""
+    cols = ("phase", "accesses", "hits", "writebacks", "step", "merged")
     runs_df = pd.DataFrame({c: np.concatenate([getattr(r, c) for r in runs]) if runs else np.zeros(0, np.int64)
                             for c in cols})
     runs_df["weights"] = np.concatenate([np.full(len(r.phase), r.weights) for r in runs]) if runs else False
@@ -50,7 +52,7 @@ def per_phase(runs: list, phases: pd.DataFrame | None = None) -> pd.DataFrame:
         runs_df[f"weights_{c}"] = runs_df[c].where(runs_df.weights, 0)
     counts = runs_df.groupby("phase", sort=False).agg(
         step=("step", "first"), accesses=("accesses", "sum"), hits=("hits", "sum"),
-        writebacks=("writebacks", "sum"), weights_accesses=("weights_accesses", "sum"),
+        writebacks=("writebacks", "sum"), merged=("merged", "sum"), weights_accesses=("weights_accesses", "sum"),
         weights_hits=("weights_hits", "sum"), weights_writebacks=("weights_writebacks", "sum")).reset_index()
     counts["misses"] = counts.accesses - counts.hits
     counts["weights_misses"] = counts.weights_accesses - counts.weights_hits
@@ -62,7 +64,7 @@ def per_phase(runs: list, phases: pd.DataFrame | None = None) -> pd.DataFrame:
     counts = counts.drop(columns="step")
     simulated = phases.step[phases.phase.isin(counts.phase)].unique()  # a stream cut short ends early
     out = phases[phases.step.isin(simulated)].merge(counts, on="phase", how="left")
-    return out.fillna({c: 0 for c in ("hits", "misses", "writebacks", "weights_hits", "weights_misses",
+    return out.fillna({c: 0 for c in ("hits", "misses", "writebacks", "merged", "weights_hits", "weights_misses",
                                        "weights_writebacks") if c in out})
 
 
@@ -70,7 +72,7 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
              timing: TimingConfig | None = None, bounds: bool = True,
              extra_config: dict | None = None, phases: pd.DataFrame | None = None, batch: int = 1,
              return_phases: bool = False, sample: SetSample | None = None,
-             exact: pd.DataFrame | None = None) -> dict | tuple[dict, pd.DataFrame]:
+             exact: pd.DataFrame | None = None, mshr_window: int | None = None) -> dict | tuple[dict, pd.DataFrame]:
     """Simulate every chunk in order through one LLC and return the summary dict. ``phases`` is
     the stream's phase table (``StreamSource.phases()``) and ``batch`` its number of concurrent
     requests, for the step time; without them every step is one phase without compute. With
@@ -79,10 +81,13 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
     ``sample``: the chunks hold only the lines of the sampled sets (``harness.core.sampling``),
     and the counts are scaled to the whole cache (:func:`_scale`); the result says so
     (``sampled_sets``). ``exact``: the stream's line accesses per phase and class
-    (``StreamSource.line_counts``), which the scaling uses when given."""
+    (``StreamSource.line_counts``), which the scaling uses when given. ``mshr_window``: the
+    requests in flight within which misses merge (harness.cache.llc), default the timing's
+    (``TimingConfig.mshr_window``); 1 turns merging off (what the model gave before it merged)."""
     timing = timing or TimingConfig.make()
     timing.validate()
-    state = LLCState(cfg, batch, sample)
+    window = timing.mshr_window if mshr_window is None else mshr_window
+    state = LLCState(cfg, batch, sample, mshr_window=window)
     runs = []
     stream = TokenStream() if bounds else None
     try:
@@ -109,6 +114,7 @@ def simulate(chunks: Iterable[Requests | LineAccesses], cfg: LLCConfig,
         if stream is not None:
             stream.close()
     summary["batch"] = batch
+    summary["mshr_window"] = window  # accesses in flight per phase (MSHR merging)
     summary["sampled_sets"] = sample.to_dict() if sample else None
     summary["config"] = {"llc": cfg.to_dict(), "timing": timing.to_dict(), **(extra_config or {})}
     # what the class knobs ask beyond the platform's cache controls (allowed by what_if)
@@ -170,19 +176,22 @@ def _access_with_scans(state: LLCState, acc: LineAccesses, runs: list, stream: T
     _access(state, acc.part(start, len(acc)), runs, stream)
 
 
-def _counts(accesses: int, hits: int) -> dict:
+def _counts(accesses: int, hits: int, merged: int = 0) -> dict:
+    """Line counts: ``mshr_merged`` are misses that waited for a fill in flight, ``memory_reads``
+    the misses that read memory (misses - merged)."""
     return {"accesses": int(accesses), "hits": int(hits), "misses": int(accesses - hits),
-            "hit_rate": (hits / accesses) if accesses else None}
+            "hit_rate": (hits / accesses) if accesses else None,
+            "mshr_merged": int(merged), "memory_reads": int(accesses - hits - merged)}
 
 
 def _summarise(state: LLCState) -> dict:
     ctr = state.counters
     per_class = state.by_class
-    out = _counts(per_class[0].sum(), per_class[1].sum())
-    out["by_class"] = {name: _counts(per_class[0, i], per_class[1, i])
+    out = _counts(per_class[0].sum(), per_class[1].sum(), per_class[2].sum())
+    out["by_class"] = {name: _counts(per_class[0, i], per_class[1, i], per_class[2, i])
                        for i, name in enumerate(TRAFFIC_CLASSES) if per_class[0, i]}
-    out["by_request"] = [{name: _counts(r[0, i], r[1, i]) for i, name in enumerate(TRAFFIC_CLASSES) if r[0, i]}
-                         for r in state.by_request]
+    out["by_request"] = [{name: _counts(r[0, i], r[1, i], r[2, i]) for i, name in enumerate(TRAFFIC_CLASSES)
+                          if r[0, i]} for r in state.by_request]
     full, part, miss = (int(ctr[i]) for i in (llc_mod.C_TR_FULL, llc_mod.C_TR_PARTIAL, llc_mod.C_TR_MISS))
     out["kv_tokens"] = {"accesses": full + part + miss, "full_hits": full, "partial_hits": part,
                         "misses": miss, "full_hit_rate": full / (full + part + miss) if full + part + miss else None}
@@ -212,13 +221,15 @@ def _scale(summary: dict, counts: pd.DataFrame, every: float, selected: int | No
         c["hits"] = round(c["hits"] * f)
         c["misses"] = round(c["misses"] * f)
         c["accesses"] = c["hits"] + c["misses"]
+        c["mshr_merged"] = min(round(c["mshr_merged"] * f), c["misses"])  # merged misses scale as misses
+        c["memory_reads"] = c["misses"] - c["mshr_merged"]
 
     for name, c in summary["by_class"].items():
         scaled(c, factors[name])
     for r in summary["by_request"]:
         for name, c in r.items():
             scaled(c, factors[name])
-    for key in ("hits", "misses"):
+    for key in ("hits", "misses", "mshr_merged", "memory_reads"):
         summary[key] = sum(c[key] for c in summary["by_class"].values())
     summary["accesses"] = summary["hits"] + summary["misses"]
     for key in ("evictions", "token_invalidations", "writebacks", "bypasses"):
@@ -256,6 +267,7 @@ def _scale_phases(counts: pd.DataFrame, every: float, exact: pd.DataFrame | None
         counts[k] = other[k] * f_other + w[k] * f_weights
         if weights:
             counts[f"weights_{k}"] = w[k] * f_weights
+    counts["merged"] = counts.merged * f_other  # weights never merge (each line is read once a step)
     counts["writebacks"] = counts.writebacks * every
     if weights:
         counts["weights_writebacks"] = counts.weights_writebacks * every

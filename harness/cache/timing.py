@@ -5,16 +5,26 @@ the older open-loop formula.
 index phase, then a gather phase that depends on it, each followed by compute). A phase issues
 its n = H + M line requests (H LLC hits, M misses, bypasses included) at most ``issue_per_cycle``
 per cycle with at most N = ``max_outstanding`` in flight, and ends when the last one is answered;
-its B dirty writebacks share the memory bandwidth. With L_h = ``llc_hit_cycles``, L_m =
-``dram_latency_cycles``, W = ``dram_bytes_per_cycle`` x ``bw_efficiency`` and I =
-``issue_per_cycle``, f = ``latency_factor`` (a miss's latency under load over its unloaded
-latency), L the latency of the slowest request present (L_m if M > 0, else L_h):
+its B dirty writebacks share the memory bandwidth. Of the misses, G are MSHR-merged (they find
+their line's fill still in flight and wait for it: harness.cache.llc, MSHR merging) and
+R = M - G read memory. With L_h = ``llc_hit_cycles``, L_m = ``dram_latency_cycles``, W =
+``dram_bytes_per_cycle`` x ``bw_efficiency`` and I = ``issue_per_cycle``, f = ``latency_factor``
+(a miss's latency under load over its unloaded latency), L the latency of the slowest request
+present (L_m if M > 0, else L_h):
 
-    occupancy = (H L_h + M f L_m) / N + min(n, N) / I   every request holds a slot for its latency
-    issue     = (n - 1) / I + L                          the last request issued, then answered
-    bandwidth = (M + B) x 64 / W + L_m   (if M + B > 0)  the data transfer, after the first miss
+    occupancy = ((H + G) L_h + R f L_m) / N + min(n, N) / I   every request holds a slot for its latency
+    issue     = (n - 1) / I + L                                the last request issued, then answered
+    bandwidth = (R + B) x 64 / W + L_m   (if R + B > 0)        the data transfer, after the first miss
     memory    = max(occupancy, issue, bandwidth)
     compute   = FLOPs of the phase / (peak FLOP/s / clock)
+
+A merged miss adds no memory traffic and no loaded memory latency: its wait for the fill lies
+within the primary miss's, which the occupancy already counts; it holds its slot at least for
+the lookup (L_h) that finds the MSHR. The merging window (:attr:`TimingConfig.mshr_window`) is
+the number of line requests issued while one fill is outstanding: at most N (the fill holds one
+of N slots, and with misses dominating the others turn over no faster) and at most I x L_m (the
+issue rate over the unloaded miss latency), W_mshr = min(N, ceil(I x L_m)); 1 in a serial run,
+where nothing merges. With no merged misses (G = 0) the model is the one without merging.
 
 Phases run one after another (a barrier between them: the gather needs the top-k, the next layer
 needs this one), so a step's time is the sum of its phases' memory and compute time. Means are
@@ -24,7 +34,7 @@ phases (a generic access trace) is one memory phase per step with no compute.
 **open-loop** (the first-order formula of earlier versions; memory stall only, per step, no
 phases, no compute):
 
-    stall = max(ceil(M / N) x L_m, (M + B) x 64 / W) + ceil(H / N) x L_h
+    stall = max(ceil(M / N) x L_m, (R + B) x 64 / W) + ceil(H / N) x L_h
 
 gem5 (gem5_configs/decode_step.py) runs the same phases cycle by cycle; bench/gem5_steptime.py
 measures this model's error against it.
@@ -108,18 +118,30 @@ class TimingConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def mshr_window(self) -> int:
+        """Line requests issued while one fill is outstanding, within a phase (whose accesses
+        issue together): min(in-flight limit, issue rate x unloaded miss latency), at least 1.
+        A miss within this many accesses of its line's last primary miss merges with it
+        (harness.cache.llc, MSHR merging). 1 with one request in flight: nothing merges."""
+        return max(1, min(int(self.max_outstanding), math.ceil(self.issue_per_cycle * self.dram_latency_cycles)))
 
-def phase_cycles(hits, misses, writebacks, flops, t: TimingConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Memory and compute cycles of each phase (arrays of per-phase counts; closed-loop model)."""
+
+def phase_cycles(hits, misses, writebacks, flops, t: TimingConfig, merged=0) -> tuple[np.ndarray, np.ndarray]:
+    """Memory and compute cycles of each phase (arrays of per-phase counts; closed-loop model).
+    ``merged``: the misses that waited for a fill in flight (MSHR merging), which read no
+    memory: memory reads = misses - merged feed the occupancy's miss latency and the bandwidth."""
     h, m, b, f = (np.asarray(a, dtype=np.float64) for a in (hits, misses, writebacks, flops))
+    g = np.broadcast_to(np.asarray(merged, dtype=np.float64), m.shape)
+    reads = m - g
     n = h + m
     slowest = np.where(m > 0, t.dram_latency_cycles, np.where(h > 0, t.llc_hit_cycles, 0.0))
     issue_rate = t.issue_per_cycle
     loaded = t.dram_latency_cycles * t.latency_factor  # a miss's latency while the memory is busy
-    occupancy = (h * t.llc_hit_cycles + m * loaded) / t.max_outstanding \
+    occupancy = ((h + g) * t.llc_hit_cycles + reads * loaded) / t.max_outstanding \
         + np.minimum(n, t.max_outstanding) / issue_rate
     issue = np.maximum(n - 1, 0) / issue_rate + slowest
-    traffic = m + b
+    traffic = reads + b
     bandwidth = np.where(traffic > 0, traffic * LINE_BYTES / (t.dram_bytes_per_cycle * t.bw_efficiency)
                          + t.dram_latency_cycles, 0.0)
     memory = np.where(n > 0, np.maximum(np.maximum(occupancy, issue), bandwidth), 0.0)
@@ -135,11 +157,13 @@ def phase_time(memory, compute, overlap: float):
     return memory + compute - overlap * np.minimum(memory, compute)
 
 
-def open_loop_stall(hits, misses, writebacks, t: TimingConfig) -> np.ndarray:
-    """Stall cycles of each step under the open-loop formula (arrays of per-step counts)."""
+def open_loop_stall(hits, misses, writebacks, t: TimingConfig, merged=0) -> np.ndarray:
+    """Stall cycles of each step under the open-loop formula (arrays of per-step counts);
+    ``merged`` misses (MSHR merging) wait like misses but move no data."""
     h, m, b = (np.asarray(a, dtype=np.float64) for a in (hits, misses, writebacks))
+    reads = m - np.broadcast_to(np.asarray(merged, dtype=np.float64), m.shape)
     latency = np.ceil(m / t.max_outstanding) * t.dram_latency_cycles
-    bandwidth = (m + b) * LINE_BYTES / (t.dram_bytes_per_cycle * t.bw_efficiency)
+    bandwidth = (reads + b) * LINE_BYTES / (t.dram_bytes_per_cycle * t.bw_efficiency)
     return np.maximum(latency, bandwidth) + np.ceil(h / t.max_outstanding) * t.llc_hit_cycles
 
 
@@ -147,20 +171,22 @@ def step_time(phases, t: TimingConfig, batch: int = 1, produced_by: str = "") ->
     """Step-time result keys from a table of phases in stream order with columns ``step``,
     ``kind`` (0 index, 1 gather, -1 a generic trace's step), and either ``memory_cycles`` and
     ``compute_cycles`` (measured, e.g. by gem5) or ``hits``, ``misses``, ``writebacks`` and
-    ``flops`` (then ``t.model`` computes them)."""
+    ``flops`` (then ``t.model`` computes them), with ``merged`` (MSHR-merged misses) if any."""
     import pandas as pd
 
     if phases.empty:
         return {"steps": 0, "measured_steps": 0, "step_time_cycles": None, "timing": _provenance(t, produced_by)}
     phases = phases.copy()
     if "memory_cycles" not in phases:
+        if "merged" not in phases:
+            phases["merged"] = 0
         if t.model == "closed-loop":
             phases["memory_cycles"], phases["compute_cycles"] = phase_cycles(
-                phases.hits, phases.misses, phases.writebacks, phases.flops, t)
+                phases.hits, phases.misses, phases.writebacks, phases.flops, t, phases.merged)
         else:
-            per_step = phases.groupby("step", sort=True)[["hits", "misses", "writebacks"]].sum()
-            stall = pd.Series(open_loop_stall(per_step.hits, per_step.misses, per_step.writebacks, t),
-                              index=per_step.index)
+            per_step = phases.groupby("step", sort=True)[["hits", "misses", "writebacks", "merged"]].sum()
+            stall = pd.Series(open_loop_stall(per_step.hits, per_step.misses, per_step.writebacks, t,
+                                              per_step.merged), index=per_step.index)
             phases = per_step.reset_index().assign(kind=-1, memory_cycles=stall.to_numpy(), compute_cycles=0.0)
     phases["cycles"] = phase_time(phases.memory_cycles.to_numpy(), phases.compute_cycles.to_numpy(), t.overlap)
     steps = phases.groupby("step", sort=True)[["memory_cycles", "compute_cycles", "cycles"]].sum()
@@ -204,7 +230,8 @@ def _attention_part(phases, t: TimingConfig, measured) -> dict:
         return {"scope": scope, "cycles": None}
     less = {k: phases[f"weights_{k}"] if weighted else 0 for k in ("hits", "misses", "writebacks")}
     memory, compute = phase_cycles(phases.hits - less["hits"], phases.misses - less["misses"],
-                                   phases.writebacks - less["writebacks"], phases.attention_flops, t)
+                                   phases.writebacks - less["writebacks"], phases.attention_flops, t,
+                                   phases.merged if "merged" in phases else 0)
     part = phases.assign(attention=phase_time(memory, compute, t.overlap))
     per_step = part.groupby("step", sort=True).attention.sum()
     return {"scope": "whole" if weighted else "attention", "cycles": float(per_step.loc[measured].mean())}

@@ -12,6 +12,10 @@ maps into a sampled set is simulated exactly as in the whole cache (a set's beha
 on the lines that map to it), every other line is not generated at all; counts are scaled to the
 stream's own line counts, and what has no such reference by S over the sampled sets.
 
+MSHR merging (harness.cache.llc) under a sample: the sampled sets see about their share of a
+phase's accesses, so the window of requests in flight shrinks by that share
+(``LLCState(..., mshr_window=W)``), and the merged misses are scaled as the misses are.
+
 What sampling changes: a KV token's lines are consecutive (``token_stride / 64`` of them), so a
 token whose lines straddle a group's edge is seen in part, and its whole-token eviction and
 token-policy ranking then act on that part only. The error this leaves is measured against full

@@ -60,14 +60,20 @@ def llc_results(last: pd.DataFrame, requestors: dict[str, str], llc: str = "syst
     out: dict = {}
     hits, misses = stat_value(last, f"{llc}.overallHits", "total"), stat_value(last, f"{llc}.overallMisses", "total")
     accesses = stat_value(last, f"{llc}.overallAccesses", "total")
+    # gem5 counts a miss to a line with an outstanding MSHR as a miss and an MSHR hit (it waits
+    # for that fill): the built-in model's mshr_merged; memory reads are the misses less them
+    merged = stat_value(last, f"{llc}.overallMshrHits", "total")
     out.update({"accesses": int(accesses), "hits": int(hits), "misses": int(misses),
-                "hit_rate": hits / accesses if accesses else None})
+                "hit_rate": hits / accesses if accesses else None,
+                "mshr_merged": int(merged), "memory_reads": int(misses - merged)})
     by_class = {}
     for name, requestor in requestors.items():
         h = stat_value(last, f"{llc}.overallHits", requestor)
         m = stat_value(last, f"{llc}.overallMisses", requestor)
+        g = stat_value(last, f"{llc}.overallMshrHits", requestor)
         by_class[name] = {"accesses": int(h + m), "hits": int(h), "misses": int(m),
-                          "hit_rate": h / (h + m) if h + m else None}
+                          "hit_rate": h / (h + m) if h + m else None,
+                          "mshr_merged": int(g), "memory_reads": int(m - g)}
     out["by_class"] = by_class
     out["kv_tokens"] = None  # gem5 counts lines; token accounting is the built-in model's
     out["evictions"] = int(stat_value(last, f"{llc}.replacements"))

@@ -93,14 +93,31 @@ def fit(logs, configs, gem5_times, platform, steps, train: list[int]) -> dict:
 _PHASES: dict = {}
 
 
-def model_time(logs, c, platform, steps, cal) -> float:
-    """Built-in step time; the per-phase LLC counts (which do not depend on timing) are
-    simulated once per configuration and re-timed for every calibration tried."""
-    key = (config_id(c), logs[c["log"]], steps)  # the counts depend on the log and window, not the timing
+def model_counts(logs, c, platform, steps, mshr_window: int | None = None):
+    """The built-in model's per-phase counts of a configuration (``harness.cache.simulate.per_phase``)
+    and its batch, simulated once: they depend on the log, the steps and the requests in flight
+    (MSHR merging; ``mshr_window`` overrides the timing's window, 1: no merging), not on the
+    calibration."""
+    key = (config_id(c), logs[c["log"]], steps, platform, mshr_window)
     if key not in _PHASES:
         src = source(logs, c)
         _, counts = simulate(src.chunks(as_lines=True, steps=steps), llc_for(c), timing_for(c, platform),
-                             bounds=False, phases=src.phases(steps), batch=src.log.requests, return_phases=True)
+                             bounds=False, phases=src.phases(steps), batch=src.log.requests, return_phases=True,
+                             mshr_window=mshr_window)
         _PHASES[key] = (counts, src.log.requests)
-    counts, batch = _PHASES[key]
+    return _PHASES[key]
+
+
+def model_time(logs, c, platform, steps, cal, mshr_window: int | None = None) -> float:
+    """Built-in step time; the per-phase LLC counts (which do not depend on timing) are
+    simulated once per configuration and re-timed for every calibration tried."""
+    counts, batch = model_counts(logs, c, platform, steps, mshr_window)
     return step_time(counts, timing_for(c, platform, cal), batch)["step_time_cycles"]
+
+
+def measured_memory_reads(counts, warmup_steps: int = 1) -> int:
+    """Memory reads (misses less MSHR-merged ones) of the measured steps of per-phase counts,
+    which gem5's statistics cover."""
+    first = counts.step.min() + warmup_steps
+    m = counts[counts.step >= first]
+    return int((m.misses - m.merged).sum())

@@ -80,6 +80,8 @@ def _results(r: dict) -> dict:
     bounds = r.get("bounds") or {}
     out = {
         "accesses_lines": r.get("accesses"), "hits_lines": r.get("hits"), "misses_lines": r.get("misses"),
+        "mshr_merged_lines": r.get("mshr_merged"), "memory_reads_lines": r.get("memory_reads"),
+        "mshr_window": r.get("mshr_window"),
         "hit_rate": r.get("hit_rate"), "kv_accesses_lines": kv.get("accesses"), "kv_misses_lines": kv.get("misses"),
         "kv_hit_rate": kv.get("hit_rate"),
         "kv_token_reads": tokens.get("accesses"), "kv_token_full_hits": tokens.get("full_hits"),
