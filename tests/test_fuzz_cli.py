@@ -372,6 +372,7 @@ BAD_OPTIONS = {
     "--index-share": values("--index-share", "0", "x"),
     "--index-layers": values("--index-layers", "x", "0,99", "3,1"),
     "--index-reuse": values("--index-reuse", "0"),
+    "--index-bytes": values("--index-bytes", "-1", "x", str(1 << 31)),
     "--recall": flag("--recall") + flag("--no-recall"),
     "--seed": values("--seed", "-1", "x"),
     "--prefill-chunk": values("--prefill-chunk", "0"),
