@@ -12,7 +12,8 @@ One DsaStepGen replays the phase file (harness/gem5/phasefile.py): phases one af
 each issuing its line requests (at most --issue-width per cycle, at most --max-outstanding in
 flight) and, after its last response, waiting its compute delay. The generator talks to the
 LLC's cpu side directly; the LLC (``components.ReservedLLC``: reserved ways [0, R) for KV lines
-under --policy, LRU elsewhere) sends its misses and writebacks over a coherent crossbar
+under --policy, the indexer keys' and weights' ways after them, LRU elsewhere, with each class's
+--hint-CLASS insertion) sends its misses and writebacks over a coherent crossbar
 (``components.build_system``; clocked fast enough to move twice the memory's peak bandwidth)
 to --mem-channels controllers of one gem5 DRAM interface, interleaved every --mem-interleave
 bytes. OUT gets gem5's stats.txt (statistics of the measured phases: they are reset when the
@@ -29,7 +30,16 @@ import math
 import os
 
 import m5
-from components import DRAMS, RESERVED_POLICIES, DRAMMemory, ReservedLLC, build_system, fail
+from components import (
+    DRAMS,
+    RESERVED_POLICIES,
+    DRAMMemory,
+    ReservedLLC,
+    add_class_arguments,
+    build_system,
+    class_knobs,
+    fail,
+)
 from m5.objects import DsaStepGen, Root
 from m5.util.convert import toFrequency
 
@@ -77,6 +87,7 @@ def parse_args():
     p.add_argument("--mem-size", default="4GiB")
     p.add_argument("--progress-check", default="10ms",
                    help="fail when no response arrives for this long while requests are in flight")
+    add_class_arguments(p)
     a = p.parse_args()
     if a.max_outstanding < 1 or a.issue_width < 1 or a.llc_hit_cycles < 1:
         p.error("--max-outstanding, --issue-width and --llc-hit-cycles must be at least 1")
@@ -90,7 +101,8 @@ def main():
     caches = ReservedLLC(a.llc_size, a.llc_assoc, a.reserve_ways, a.policy, a.whole_token_eviction,
                          (a.kv_start, a.kv_end), a.token_stride, a.tokens_per_layer,
                          tag_latency=a.llc_hit_cycles, data_latency=a.llc_hit_cycles, response_latency=1,
-                         mshrs=mshrs, tgts_per_mshr=a.tgts_per_mshr, write_buffers=max(64, mshrs))
+                         mshrs=mshrs, tgts_per_mshr=a.tgts_per_mshr, write_buffers=max(64, mshrs),
+                         **class_knobs(a))
     memory = DRAMMemory(a.mem_type, a.mem_size, a.mem_channels, a.mem_interleave, a.mem_extra_latency_ns)
     # the crossbar's busiest layer (fills into the LLC) moves one line per cycle
     membus_hz = max(toFrequency(a.clock), 2 * memory.peak_bandwidth() / LINE_BYTES)

@@ -19,7 +19,15 @@ import argparse
 import os
 
 import m5
-from components import DRAMS, DRAMMemory, ReservedLLC, build_system, fail
+from components import (
+    DRAMS,
+    DRAMMemory,
+    ReservedLLC,
+    add_class_arguments,
+    build_system,
+    class_knobs,
+    fail,
+)
 from m5.objects import Root, TrafficGen
 
 DRAIN = 10**8  # ticks (100 us) of idling after a trace ends
@@ -69,6 +77,7 @@ def parse_args():
     p.add_argument("--dram", choices=sorted(DRAMS), default="DDR4_2400_8x8")
     p.add_argument("--clock", default="2GHz")
     p.add_argument("--progress-check", default="10s")
+    add_class_arguments(p)
     return p.parse_args()
 
 
@@ -79,7 +88,7 @@ def main():
                          (a.kv_start, a.kv_end), a.token_stride, tag_latency=a.tag_latency,
                          data_latency=a.data_latency, response_latency=a.response_latency,
                          mshrs=a.mshrs, tgts_per_mshr=a.tgts_per_mshr, write_buffers=a.write_buffers,
-                         l1_size=a.l1_size)
+                         l1_size=a.l1_size, **class_knobs(a))
     system = build_system(processor, caches, DRAMMemory(a.dram, a.mem_size), a.clock)
     root = Root(full_system=False, system=system)  # noqa: F841 (gem5 finds it)
     m5.instantiate()

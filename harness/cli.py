@@ -320,9 +320,10 @@ def simulate(access_trace, index_log, backend, gem5, gem5_out, gem5_timeout, gem
     if check:
         check()
     if backend == "gem5":
-        from harness.gem5.binary import check_extension, check_llc, find_gem5
+        from harness.gem5.binary import check_class_regions, check_extension, check_llc, find_gem5
 
         check_llc(cfg)
+        check_class_regions(cfg, address_map=not access_trace)
         if gem5_model == "closed-loop":
             from harness.gem5.decode_step import check_step_config
 

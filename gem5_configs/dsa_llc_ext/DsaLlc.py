@@ -13,8 +13,10 @@ from m5.proxy import Parent
 
 
 class KvPartitionManager(PartitionManager):
-    """Tags requests with a partition id by address: the KV region gets kv_partition_id,
-    everything else 0 (a trace replay sets no partition id of its own)."""
+    """Tags requests with a partition id by address (a trace replay sets no partition id of its
+    own): the KV region gets kv_partition_id, the indexer-key region index_partition_id, the
+    weights region weights_partition_id, everything else 0 (the shared ways). A class without a
+    reservation of its own has id 0."""
 
     type = "KvPartitionManager"
     cxx_header = "dsa_llc_ext/kv_partition_manager.hh"
@@ -22,7 +24,13 @@ class KvPartitionManager(PartitionManager):
 
     kv_start = Param.Addr("first byte of the KV region")
     kv_end = Param.Addr("one past the last byte of the KV region")
-    kv_partition_id = Param.UInt64(1, "partition id of KV requests")
+    kv_partition_id = Param.UInt64(1, "partition id of KV requests (0: the shared ways)")
+    index_start = Param.Addr(0, "first byte of the indexer-key region")
+    index_end = Param.Addr(0, "one past the last byte of the indexer-key region")
+    index_partition_id = Param.UInt64(0, "partition id of indexer-key requests (0: the shared ways)")
+    weights_start = Param.Addr(0, "first byte of the weights region")
+    weights_end = Param.Addr(0, "one past the last byte of the weights region")
+    weights_partition_id = Param.UInt64(0, "partition id of weight requests (0: the shared ways)")
 
 
 class KvWayPolicy(ScopedEnum):
@@ -33,13 +41,29 @@ class KvWayPolicy(ScopedEnum):
     vals = ["lru", "token_lru", "streak"]
 
 
+class LineHint(ScopedEnum):
+    """Insertion hint of a traffic class's fills into line-LRU ways (harness/cache/partitions.py):
+    normal (most recent), streaming (the set's next victim), bip (as streaming, every 32nd fill
+    most recent) or persisting (an address-hashed share of the lines persists, capped per set;
+    the rest stream)."""
+
+    vals = ["normal", "streaming", "bip", "persisting"]
+
+
 class TokenPolicyTags(BaseSetAssoc):
     """Set-associative tags whose reserved (KV) ways follow a token policy exactly as the
     built-in model does: token-LRU (victim: the least recently accessed token) or streak (a
     history of every token read; per-(step, layer) demotion; a miss not stronger than the
     victim is not cached), optionally with whole-token eviction (the victim token's other
     resident lines are evicted too). Time counts the cache's accesses. Shared ways keep the
-    replacement policy. Streak needs each request's decode step (requests from DsaStepGen)."""
+    replacement policy. Streak needs each request's decode step (requests from DsaStepGen).
+
+    With an insertion hint other than normal on any class, every fill outside the token-ranked
+    ways is placed by the tags themselves, as the built-in model's kernel does: line recency
+    stamps per block, hinted fills inserted as their set's next victim (streaming; bip but
+    every 32nd; the non-persisting share of a persisting class), and persisting lines capped at
+    persist_cap per set, evicted only by persisting fills (a fill with no way it may take is not
+    cached)."""
 
     type = "TokenPolicyTags"
     cxx_header = "dsa_llc_ext/token_policy_tags.hh"
@@ -51,6 +75,19 @@ class TokenPolicyTags(BaseSetAssoc):
     kv_end = Param.Addr(0, "one past the last byte of the KV region")
     token_stride = Param.Addr(64, "bytes per KV token (a multiple of the line size)")
     tokens_per_layer = Param.UInt64(0, "tokens per layer in the KV region (streak)")
+    # class-aware insertion (harness/cache/partitions.py): a line's class follows from its
+    # address (KV region, indexer-key region, weights region, else other)
+    index_start = Param.Addr(0, "first byte of the indexer-key region")
+    index_end = Param.Addr(0, "one past the last byte of the indexer-key region")
+    weights_start = Param.Addr(0, "first byte of the weights region")
+    weights_end = Param.Addr(0, "one past the last byte of the weights region")
+    kv_hint = Param.LineHint("normal", "insertion hint of KV fills (line-LRU ways only)")
+    index_hint = Param.LineHint("normal", "insertion hint of indexer-key fills")
+    weights_hint = Param.LineHint("normal", "insertion hint of weight fills")
+    kv_persist_threshold = Param.UInt64(0, "persisting: a KV line persists when its 32-bit hash is below it")
+    index_persist_threshold = Param.UInt64(0, "persisting: the same for indexer-key lines")
+    weights_persist_threshold = Param.UInt64(0, "persisting: the same for weight lines")
+    persist_cap = Param.Unsigned(0, "persisting lines a set may hold (the set-aside's ways; 0: none)")
 
 
 class DsaStepGen(ClockedObject):

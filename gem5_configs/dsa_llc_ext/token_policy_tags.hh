@@ -10,6 +10,7 @@
 
 #include "base/statistics.hh"
 #include "enums/KvWayPolicy.hh"
+#include "enums/LineHint.hh"
 #include "mem/cache/tags/base_set_assoc.hh"
 #include "params/TokenPolicyTags.hh"
 
@@ -37,6 +38,18 @@ namespace dsa_llc
  * The victim is a free reserved way if any (lowest first), else the reserved line whose token
  * has the smallest key (ties: lowest way). With whole-token eviction every other resident line
  * of the victim's token is evicted with it (dirty ones are written back).
+ *
+ * Class-aware insertion (harness/cache/partitions.py), on when any class has a hint other than
+ * normal: a line's class follows from its address (KV, indexer keys, weights, other), and every
+ * fill outside the token-ranked ways is placed here, bit for bit as the built-in kernel
+ * (harness/cache/llc.py, _run) places it. Each block has a recency stamp: an access's is
+ * STAMP_BASE + now; a fill inserted as its set's next victim gets STAMP_BASE - (such fills so
+ * far), below every access's and the newest lowest; a free way's is -(ways - way). The victim
+ * is the candidate way (the class's partition) with the smallest stamp, ties to the lowest way.
+ * Under a persisting hint a line persists when a 32-bit hash of its line address is below its
+ * class's threshold; a set holds at most persist_cap persisting lines, a persisting fill at the
+ * cap evicts the least recent persisting line, any other fill the least recent non-persisting
+ * line, and a fill with no way it may take is not cached (a bypass).
  */
 class TokenPolicyTags : public BaseSetAssoc
 {
@@ -72,7 +85,15 @@ class TokenPolicyTags : public BaseSetAssoc
         int64_t streak = 0;
     };
 
+    // traffic classes as the partitions see them (kv and kv_write share the KV region)
+    enum LineClass { KV_LINES, INDEX_LINES, WEIGHT_LINES, OTHER_LINES, N_LINE_CLASSES };
+
     bool isKv(Addr addr) const { return addr >= kvStart && addr < kvEnd; }
+    LineClass classOf(Addr addr) const;
+    bool persists(Addr addr, LineClass cls) const;
+    int64_t stampOf(const CacheBlk *blk) const;
+    CacheBlk* classVictim(const std::vector<ReplaceableEntry*> &entries,
+                          bool persisting_fill) const;
     uint64_t tokenOf(Addr addr) const { return (addr - kvStart) / tokenStride; }
     std::size_t indexOf(const CacheBlk *blk) const { return blk - blks.data(); }
     int64_t stepOf(const PacketPtr pkt) const;
@@ -88,12 +109,28 @@ class TokenPolicyTags : public BaseSetAssoc
     const Addr tokenStride;
     const uint64_t tokensPerLayer;
 
+    const Addr indexStart;
+    const Addr indexEnd;
+    const Addr weightsStart;
+    const Addr weightsEnd;
+    LineHint hint[N_LINE_CLASSES];
+    uint64_t persistThreshold[N_LINE_CLASSES];
+    const unsigned persistCap;
+    const unsigned ways;
+    const bool classAware;  // a hint other than normal: the tags place non-token fills
+    std::vector<int64_t> stamp;       // by block index (class-aware)
+    std::vector<uint8_t> persisting;  // by block index (class-aware, persist_cap > 0)
+    int64_t low = 0;                  // fills inserted as the next victim so far
+    int64_t bipFills = 0;             // fills under the bip hint so far
+
     int64_t now = 0;
     std::vector<TokenRecord*> blkRecord;  // by block index; nullptr when untracked
     std::unordered_map<uint64_t, TokenRecord> records;  // node-based: stable addresses
     std::unordered_map<uint64_t, TokenRecord*> layerHead;
     std::unordered_map<uint64_t, TokenHistory> history;
-    std::unordered_set<Addr> pendingWrites;  // KV lines whose miss carried a write
+    // lines whose miss carried a write (streak's KV lines; every line when class-aware): a
+    // refused fill of one is written back from the temporary block
+    std::unordered_set<Addr> pendingWrites;
     bool readOpen = false;
     uint64_t readToken = 0;
     bool groupOpen = false;
@@ -105,6 +142,7 @@ class TokenPolicyTags : public BaseSetAssoc
         TokenStats(statistics::Group *parent);
 
         statistics::Scalar bypasses;
+        statistics::Scalar persistingFills;
         statistics::Scalar bypassedWrites;
         statistics::Scalar tokenInvalidations;
         statistics::Scalar demotions;

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from harness.cache.llc import LLCConfig
+from harness.cache.partitions import CODES, HINT_KINDS, PERSISTING, parse_hint
 from harness.core.errors import BackendFailed, UserError
 from harness.core.interrupt import run_child
 
@@ -148,8 +149,51 @@ def memory_size(nbytes: int) -> str:
 def check_llc(cfg: LLCConfig) -> None:
     """The LLC shapes gem5 can model (one-line UserError otherwise)."""
     cfg.validate()
-    if cfg.reserve_ways >= cfg.ways:
-        raise UserError("the gem5 backend needs at least one shared way (reserve_ways < ways)")
+    taken = sum(cfg.reserved.values())
+    if taken >= cfg.ways:
+        raise UserError(f"the gem5 backend needs at least one shared way (the reservations take {taken} of "
+                        f"{cfg.ways} ways)")
     if cfg.sets & (cfg.sets - 1):
         raise UserError(f"gem5 needs a power-of-two number of sets; {cfg.size} B / {cfg.ways} ways / 64 B "
                         f"gives {cfg.sets}")
+
+
+def check_class_regions(cfg: LLCConfig, address_map: bool) -> None:
+    """gem5 tells a line's class by its address: class knobs need a stream's address map (a
+    one-line UserError without one, before gem5 starts)."""
+    if cfg.class_aware and not address_map:
+        raise UserError("class knobs in gem5 need the address regions of the traffic classes: simulate "
+                        "from --index-log (an access trace has no address map)")
+
+
+def class_options(cfg: LLCConfig, address_map: dict | None) -> dict:
+    """The class-aware options of the gem5 configs (``components.add_class_arguments``) for
+    ``cfg``: the indexer keys' and weights' reservations, each class's hint with the persisting
+    threshold the built-in kernel uses (``ClassMap``: a line persists when its 32-bit hash is
+    below it), the persisting lines per set, and the classes' address regions from the stream's
+    address map (gem5 tells a line's class by its address). Empty without class knobs; a
+    one-line UserError when they need an address map that is missing."""
+    check_class_regions(cfg, bool(address_map and "index_base" in address_map))
+    if not cfg.class_aware:
+        return {}
+    cm = cfg.class_map
+    opts = {"reserve_index": cfg.reserve_index, "reserve_weights": cfg.reserve_weights}
+    for name, (mode, _) in ((name, parse_hint(hint)) for name, hint in cfg.hints.items()):
+        code = CODES[name][0]
+        opts[f"hint_{name}"] = HINT_KINDS[mode]
+        opts[f"persist_threshold_{name}"] = int(cm.persist_threshold[code]) if mode == PERSISTING else 0
+    a = address_map  # a stream without weights has an empty weights region: give a reservation one byte
+    return opts | {"persist_cap": cm.persist_cap, "index_start": a["index_base"], "index_end": a["weights_base"],
+                   "weights_start": a["weights_base"], "weights_end": max(a["memory_bytes"], a["weights_base"] + 1)}
+
+
+def option_flags(options: dict) -> list[str]:
+    """Config options as command-line flags: ``llc_size`` -> ``--llc-size VALUE``; True adds a
+    bare flag, False and None leave the option out."""
+    out = []
+    for key, value in options.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        out += [flag] if value is True else [flag, str(value)]
+    return out

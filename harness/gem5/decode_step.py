@@ -38,12 +38,14 @@ from harness.gem5.binary import (
     GEM5_POLICIES,
     check_extension,
     check_llc,
+    class_options,
     find_gem5,
     memory_size,
+    option_flags,
     run_gem5,
 )
 from harness.gem5.phasefile import PHASE_KINDS, Phase, read_phase_results, write_phase_file
-from harness.gem5.stats import last_dump, llc_results, parse_stats, stat_value
+from harness.gem5.stats import last_dump, llc_results, parse_stats, stat_value, tag_results
 
 STEP_SCRIPT = CONFIG_DIR / "decode_step.py"
 LLC = "system.llc"
@@ -74,8 +76,8 @@ def step_policy(cfg: LLCConfig) -> str:
 
 def llc_options(cfg: LLCConfig, address_map: dict) -> dict:
     """The config options of an LLC and a stream's address map (``AddressMap.describe()``):
-    geometry, reservation and policy as the built-in model has them, the KV region and the
-    memory size."""
+    geometry, reservations, policy and hints as the built-in model has them, the classes'
+    address regions and the memory size."""
     check_llc(cfg)
     policy = step_policy(cfg)
     a = address_map
@@ -83,19 +85,13 @@ def llc_options(cfg: LLCConfig, address_map: dict) -> dict:
             "policy": policy, "whole_token_eviction": policy != "lru" and cfg.whole_token_eviction,
             "kv_start": a["kv_base"], "kv_end": max(a["kv_end"], a["kv_base"] + 1),
             "token_stride": a["token_stride"], "tokens_per_layer": a["tokens_per_layer"],
-            "mem_size": memory_size(a["memory_bytes"])}
+            "mem_size": memory_size(a["memory_bytes"])} | class_options(cfg, a)
 
 
 def step_command(binary: str, phase_file: Path, options: dict, m5out: Path) -> list[str]:
     """The gem5 command line: ``options`` by config option name (``llc_size`` or ``llc-size``);
     True adds a flag, False and None leave the option out."""
-    cmd = [binary, "-d", str(m5out), str(STEP_SCRIPT), "--phases", str(phase_file)]
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if value is None or value is False:
-            continue
-        cmd += [flag] if value is True else [flag, str(value)]
-    return cmd
+    return [binary, "-d", str(m5out), str(STEP_SCRIPT), "--phases", str(phase_file), *option_flags(options)]
 
 
 def step_results(stats: pd.DataFrame) -> dict:
@@ -107,12 +103,7 @@ def step_results(stats: pd.DataFrame) -> dict:
         sub = f"{GENERATOR.split('.', 1)[1]}.{name}"
         if accesses[accesses.subname == sub].value.sum() > 0:
             requestors[name] = sub
-    out = llc_results(last, requestors, LLC)
-    tags = f"{LLC}.tags"
-    out["bypasses"] = int(stat_value(last, f"{tags}.bypasses"))
-    out["bypassed_writes"] = int(stat_value(last, f"{tags}.bypassedWrites"))
-    out["token_invalidations"] = int(stat_value(last, f"{tags}.tokenInvalidations"))
-    out["demotions"] = int(stat_value(last, f"{tags}.demotions"))
+    out = llc_results(last, requestors, LLC) | tag_results(last, LLC)
     g = GENERATOR
     out["step"] = {
         "measured_steps": int(stat_value(last, f"{g}.measuredSteps")),

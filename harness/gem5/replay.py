@@ -26,8 +26,10 @@ from harness.gem5.binary import (
     GEM5_POLICIES,
     check_extension,
     check_llc,
+    class_options,
     find_gem5,
     memory_size,
+    option_flags,
     run_gem5,
 )
 from harness.gem5.stats import parse_stats, results_from_stats
@@ -82,6 +84,7 @@ def simulate_gem5(chunks: Iterable[LineAccesses], cfg: LLCConfig, address_map: d
                         "(an access trace has no address map)")
     if tick_spacing < 1:
         raise UserError(f"tick spacing must be at least 1 ps, got {tick_spacing}")
+    classes = class_options(cfg, address_map)
     outdir = Path(outdir) if outdir else Path(tempfile.mkdtemp(prefix="dsa-llc-gem5-"))
     outdir.mkdir(parents=True, exist_ok=True)
     traces, top = write_class_traces(outdir, chunks, tick_spacing)
@@ -99,6 +102,7 @@ def simulate_gem5(chunks: Iterable[LineAccesses], cfg: LLCConfig, address_map: d
         cmd.append("--whole-token-eviction")
     if l1_size:
         cmd += ["--l1-size", l1_size]
+    cmd += option_flags(classes)
     wall = run_gem5(cmd, outdir, timeout)
     stats = parse_stats(outdir / "m5out" / "stats.txt")
     result = results_from_stats(stats, [c for c, _, _ in traces])

@@ -90,6 +90,18 @@ def llc_results(last: pd.DataFrame, requestors: dict[str, str], llc: str = "syst
     return out
 
 
+def tag_results(last: pd.DataFrame, llc: str = "system.llc") -> dict:
+    """The counts of dsa-llc's tags (TokenPolicyTags) under the built-in simulator's keys where
+    it has them: misses not cached (``bypasses``; a refused write still reaches memory, from
+    gem5's temporary block: ``bypassed_writes``), lines evicted with their token
+    (``token_invalidations``), streak's demotions, and fills of persisting lines."""
+    tags = f"{llc}.tags"
+    return {key: int(stat_value(last, f"{tags}.{stat}"))
+            for key, stat in (("bypasses", "bypasses"), ("bypassed_writes", "bypassedWrites"),
+                              ("token_invalidations", "tokenInvalidations"), ("demotions", "demotions"),
+                              ("persisting_fills", "persistingFills"))}
+
+
 def last_dump(stats: pd.DataFrame) -> pd.DataFrame:
     """The rows of the last statistics dump (a run's final figures)."""
     return stats[stats.dump == stats.dump.max()]
@@ -103,7 +115,7 @@ def results_from_stats(stats: pd.DataFrame, classes: list[str], llc: str = "syst
                              for i, name in enumerate(classes)}, llc)
     out["gem5"]["suppressed_packets"] = int(sum(stat_value(last, f"system.gens{i}.numSuppressed")
                                                 for i in range(len(classes))))
-    return out
+    return out | tag_results(last, llc)
 
 
 def _requestor(last: pd.DataFrame, stat: str, index: int) -> str:
