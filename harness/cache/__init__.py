@@ -15,4 +15,6 @@ the numba data structures they share (``dlist``, ``heap``, ``hashtab``); and the
 # 5: a phase's memory and compute overlap (the platform's `overlap`, 1: the roofline); weights are
 #    what one device of the geometry's cited deployment reads per step (MoE: the routed experts
 #    its batch activates).
-RESULTS_VERSION = 5
+# 6: a set-sampled run's weight scans that are simulated line by line give the sampled sets' lines
+#    only (before, every line: the weights' counts mixed sampled and whole sets).
+RESULTS_VERSION = 6

@@ -303,6 +303,7 @@ class LLCState:
         self.read_lengths = np.zeros(256, dtype=np.int64)  # token reads by line count (capped)
         self.by_request = np.zeros((max(requests, 1), 2, N_CLASSES), dtype=np.int64)  # [request, accesses|hits, class]
         self._out = self._reads = self._runs = np.zeros(0)
+        self._ways: _Ways | None = None  # the weights' ways of the simulated sets (scan)
 
     @property
     def by_class(self) -> np.ndarray:
@@ -379,20 +380,19 @@ class LLCState:
         if hi > lo and count // cfg.sets < (2 if streaming else hi - lo + 1):
             return None
         if hi > lo:
-            rows = self.sampled_sets if self.sample is not None else np.arange(cfg.sets)
-            region = np.ix_(rows, np.arange(lo, hi))
-            tag, stamp, dirty = (a.reshape(cfg.sets, cfg.ways) for a in (self.tag, self.stamp, self.dirty))
-            held = tag[region]  # weights allocate only here: some of the scan's lines are still in
+            region = self._region(lo, hi)
+            held = region.get(self.tag)  # weights allocate only here: some of the scan's lines are still in
             if np.any((held >= first) & (held < first + count)):  # the cache (a streaming scan's first)
                 return None
-            takes = np.ones((len(rows), hi - lo), dtype=bool)  # the ways weights may take: not persisting
+            stamp = region.get(self.stamp)
+            takes = np.ones(stamp.shape, dtype=bool)  # the ways weights may take: not persisting
             if self.classes.persist_cap:
-                takes = ~(self.persisting.reshape(cfg.sets, cfg.ways)[region].astype(bool) & (stamp[region] >= 0))
+                takes = ~(region.get(self.persisting).astype(bool) & (stamp >= 0))
             if streaming:  # each set's least recent way it may take, once
-                if np.any(takes & (stamp[region] < 0)):
+                if np.any(takes & (stamp < 0)):
                     return None
                 pick = np.zeros_like(takes)
-                pick[np.arange(len(rows)), np.where(takes, stamp[region], np.iinfo(np.int64).max).argmin(axis=1)] = True
+                pick[np.arange(len(stamp)), np.where(takes, stamp, np.iinfo(np.int64).max).argmin(axis=1)] = True
                 takes = pick
         self.finish()  # a non-kv access ends the token read in progress and the kv_write run
         ctr = self.counters
@@ -405,21 +405,31 @@ class LLCState:
         if hi == lo:  # nowhere to go: every line bypasses
             ctr[C_BYPASS] += count
         else:
-            free = int(np.count_nonzero(takes & (stamp[region] < 0)))
-            writebacks = int(np.count_nonzero(takes & (dirty[region] == 1)))
+            t, s, d = held, stamp, region.get(self.dirty)
+            free = int(np.count_nonzero(takes & (s < 0)))
+            writebacks = int(np.count_nonzero(takes & (d == 1)))
             ctr[C_EVICT] += count - free
             ctr[C_WB] += writebacks
-            t, s, d = tag[region], stamp[region], dirty[region]
             t[takes], d[takes] = DEAD_LINE, 0
             if streaming:  # next victims, below every access
                 s[takes] = STAMP_BASE - ctr[C_LOW] - 1 - np.arange(int(takes.sum()))
                 ctr[C_LOW] += int(takes.sum())
             else:  # older than any later access, and occupied
                 s[takes] = ctr[C_NOW] + count + STAMP_BASE
-            tag[region], stamp[region], dirty[region] = t, s, d
+            region.put(self.tag, t)
+            region.put(self.stamp, s)
+            region.put(self.dirty, d)
         ctr[C_NOW] += count
         one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
         return PhaseRuns(one(phase), one(count), one(0), one(writebacks), one(step), weights=True)
+
+    def _region(self, lo: int, hi: int) -> _Ways:
+        """Ways ``[lo, hi)`` of the simulated sets (the sample's, or all), kept per state: a
+        weight scan reads and writes them once per layer and step."""
+        if self._ways is None or self._ways.bounds != (lo, hi):
+            rows = self.sampled_sets if self.sample is not None else None
+            self._ways = _Ways(self.cfg.sets, self.cfg.ways, lo, hi, rows)
+        return self._ways
 
     def lines_per_token(self) -> int:
         """The most common number of lines in a token read (0 when there were none)."""
@@ -428,6 +438,31 @@ class LLCState:
     def resident(self) -> np.ndarray:
         """Tags as a (sets, ways) array, -1 for an invalid way (for tests and inspection)."""
         return self.tag.reshape(self.cfg.sets, self.cfg.ways).copy()
+
+
+class _Ways:
+    """Ways ``[lo, hi)`` of some sets of the flat (sets x ways) state arrays, read as a (sets,
+    hi - lo) array and written back: a view when every set is simulated, the sampled sets' slots
+    otherwise."""
+
+    def __init__(self, sets: int, ways: int, lo: int, hi: int, rows: np.ndarray | None):
+        self.sets, self.ways, self.bounds = sets, ways, (lo, hi)
+        self.slots = None if rows is None else (rows[:, None] * ways + np.arange(lo, hi)).ravel()
+        self.shape = (sets if rows is None else len(rows), hi - lo)
+
+    def get(self, a: np.ndarray) -> np.ndarray:
+        """The region of ``a`` (a copy for sampled sets: change it, then :meth:`put` it)."""
+        if self.slots is None:
+            lo, hi = self.bounds
+            return a.reshape(self.sets, self.ways)[:, lo:hi].copy()
+        return a[self.slots].reshape(self.shape)
+
+    def put(self, a: np.ndarray, values: np.ndarray) -> None:
+        if self.slots is None:
+            lo, hi = self.bounds
+            a.reshape(self.sets, self.ways)[:, lo:hi] = values
+        else:
+            a[self.slots] = values.ravel()
 
 
 @dataclass

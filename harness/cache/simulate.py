@@ -140,7 +140,8 @@ def _access(state: LLCState, acc: LineAccesses, runs: list, stream: TokenStream 
 def _access_with_scans(state: LLCState, acc: LineAccesses, runs: list, stream: TokenStream | None,
                        piece_lines: int = 1 << 22) -> None:
     """A chunk whose weights accesses are scans: the accesses between them as usual, each scan at
-    once when it flushes every set (see the module docstring), else line by line."""
+    once when it flushes every set (see the module docstring), else line by line (under a set
+    sample, the lines of the sampled sets only)."""
     start = 0
     for i in np.flatnonzero(acc.cls == WEIGHTS):
         _access(state, acc.part(start, i), runs, stream)
@@ -150,8 +151,11 @@ def _access_with_scans(state: LLCState, acc: LineAccesses, runs: list, stream: T
         if scanned is not None:
             runs.append(scanned)
         for lo in range(0, count if scanned is None else 0, piece_lines):
-            n = min(piece_lines, count - lo)
-            lines = LineAccesses(np.arange(first + lo, first + lo + n, dtype=np.int64), np.zeros(n, np.uint8),
+            line = np.arange(first + lo, first + min(lo + piece_lines, count), dtype=np.int64)
+            if state.sample is not None:  # the sampled sets' lines only, as the stream gives every other access
+                line = line[state.sample.group_mask[(line >> state.sample.group_shift) % state.sample.groups]]
+            n = len(line)
+            lines = LineAccesses(line, np.zeros(n, np.uint8),
                                  np.full(n, WEIGHTS, np.uint8), np.full(n, -1, np.int64), np.full(n, step, np.int64),
                                  np.full(n, phase, np.int64), np.full(n, request, np.int64))
             done = len(runs)
