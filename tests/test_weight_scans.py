@@ -67,6 +67,9 @@ KNOBS = [  # class-aware knobs (harness.cache.partitions) under which scans stil
     {"hint_index": "persisting:0.5", "set_aside": 16 << 10},
     {"hint_index": "persisting:0.3", "set_aside": 24 << 10, "hint_weights": "streaming"},
     {"hint_index": "bip", "hint_kv": "streaming"},
+    # the whole LLC set aside: sets whose ways all hold persisting index keys, which streaming
+    # weights may not take (such a scan goes line by line, and its lines bypass there)
+    {"hint_index": "persisting:1", "set_aside": 64 << 10, "hint_weights": "streaming"},
 ]
 
 

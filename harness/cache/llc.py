@@ -303,7 +303,7 @@ class LLCState:
         self.read_lengths = np.zeros(256, dtype=np.int64)  # token reads by line count (capped)
         self.by_request = np.zeros((max(requests, 1), 2, N_CLASSES), dtype=np.int64)  # [request, accesses|hits, class]
         self._out = self._reads = self._runs = np.zeros(0)
-        self._ways: _Ways | None = None  # the weights' ways of the simulated sets (scan)
+        self._rows = None  # the simulated sets, for weight scans (scan)
 
     @property
     def by_class(self) -> np.ndarray:
@@ -373,63 +373,40 @@ class LLCState:
         The weights' ways, bar any persisting lines there (which weights may not evict), end
         holding dead lines: all of them, or under the streaming hint the one the scan's first
         line took in each set (each later line of the set evicts the one before it; with a free
-        way there, the first lines would stay instead: such a scan is simulated line by line)."""
+        way there, the first lines would stay instead, and with none the weights may take, none
+        would: such a scan is simulated line by line). The sets' ways are updated in one pass
+        (``_scan_ways``)."""
         cfg = self.cfg
         lo, hi = (int(x) for x in self.classes.region[WEIGHTS])
         streaming = self.classes.mode[WEIGHTS] == STREAMING
         if hi > lo and count // cfg.sets < (2 if streaming else hi - lo + 1):
             return None
-        if hi > lo:
-            region = self._region(lo, hi)
-            held = region.get(self.tag)  # weights allocate only here: some of the scan's lines are still in
-            if np.any((held >= first) & (held < first + count)):  # the cache (a streaming scan's first)
-                return None
-            stamp = region.get(self.stamp)
-            takes = np.ones(stamp.shape, dtype=bool)  # the ways weights may take: not persisting
-            if self.classes.persist_cap:
-                takes = ~(region.get(self.persisting).astype(bool) & (stamp >= 0))
-            if streaming:  # each set's least recent way it may take, once
-                if np.any(takes & (stamp < 0)):
-                    return None
-                pick = np.zeros_like(takes)
-                pick[np.arange(len(stamp)), np.where(takes, stamp, np.iinfo(np.int64).max).argmin(axis=1)] = True
-                takes = pick
-        self.finish()  # a non-kv access ends the token read in progress and the kv_write run
         ctr = self.counters
+        free = writebacks = taken = 0
+        if hi > lo:
+            if self._rows is None:
+                self._rows = self.sampled_sets if self.sample is not None else np.arange(cfg.sets, dtype=np.int64)
+            free, writebacks, taken = _scan_ways(
+                self._rows, cfg.ways, lo, hi, first, first + count, self.tag, self.stamp, self.dirty, self.persisting,
+                bool(self.classes.persist_cap), bool(streaming), ctr[C_NOW] + count + STAMP_BASE, ctr[C_LOW])
+            if free < 0:
+                return None
+        self.finish()  # a non-kv access ends the token read in progress and the kv_write run
         ctr[C_WRITE_TOK] = -1
         if self.sample is not None:  # only the scan's lines in sampled sets, into those sets
             count = self.sample.sampled_lines(first, count)
         self._room_for(request)
         self.by_request[request, 0, WEIGHTS] += count
-        writebacks = 0
         if hi == lo:  # nowhere to go: every line bypasses
             ctr[C_BYPASS] += count
         else:
-            t, s, d = held, stamp, region.get(self.dirty)
-            free = int(np.count_nonzero(takes & (s < 0)))
-            writebacks = int(np.count_nonzero(takes & (d == 1)))
             ctr[C_EVICT] += count - free
             ctr[C_WB] += writebacks
-            t[takes], d[takes] = DEAD_LINE, 0
-            if streaming:  # next victims, below every access
-                s[takes] = STAMP_BASE - ctr[C_LOW] - 1 - np.arange(int(takes.sum()))
-                ctr[C_LOW] += int(takes.sum())
-            else:  # older than any later access, and occupied
-                s[takes] = ctr[C_NOW] + count + STAMP_BASE
-            region.put(self.tag, t)
-            region.put(self.stamp, s)
-            region.put(self.dirty, d)
+            if streaming:
+                ctr[C_LOW] += taken
         ctr[C_NOW] += count
         one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
         return PhaseRuns(one(phase), one(count), one(0), one(writebacks), one(step), weights=True)
-
-    def _region(self, lo: int, hi: int) -> _Ways:
-        """Ways ``[lo, hi)`` of the simulated sets (the sample's, or all), kept per state: a
-        weight scan reads and writes them once per layer and step."""
-        if self._ways is None or self._ways.bounds != (lo, hi):
-            rows = self.sampled_sets if self.sample is not None else None
-            self._ways = _Ways(self.cfg.sets, self.cfg.ways, lo, hi, rows)
-        return self._ways
 
     def lines_per_token(self) -> int:
         """The most common number of lines in a token read (0 when there were none)."""
@@ -440,29 +417,51 @@ class LLCState:
         return self.tag.reshape(self.cfg.sets, self.cfg.ways).copy()
 
 
-class _Ways:
-    """Ways ``[lo, hi)`` of some sets of the flat (sets x ways) state arrays, read as a (sets,
-    hi - lo) array and written back: a view when every set is simulated, the sampled sets' slots
-    otherwise."""
-
-    def __init__(self, sets: int, ways: int, lo: int, hi: int, rows: np.ndarray | None):
-        self.sets, self.ways, self.bounds = sets, ways, (lo, hi)
-        self.slots = None if rows is None else (rows[:, None] * ways + np.arange(lo, hi)).ravel()
-        self.shape = (sets if rows is None else len(rows), hi - lo)
-
-    def get(self, a: np.ndarray) -> np.ndarray:
-        """The region of ``a`` (a copy for sampled sets: change it, then :meth:`put` it)."""
-        if self.slots is None:
-            lo, hi = self.bounds
-            return a.reshape(self.sets, self.ways)[:, lo:hi].copy()
-        return a[self.slots].reshape(self.shape)
-
-    def put(self, a: np.ndarray, values: np.ndarray) -> None:
-        if self.slots is None:
-            lo, hi = self.bounds
-            a.reshape(self.sets, self.ways)[:, lo:hi] = values
+@nb.njit(nogil=True, cache=True)
+def _scan_ways(rows, n_ways, lo, hi, first, end, tag, stamp, dirty, persisting, capped, streaming, dead_stamp, low):
+    """A weight scan of the lines ``[first, end)`` applied at once to ways ``[lo, hi)`` of the
+    sets ``rows`` (LLCState.scan says when that is exact): every way the weights may take (not a
+    persisting line, when ``capped``) gets a dead line, or under ``streaming`` only each set's
+    least recent such way, as the next victim. Returns (ways that were free, dirty lines written
+    back, ways taken), or (-1, 0, 0) when the scan must be simulated line by line: a line of the
+    scan is still cached, or under ``streaming`` a set has a free way or none it may take."""
+    for r in rows:  # first the checks, so that nothing changes when the scan goes line by line
+        base = r * n_ways
+        any_way = False
+        for w in range(lo, hi):
+            t = tag[base + w]
+            if t >= first and t < end:
+                return -1, 0, 0
+            if not (capped and persisting[base + w] and stamp[base + w] >= 0):
+                any_way = True
+                if streaming and stamp[base + w] < 0:
+                    return -1, 0, 0
+        if streaming and not any_way:
+            return -1, 0, 0
+    free, writebacks, taken = 0, 0, 0
+    for r in rows:
+        base = r * n_ways
+        if streaming:  # the set's least recent way the weights may take (ties: the lowest)
+            best, best_t = -1, np.int64(0)
+            for w in range(lo, hi):
+                if not (capped and persisting[base + w] and stamp[base + w] >= 0) and (best < 0 or stamp[base + w] < best_t):
+                    best, best_t = w, stamp[base + w]
+            ways = (best, best + 1)
         else:
-            a[self.slots] = values.ravel()
+            ways = (lo, hi)
+        for w in range(ways[0], ways[1]):
+            slot = base + w
+            if capped and persisting[slot] and stamp[slot] >= 0:
+                continue
+            if stamp[slot] < 0:
+                free += 1
+            if dirty[slot] == 1:
+                writebacks += 1
+            tag[slot] = DEAD_LINE
+            dirty[slot] = 0
+            stamp[slot] = STAMP_BASE - low - 1 - taken if streaming else dead_stamp
+            taken += 1
+    return free, writebacks, taken
 
 
 @dataclass
