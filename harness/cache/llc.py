@@ -303,7 +303,7 @@ class LLCState:
         self.read_lengths = np.zeros(256, dtype=np.int64)  # token reads by line count (capped)
         self.by_request = np.zeros((max(requests, 1), 2, N_CLASSES), dtype=np.int64)  # [request, accesses|hits, class]
         self._out = self._reads = self._runs = np.zeros(0)
-        self._rows = None  # the simulated sets, for weight scans (scan)
+        self._rows = self._simulated = None  # the simulated sets (an array, a mask), for weight scans
 
     @property
     def by_class(self) -> np.ndarray:
@@ -363,50 +363,65 @@ class LLCState:
         """Close the token read still open at the end of the stream."""
         _finish(self.counters, self.read_lengths)
 
-    def scan(self, first: int, count: int, step: int, phase: int, request: int) -> PhaseRuns | None:
-        """A weights scan of ``count`` consecutive lines from line ``first``, applied at once when
-        every set receives enough of its lines in the ways weights allocate in: ``ways + 1`` of
-        them (or 2 under the streaming hint); ``harness.cache.simulate`` says why the outcome is
-        then exact, and no line of the scan is in the cache (none can hit). None (nothing done)
-        otherwise. Returns the scan's per-phase counts.
+    def scan(self, first: int, count: int, step: int, phase: int,
+             request: int) -> tuple[PhaseRuns | None, np.ndarray | None]:
+        """A weights scan of ``count`` consecutive lines from line ``first``, applied at once to
+        every set where that is exact; the sets where it is not are left to the caller, to
+        simulate the scan's lines there one by one (sets are independent: a set's outcome depends
+        only on the lines that map to it). Returns the per-phase counts of the part applied
+        (None: none) and the sets left (a bool per set; None: none).
 
-        The weights' ways, bar any persisting lines there (which weights may not evict), end
-        holding dead lines: all of them, or under the streaming hint the one the scan's first
-        line took in each set (each later line of the set evicts the one before it; with a free
-        way there, the first lines would stay instead, and with none the weights may take, none
-        would: such a scan is simulated line by line). The sets' ways are updated in one pass
-        (``_scan_ways``)."""
+        At once, when every set receives enough of the scan's lines in the ways weights allocate
+        in: ``ways + 1`` of them (or 2 under the streaming hint; else every set is left);
+        ``harness.cache.simulate`` says why the outcome is then exact, and a set is left when one
+        of the scan's lines is still in it (it would hit). The weights' ways, bar any persisting
+        lines there (which weights may not evict), end holding dead lines: all of them, or under
+        the streaming hint the one the scan's first line took in each set (each later line of the
+        set evicts the one before it); a set is left when a way the weights may take there is
+        free under the streaming hint (the first lines would stay instead), or when there is none
+        (the lines would not be cached). The sets' ways are checked and updated in one pass each
+        (``_scan_check``, ``_scan_apply``)."""
         cfg = self.cfg
         lo, hi = (int(x) for x in self.classes.region[WEIGHTS])
         streaming = self.classes.mode[WEIGHTS] == STREAMING
+        if self._rows is None:
+            self._rows = self.sampled_sets if self.sample is not None else np.arange(cfg.sets, dtype=np.int64)
+            self._simulated = np.zeros(cfg.sets, dtype=bool)
+            self._simulated[self._rows] = True
+        rows = self._rows
         if hi > lo and count // cfg.sets < (2 if streaming else hi - lo + 1):
-            return None
-        ctr = self.counters
-        free = writebacks = taken = 0
-        if hi > lo:
-            if self._rows is None:
-                self._rows = self.sampled_sets if self.sample is not None else np.arange(cfg.sets, dtype=np.int64)
-            free, writebacks, taken = _scan_ways(
-                self._rows, cfg.ways, lo, hi, first, first + count, self.tag, self.stamp, self.dirty, self.persisting,
-                bool(self.classes.persist_cap), bool(streaming), ctr[C_NOW] + count + STAMP_BASE, ctr[C_LOW])
-            if free < 0:
-                return None
+            return None, self._simulated  # too few lines per set: every line, one by one
+        capped = bool(self.classes.persist_cap)
+        slow = np.zeros(len(rows), dtype=np.bool_)
+        if hi > lo and _scan_check(rows, cfg.ways, lo, hi, first, first + count, self.tag, self.stamp,
+                                   self.persisting, capped, bool(streaming), slow) == len(rows):
+            return None, self._simulated
+        n = self.sample.sampled_lines(first, count) if self.sample is not None else count
+        left = None
+        if slow.any():  # the lines of the scan that map to the sets left
+            sets = rows[slow]
+            n -= int((count // cfg.sets) * len(sets) + np.count_nonzero((sets - first) % cfg.sets < count % cfg.sets))
+            left = np.zeros(cfg.sets, dtype=bool)
+            left[sets] = True
         self.finish()  # a non-kv access ends the token read in progress and the kv_write run
+        ctr = self.counters
         ctr[C_WRITE_TOK] = -1
-        if self.sample is not None:  # only the scan's lines in sampled sets, into those sets
-            count = self.sample.sampled_lines(first, count)
         self._room_for(request)
-        self.by_request[request, 0, WEIGHTS] += count
+        self.by_request[request, 0, WEIGHTS] += n
+        writebacks = 0
         if hi == lo:  # nowhere to go: every line bypasses
-            ctr[C_BYPASS] += count
-        else:
-            ctr[C_EVICT] += count - free
+            ctr[C_BYPASS] += n
+        else:  # the dead lines are older than any later access, younger than any before
+            free, writebacks, taken = _scan_apply(rows, slow, cfg.ways, lo, hi, self.tag, self.stamp, self.dirty,
+                                                  self.persisting, capped, bool(streaming),
+                                                  ctr[C_NOW] + n + STAMP_BASE, ctr[C_LOW])
+            ctr[C_EVICT] += n - free
             ctr[C_WB] += writebacks
             if streaming:
                 ctr[C_LOW] += taken
-        ctr[C_NOW] += count
+        ctr[C_NOW] += n
         one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
-        return PhaseRuns(one(phase), one(count), one(0), one(writebacks), one(step), weights=True)
+        return PhaseRuns(one(phase), one(n), one(0), one(writebacks), one(step), weights=True), left
 
     def lines_per_token(self) -> int:
         """The most common number of lines in a token read (0 when there were none)."""
@@ -417,41 +432,59 @@ class LLCState:
         return self.tag.reshape(self.cfg.sets, self.cfg.ways).copy()
 
 
+@nb.njit(inline="always")
+def _takes(slot, stamp, persisting, capped):
+    """May a weight line take the way ``slot``? Not when it holds a persisting line (capped)."""
+    return not (capped and persisting[slot] and stamp[slot] >= 0)
+
+
 @nb.njit(nogil=True, cache=True)
-def _scan_ways(rows, n_ways, lo, hi, first, end, tag, stamp, dirty, persisting, capped, streaming, dead_stamp, low):
-    """A weight scan of the lines ``[first, end)`` applied at once to ways ``[lo, hi)`` of the
-    sets ``rows`` (LLCState.scan says when that is exact): every way the weights may take (not a
-    persisting line, when ``capped``) gets a dead line, or under ``streaming`` only each set's
-    least recent such way, as the next victim. Returns (ways that were free, dirty lines written
-    back, ways taken), or (-1, 0, 0) when the scan must be simulated line by line: a line of the
-    scan is still cached, or under ``streaming`` a set has a free way or none it may take."""
-    for r in rows:  # first the checks, so that nothing changes when the scan goes line by line
-        base = r * n_ways
+def _scan_check(rows, n_ways, lo, hi, first, end, tag, stamp, persisting, capped, streaming, slow):
+    """Mark in ``slow`` the sets ``rows`` where a weight scan of the lines ``[first, end)`` into
+    ways ``[lo, hi)`` cannot apply at once (LLCState.scan): one of its lines is there, no way may
+    take it, or under ``streaming`` a way it may take is free. Returns how many."""
+    n = 0
+    for i in range(rows.shape[0]):
+        base = rows[i] * n_ways
         any_way = False
         for w in range(lo, hi):
             t = tag[base + w]
             if t >= first and t < end:
-                return -1, 0, 0
-            if not (capped and persisting[base + w] and stamp[base + w] >= 0):
+                slow[i] = True
+                break
+            if _takes(base + w, stamp, persisting, capped):
                 any_way = True
                 if streaming and stamp[base + w] < 0:
-                    return -1, 0, 0
-        if streaming and not any_way:
-            return -1, 0, 0
+                    slow[i] = True
+                    break
+        if not any_way:
+            slow[i] = True
+        if slow[i]:
+            n += 1
+    return n
+
+
+@nb.njit(nogil=True, cache=True)
+def _scan_apply(rows, slow, n_ways, lo, hi, tag, stamp, dirty, persisting, capped, streaming, dead_stamp, low):
+    """Apply a weight scan at once to ways ``[lo, hi)`` of the sets ``rows`` not marked
+    ``slow``: every way the weights may take gets a dead line (stamp ``dead_stamp``), or under
+    ``streaming`` only each set's least recent such way, as the next victim. Returns (ways that
+    were free, dirty lines written back, ways taken)."""
     free, writebacks, taken = 0, 0, 0
-    for r in rows:
-        base = r * n_ways
+    for i in range(rows.shape[0]):
+        if slow[i]:
+            continue
+        base = rows[i] * n_ways
+        first_way, last_way = lo, hi
         if streaming:  # the set's least recent way the weights may take (ties: the lowest)
             best, best_t = -1, np.int64(0)
             for w in range(lo, hi):
-                if not (capped and persisting[base + w] and stamp[base + w] >= 0) and (best < 0 or stamp[base + w] < best_t):
+                if _takes(base + w, stamp, persisting, capped) and (best < 0 or stamp[base + w] < best_t):
                     best, best_t = w, stamp[base + w]
-            ways = (best, best + 1)
-        else:
-            ways = (lo, hi)
-        for w in range(ways[0], ways[1]):
+            first_way, last_way = best, best + 1
+        for w in range(first_way, last_way):
             slot = base + w
-            if capped and persisting[slot] and stamp[slot] >= 0:
+            if not _takes(slot, stamp, persisting, capped):
                 continue
             if stamp[slot] < 0:
                 free += 1
