@@ -273,7 +273,8 @@ class LLCState:
             self.sampled_sets = sample.sampled_sets
         n = cfg.sets * cfg.ways
         hooks = self.hooks = cfg.reserved_ways
-        tracked = cfg.sets * cfg.reserve_ways if hooks.tokens else 0
+        # token records: at most one per reserved line of the simulated sets (a sample's, or all)
+        tracked = (len(sample.sampled_sets) if sample is not None else cfg.sets) * cfg.reserve_ways if hooks.tokens else 0
         require_memory(cfg.memory_bytes(), f"an LLC of {format_size(cfg.size)}")
         self.tag = np.full(n, -1, dtype=np.int64)
         # An invalid way's stamp is -(ways - way): below every real stamp and lowest for way 0,
