@@ -476,25 +476,24 @@ def _scan_apply(rows, slow, n_ways, lo, hi, tag, stamp, dirty, persisting, cappe
         if slow[i]:
             continue
         base = rows[i] * n_ways
-        first_way, last_way = lo, hi
         if streaming:  # the set's least recent way the weights may take (ties: the lowest)
             best, best_t = -1, np.int64(0)
             for w in range(lo, hi):
                 if _takes(base + w, stamp, persisting, capped) and (best < 0 or stamp[base + w] < best_t):
                     best, best_t = w, stamp[base + w]
-            first_way, last_way = best, best + 1
-        for w in range(first_way, last_way):
-            slot = base + w
-            if not _takes(slot, stamp, persisting, capped):
-                continue
-            if stamp[slot] < 0:
-                free += 1
-            if dirty[slot] == 1:
-                writebacks += 1
-            tag[slot] = DEAD_LINE
-            dirty[slot] = 0
-            stamp[slot] = STAMP_BASE - low - 1 - taken if streaming else dead_stamp
+            slot = base + best
+            free += stamp[slot] < 0
+            writebacks += dirty[slot] == 1
+            tag[slot], dirty[slot], stamp[slot] = DEAD_LINE, 0, STAMP_BASE - low - 1 - taken
             taken += 1
+            continue
+        for w in range(lo, hi):
+            slot = base + w
+            if _takes(slot, stamp, persisting, capped):
+                free += stamp[slot] < 0
+                writebacks += dirty[slot] == 1
+                tag[slot], dirty[slot], stamp[slot] = DEAD_LINE, 0, dead_stamp
+                taken += 1
     return free, writebacks, taken
 
 

@@ -152,9 +152,9 @@ def _access_with_scans(state: LLCState, acc: LineAccesses, runs: list, stream: T
         scanned, left = state.scan(first, count, step, phase, request)
         if scanned is not None:
             runs.append(scanned)
-        for lo in range(0, count if left is not None else 0, piece_lines):
-            line = np.arange(first + lo, first + min(lo + piece_lines, count), dtype=np.int64)
-            line = line[left[line % state.cfg.sets]]
+        lines_left = _scan_lines(first, count, left, state.cfg.sets) if left is not None else np.zeros(0, np.int64)
+        for lo in range(0, len(lines_left), piece_lines):
+            line = lines_left[lo:lo + piece_lines]
             n = len(line)
             lines = LineAccesses(line, np.zeros(n, np.uint8),
                                  np.full(n, WEIGHTS, np.uint8), np.full(n, -1, np.int64), np.full(n, step, np.int64),
@@ -165,6 +165,17 @@ def _access_with_scans(state: LLCState, acc: LineAccesses, runs: list, stream: T
                 r.weights = True
         start = i + 1
     _access(state, acc.part(start, len(acc)), runs, stream)
+
+
+def _scan_lines(first: int, count: int, left: np.ndarray, sets: int) -> np.ndarray:
+    """The lines of a scan of ``count`` lines from ``first`` that map to the sets ``left`` (a bool
+    per set), in address order: each set's are every ``sets``-th line from its first."""
+    chosen = np.flatnonzero(left)
+    offset = (chosen - first) % sets
+    per = count // sets + (offset < count % sets)
+    ends = np.cumsum(per)
+    k = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) - np.repeat(ends - per, per)
+    return np.sort(np.repeat(first + offset, per) + sets * k)
 
 
 def _counts(accesses: int, hits: int) -> dict:
