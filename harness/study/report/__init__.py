@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness.core.errors import UserError
 from harness.study.headline import headline, verdict
-from harness.study.report import host_tier, index_logs, results  # noqa: F401  (importing registers their sections)
+from harness.study.report import host_tier, index_logs, results, what_helps  # noqa: F401  (importing registers their sections)
 from harness.study.report.registry import ReportContext, write_sections
 
 __all__ = ["build_report"]
