@@ -107,11 +107,12 @@ def screen_sample(sets: int, every: int):
 
 
 def set_asides(base, platform) -> tuple[list[int], list[int]]:
-    """Set-aside sizes in ways: those the platform allows (its largest and half of it) and those
-    beyond it (a half and three quarters of the ways), each a whole number of ways."""
+    """Set-aside sizes in ways: those the platform allows (its largest, short of the whole LLC, and
+    half of it) and those beyond it (a half and three quarters of the ways), each a whole number
+    of ways (the model's persisting cap is per set)."""
     knobs = platform.knobs
     limit = min(knobs.persisting_max, base.size) * base.ways // base.size if "persisting" in knobs.hints else 0
-    allowed = sorted({a for a in (limit, limit // 2) if 0 < a < base.ways})
+    allowed = sorted({a for a in (min(limit, base.ways - 1), limit // 2) if 0 < a < base.ways})
     beyond = sorted({a for a in (base.ways // 2, 3 * base.ways // 4) if a > limit and 0 < a < base.ways})
     return allowed, beyond
 
