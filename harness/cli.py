@@ -606,8 +606,9 @@ def sweep(spec, out, jobs, scheduler, rerun_failed, force, wait, gem5, dry_run):
     failed = counts["failed"] + counts["still_failed"]
     if searched:
         found = execute_search(s, out, jobs, scheduler, rerun_failed, wait, echo=click.echo)
-        click.echo(f"lever search: {found['points']} scale points searched, {found['finalists']} finalists run, "
-                   f"{found['skipped']} finished before, in {found['seconds']:.0f} s")
+        click.echo(f"lever search: {found['points']} scale points searched in {found['seconds']['screens']:.0f} s, "
+                   f"{found['finalists']} finalists run in {found['seconds']['finalists']:.0f} s, "
+                   f"{found['skipped']} finished before")
         if found["failed"]:
             raise UserError(f"the lever search failed at {found['failed']} scale points or finalists; "
                             f"each finalist's error is in {out}/runs/<id>/error.json")

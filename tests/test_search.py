@@ -144,13 +144,13 @@ def test_a_sweep_with_a_search_runs_the_finalists_and_reports_what_helps(tmp_pat
     assert len(points) == 1 and len(spec.runs) == 2  # the unmanaged LLC and 2 ways of streak: one point
     folder = tmp_path / "sweep"
     execute(spec, folder, jobs=1, progress=False)
-    counts = search.execute_search(spec, folder, jobs=1, echo=lambda *a: None)
+    counts = search.execute_search(spec, folder, jobs=1, echo=lambda *a: None, progress=False)
     assert counts["points"] == 1 and counts["failed"] == 0 and counts["finalists"] >= 2
     (found,) = search.read_searches(folder)
     assert found["space"] > len(found["screened"]) > 10
     families = {r["family"] for r in found["screened"]}
     assert {"unmanaged", "kv-only", "class-aware"} <= families
-    again = search.execute_search(spec, folder, jobs=1, echo=lambda *a: None)  # resumes: nothing left to do
+    again = search.execute_search(spec, folder, jobs=1, echo=lambda *a: None, progress=False)  # resumes: nothing left to do
     assert again["points"] == 1 and again["finalists"] == 0 and again["skipped"] == len(found["finalists"])
 
     report = build_report(folder, tmp_path / "report", policies=False, locality=False)

@@ -458,10 +458,13 @@ def search_point(folder: str, point: dict, settings: dict) -> dict:
 # --- the sweep's search ----------------------------------------------------------------------
 
 def execute_search(spec, folder: str | Path, jobs: int | None = None, scheduler: str | None = None,
-                   rerun_failed: bool = False, wait: bool = False, echo=print) -> dict:
+                   rerun_failed: bool = False, wait: bool = False, echo=print, progress: bool = True) -> dict:
     """Search every scale point of ``spec`` in the sweep ``folder`` (its grid already run: the
-    index logs are there), then run the finalists. Returns counts: ``points`` searched now,
-    ``finalists`` run now, ``failed`` (points or runs), ``skipped`` and ``seconds``."""
+    index logs are there), then run the finalists, under the folder's lock. Returns counts:
+    ``points`` searched (or read back), ``finalists`` run now, ``failed`` (points or runs),
+    ``skipped`` (finalists finished before), and the wall ``seconds`` of the screens and of the
+    finalists."""
+    from harness.core.progress import progress_bar
     from harness.study.executors import dask_executor, local_executor
     from harness.study.sweep import SweepLock, record_failure, run_state, sim_task
 
@@ -470,17 +473,20 @@ def execute_search(spec, folder: str | Path, jobs: int | None = None, scheduler:
         return {}
     folder = Path(folder).absolute()
     points = scale_points(spec)
-    started = time.time()
     counts = {"points": 0, "finalists": 0, "failed": 0, "skipped": 0}
     with SweepLock(folder, wait):
         executor = dask_executor(scheduler) if scheduler else local_executor(jobs)
         aborted = True
         try:
+            started = time.time()
             finals: dict[str, dict] = {}
-            todo = {pid: (str(folder), p, settings) for pid, p in points.items()
-                    if log_ready(folder, p["decode"])}
-            counts["failed"] += len(points) - len(todo)
+            todo = {pid: (str(folder), p, settings) for pid, p in points.items() if log_ready(folder, p["decode"])}
+            for pid in points.keys() - todo.keys():
+                echo(f"search of scale point {pid}: index log {log_name(points[pid]['decode'])} is missing")
+                counts["failed"] += 1
+            bar = progress_bar(total=len(todo), desc="search", unit="point", disable=not progress)
             for pid, value, error in executor.map(search_point, todo):
+                bar.update()
                 if error:
                     echo(f"search of scale point {pid} failed: {error}")
                     counts["failed"] += 1
@@ -489,19 +495,23 @@ def execute_search(spec, folder: str | Path, jobs: int | None = None, scheduler:
                 for f in value["finalists"]:
                     run = finalist_run(points[pid], f["knobs"])
                     finals[run_id(run)] = run
+            bar.close()
+            screened = time.time()
             redo = ("missing", "stale", "corrupt", "failed") if rerun_failed else ("missing", "stale", "corrupt")
             runs = {rid: (str(folder), r) for rid, r in finals.items() if run_state(folder, rid) in redo}
             counts["skipped"] = len(finals) - len(runs)
-            echo(f"lever search: {counts['points']} scale points screened; {len(runs)} finalists to simulate")
+            bar = progress_bar(total=len(runs), desc="finalists", unit="run", disable=not progress)
             for rid, outcome, error in executor.map(sim_task, runs):
+                bar.update()
                 if error:
                     record_failure(folder, runs[rid][1], {"error": error, "type": "WorkerFailed"})
                 ok = not error and outcome and outcome[1] == "ok"
                 counts["finalists" if ok else "failed"] += 1
+            bar.close()
             aborted = False
         finally:
             executor.close(abort=aborted)
-    counts["seconds"] = time.time() - started
+    counts["seconds"] = {"screens": screened - started, "finalists": time.time() - screened}
     return counts
 
 
