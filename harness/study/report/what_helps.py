@@ -325,6 +325,8 @@ def what_helps(ctx: ReportContext, doc: Doc) -> None:
     if note:
         doc.p(note)
     doc.table(speedup_table(p))
+    p.to_csv(ctx.folder / "what_helps.csv", index=False)
+    doc.p("Every point's figures: what_helps.csv.")
     doc.image(speedup_plot(p, ctx.folder))
     doc.p("The best class-aware setting each platform allows: the misses it removes per decode step by class, "
           "its hardware state per line (harness.cache.knobstate: a way mask adds none, a persisting hint one "
