@@ -173,4 +173,4 @@ def test_the_example_searches_the_quick_serving_scale_points():
     assert spec.decodes == quick.decodes  # the same index logs
     points = search.scale_points(spec)
     assert len(points) == 40 and points.keys() == search.scale_points(quick).keys()
-    assert search.search_settings(spec)["finalists"] == 3 and search.search_settings(quick) is None
+    assert search.search_settings(spec)["finalists"] == 2 and search.search_settings(quick) is None
