@@ -157,7 +157,7 @@ def test_a_sweep_with_a_search_runs_the_finalists_and_reports_what_helps(tmp_pat
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## What helps: class-aware LLC settings per scale point" in md
     section = md.split("## What helps")[1].split("\n## ")[0]
-    assert "**h100-sxm**: the best setting it allows is to " in section
+    assert "**h100-sxm**: the setting it allows that is best at the most points (1 of 1) is to " in section
     assert re.search(r"\| class-aware \(allowed\): whole \|", section)
     assert "b/line" in section and "index-key hits/step" in section
     assert "The lever search (harness.study.search) screened" in section

@@ -56,7 +56,7 @@ def classify(df: pd.DataFrame) -> pd.DataFrame:
     ok = ok[ok.step_time_cycles.notna()].copy()
     if ok.empty:
         return ok
-    fams, words, bits, allow, state_text = [], [], [], [], []
+    fams, words, bits, allow, state_text, beyond_text = [], [], [], [], [], []
     for _, row in ok.iterrows():
         cfg = row_config(row)
         platform = get_platform(row.timing_platform)
@@ -64,11 +64,17 @@ def classify(df: pd.DataFrame) -> pd.DataFrame:
         f = family(cfg)
         fams.append({"unmanaged": "unmanaged", "kv-only": "KV-only"}.get(f) or ("class-aware" if ok_here else "what-if"))
         words.append(describe(cfg))
+        beyond = row.get("beyond_platform")
+        if isinstance(beyond, str):  # the platform's controls are cited once, in the text, not per row
+            beyond_text.append(beyond.replace(f" ({platform.knobs.source})", ""))
+        else:
+            beyond_text.append(beyond)
         s = state(cfg)
         bits.append(s.per_line())
         state_text.append(s.text)
         allow.append(ok_here)
-    return ok.assign(family=fams, setting=words, state_per_line=bits, state=state_text, allowed=allow)
+    return ok.assign(family=fams, setting=words, state_per_line=bits, state=state_text, allowed=allow,
+                     beyond=beyond_text)
 
 
 def point_columns(df: pd.DataFrame) -> list[str]:
@@ -104,7 +110,7 @@ def best_per_point(runs: pd.DataFrame) -> pd.DataFrame:
             out[f"{fam}_attention_speedup"] = att
             out[f"{fam}_state"] = best.state_per_line
             out[f"{fam}_state_text"] = best.state
-            out[f"{fam}_beyond"] = best.get("beyond_platform")
+            out[f"{fam}_beyond"] = best.get("beyond")
             out[f"{fam}_index_hits"] = _per_step(best, "index_hits_lines")
             for c in CLASSES:
                 col = f"{c}_misses_lines"
@@ -137,7 +143,7 @@ def _point_label(t: pd.DataFrame, p: pd.DataFrame) -> pd.DataFrame:
     """The scale point's columns, readable: those the points vary, and always the backbone,
     geometry, LLC and platform."""
     t["backbone"], t["geometry"] = p.backbone, p.geometry
-    for col, name in (("prompt_tokens", "context"), ("topk", "k"), ("batch_requests", "batch")):
+    for col, name in (("prompt_tokens", "context"), ("topk", "k"), ("batch", "batch")):
         if col in p and p[col].nunique() > 1:
             t[name] = p[col].map(lambda v: f"{int(v):,}")
     t["LLC"] = [f"{format_size(int(s))}, {int(w)}-way" for s, w in zip(p.llc_bytes, p.ways)]
@@ -159,7 +165,7 @@ def speedup_table(p: pd.DataFrame) -> pd.DataFrame:
 def verdict(r) -> str:
     best = max((r.get(f"{f}_speedup") for f in FAMILIES if _num(r.get(f"{f}_speedup"))), default=None)
     if best is None or best < HELP:
-        return f"nothing helps (best {best:.3f}x)" if best is not None else "nothing searched"
+        return f"nothing helps (best {best:.3f}x)" if best is not None else "not searched"
     fam = max((f for f in FAMILIES if _num(r.get(f"{f}_speedup"))), key=lambda f: r[f"{f}_speedup"])
     return f"{fam} helps ({best:.3f}x)"
 
@@ -202,14 +208,16 @@ def per_platform(p: pd.DataFrame) -> list[str]:
             top = have["class-aware_setting"].value_counts().index[0]
             at = have[have["class-aware_setting"] == top]
             lines.append(
-                f"**{name}**: the best setting it allows is to {top} (best at {len(at)} of {len(g)} points): "
+                f"**{name}**: the setting it allows that is best at the most points ({len(at)} of {len(g)}) is to {top}; "
+                f"the best it allows at each point gains "
                 f"{_range(have['class-aware_speedup'])} of the whole step, "
                 f"{_range(have['class-aware_attention_speedup'])} of its attention part (attention-only).")
         if "what-if_speedup" in g and g["what-if_speedup"].notna().any():
             w = g.loc[g["what-if_speedup"].idxmax()]
-            lines[-1] += (f" Beyond its controls the best is to {w['what-if_setting']}: {_x(w['what-if_speedup'])} "
-                          f"whole step, {_x(w['what-if_attention_speedup'])} attention-only.")
-        none = [r for _, r in g.iterrows() if verdict(r).startswith("nothing")]
+            lines[-1] += (f" Beyond its controls the largest gain is {_x(w['what-if_speedup'])} of the whole step "
+                          f"({_x(w['what-if_attention_speedup'])} attention-only), at {_where(w)}: to "
+                          f"{w['what-if_setting']}.")
+        none = [r for _, r in g.iterrows() if verdict(r).startswith("nothing helps")]
         if none:
             lines[-1] += (f" Nothing helps (no setting gains {HELP:.2f}x of the whole step) at {len(none)} of {len(g)} "
                           f"points: " + "; ".join(_where(r) for r in none) + ".")
@@ -227,8 +235,8 @@ def _where(r) -> str:
     parts = [str(r.backbone), str(r.geometry), format_size(int(r.llc_bytes))]
     if _num(r.get("prompt_tokens")):
         parts.append(f"ctx {int(r.prompt_tokens):,}")
-    if _num(r.get("batch_requests")):
-        parts.append(f"batch {int(r.batch_requests)}")
+    if _num(r.get("batch")):
+        parts.append(f"batch {int(r.batch)}")
     return ", ".join(parts)
 
 
