@@ -329,6 +329,13 @@ def what_helps(ctx: ReportContext, doc: Doc) -> None:
           f"traffic and compute), over the unmanaged LLC. A setting helps above {HELP:.2f}x of the whole step.")
     for line in per_platform(p):
         doc.p(line)
+    if any((p.get(f"{f}_setting", pd.Series(dtype=object)).astype(str).str.contains("stream the weights")
+            & (p.get(f"{f}_removed_weights", pd.Series(dtype=float)).fillna(0) > 0)).any() for f in FAMILIES):
+        doc.p("Where streaming the weights removes weight misses: a streaming fill goes to its set's LRU position "
+              "(LIP, Qureshi et al., ISCA 2007; harness.cache.partitions), so of a scan larger than the LLC each set "
+              "keeps the lines it took first, and the next step's scan of the same weights hits them. CUDA does not "
+              "document the order in which evict-first lines leave the L2; were the oldest to leave first, those "
+              "hits would vanish and only the protection of the other classes would remain.")
     note = search_note(read_searches(ctx.sweep), runs)
     if note:
         doc.p(note)
