@@ -617,10 +617,12 @@ def _check_jobs(jobs):
 @sweep_options
 @click.option("--dry-run", is_flag=True, help="Validate the spec and list the runs, run nothing.")
 def sweep(spec, out, jobs, scheduler, rerun_failed, force, wait, gem5, dry_run):
-    """Run a TOML sweep spec; re-running skips the runs that are done."""
+    """Run a TOML sweep spec; re-running skips the runs that are done. A spec with a [search]
+    table then searches the LLC's class knobs at every scale point and runs the finalists."""
     from pathlib import Path
 
     from harness.study.runs import run_id
+    from harness.study.search import execute_search, scale_points, search_settings
     from harness.study.spec import load_spec
     from harness.study.sweep import check_folder, execute, run_state
 
@@ -632,16 +634,26 @@ def sweep(spec, out, jobs, scheduler, rerun_failed, force, wait, gem5, dry_run):
         find_gem5(gem5 or s.raw.get("gem5", {}).get("binary"))
     folder = Path(out)
     check_folder(folder)
+    searched = search_settings(s)
     if dry_run:
         states = [run_state(folder, run_id(r)) for r in s.runs] if (folder / "runs").is_dir() else []
         done, failed = states.count("ok"), states.count("failed")
         click.echo(f"{len(s.runs)} runs over {len(s.decodes)} index logs; in {out}: {done} done, {failed} failed, "
-                   f"{len(s.runs) - done - failed} to run")
+                   f"{len(s.runs) - done - failed} to run"
+                   + (f"; then a lever search over {len(scale_points(s))} scale points" if searched else ""))
         return
     counts = execute(s, out, jobs, scheduler, rerun_failed, force, gem5_binary=gem5, wait=wait)
     click.echo(f"{counts['ok']} runs done, {counts['failed']} failed, {counts['skipped']} skipped "
                f"(finished or failed before) in {out}")
     failed = counts["failed"] + counts["still_failed"]
+    if searched:
+        found = execute_search(s, out, jobs, scheduler, rerun_failed, wait, echo=click.echo)
+        click.echo(f"lever search: {found['points']} scale points searched in {found['seconds']['screens']:.0f} s, "
+                   f"{found['finalists']} finalists run in {found['seconds']['finalists']:.0f} s, "
+                   f"{found['skipped']} finished before")
+        if found["failed"]:
+            raise UserError(f"the lever search failed at {found['failed']} scale points or finalists; "
+                            f"each finalist's error is in {out}/runs/<id>/error.json")
     if failed:
         retry = " (--rerun-failed retries them)" if counts["still_failed"] else ""
         raise UserError(f"{failed} of {len(s.runs)} runs failed{retry}; each one's error is in "

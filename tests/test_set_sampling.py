@@ -84,7 +84,7 @@ def test_sampled_sets_end_as_in_full_simulation(src):
                     state.access(c.line[start:j], c.cls[start:j], c.token[start:j], c.write[start:j],
                                  c.step[start:j], c.phase[start:j], c.request[start:j])
                 if j < len(c):
-                    assert state.scan(int(c.line[j]), int(c.scan_lines[j]), 0, 0, 0) is not None
+                    assert state.scan(int(c.line[j]), int(c.scan_lines[j]), 0, 0, 0)[1] is None
                 start = j + 1
     rows = part.sampled_sets
     assert np.array_equal(full.resident()[rows], part.resident()[rows])

@@ -20,7 +20,7 @@ def _options(command: str) -> dict[str, click.Option]:
 
 # which command carries which section's options
 COMMANDS = {"decode": ["decode"], "stream": ["simulate", "stream"], "llc": ["simulate"], "timing": ["simulate"],
-            "sweep": ["simulate"], "gem5": ["simulate"], "tier": ["tier"]}
+            "sweep": ["simulate"], "gem5": ["simulate"], "tier": ["tier"], "search": []}
 
 
 @pytest.mark.parametrize("section", list(SETTINGS))

@@ -11,6 +11,7 @@ import pytest
 from harness.cache.llc import LLCConfig
 from harness.cache.simulate import simulate
 from harness.cache.timing import TimingConfig
+from harness.core.sampling import SetSample
 from trace_gen.geometry import Geometry, Weights
 from trace_gen.indexlog import IndexLog
 from trace_gen.stream import Layout, StreamSource
@@ -38,12 +39,13 @@ def log(tmp_path_factory):
                                         prompt=300, requests=2))
 
 
-def _run(log, geometry, reserve, policy, whole, batch, scans, **knobs):
+def _run(log, geometry, reserve, policy, whole, batch, scans, llc=LLC, every=1, **knobs):
     src = StreamSource(log, geometry, Layout(kind="paged", page_tokens=16, weights=True), batch=batch)
-    cfg = LLCConfig.make(LLC, 16, reserve, policy if reserve else "lru", whole, **knobs)
+    cfg = LLCConfig.make(llc, 16, reserve, policy if reserve else "lru", whole, **knobs)
     timing = TimingConfig.make("h100-sxm", max_outstanding=64)
-    return simulate(src.chunks(reuse=True, weight_scans=scans), cfg, timing, bounds=True, phases=src.phases(),
-                    batch=batch)
+    sample = SetSample.for_sets(cfg.sets, every) if every > 1 else None
+    return simulate(src.chunks(reuse=True, weight_scans=scans, sample=sample), cfg, timing, bounds=True,
+                    phases=src.phases(), batch=batch, sample=sample)
 
 
 @pytest.mark.parametrize("geometry, reserve, policy, whole, batch", GRID,
@@ -67,6 +69,9 @@ KNOBS = [  # class-aware knobs (harness.cache.partitions) under which scans stil
     {"hint_index": "persisting:0.5", "set_aside": 16 << 10},
     {"hint_index": "persisting:0.3", "set_aside": 24 << 10, "hint_weights": "streaming"},
     {"hint_index": "bip", "hint_kv": "streaming"},
+    # the whole LLC set aside: sets whose ways all hold persisting index keys, which streaming
+    # weights may not take (such a scan goes line by line, and its lines bypass there)
+    {"hint_index": "persisting:1", "set_aside": 64 << 10, "hint_weights": "streaming"},
 ]
 
 
@@ -77,6 +82,26 @@ def test_scans_under_class_knobs_equal_their_lines(log, knobs, reserve, policy):
         return  # a KV hint needs the KV lines in line-LRU ways
     lines = _run(log, FLUSHING, reserve, policy, True, 2, scans=False, **knobs)
     at_once = _run(log, FLUSHING, reserve, policy, True, 2, scans=True, **knobs)
+    for key in ("by_class", "by_request", "kv_tokens", "evictions", "writebacks", "bypasses",
+                "step_time_cycles_per_step"):
+        assert at_once[key] == lines[key], key
+
+
+# 1 MiB, 16 ways: 1,024 sets, 16 groups of 64, one in 2 sampled. 3 MiB of weights per layer: 48 lines
+# a set, at once; indexer keys of 2 KiB, so that a set takes several misses between two scans (a
+# dead line must then be older than each of them)
+SAMPLED = Geometry("sampled", layers=3, kv_bytes=656, index_bytes=2048, weights=Weights(3 * 3 * 2**20))
+
+
+@pytest.mark.parametrize("knobs", [{}, {"hint_weights": "streaming"}, {"reserve_weights": 2},
+                                   {"hint_index": "persisting:0.5", "set_aside": 256 << 10, "hint_weights": "streaming"}],
+                         ids=["plain", "streaming", "reserved", "persisting"])
+@pytest.mark.parametrize("reserve, policy", [(0, "lru"), (4, "streak")])
+def test_sampled_scans_equal_their_sampled_lines(log, knobs, reserve, policy):
+    """Under a set sample the scans applied at once (in part or whole) equal the sampled sets'
+    lines simulated one by one: the dead lines left are older than every later access."""
+    lines = _run(log, SAMPLED, reserve, policy, True, 2, scans=False, llc="1MiB", every=2, **knobs)
+    at_once = _run(log, SAMPLED, reserve, policy, True, 2, scans=True, llc="1MiB", every=2, **knobs)
     for key in ("by_class", "by_request", "kv_tokens", "evictions", "writebacks", "bypasses",
                 "step_time_cycles_per_step"):
         assert at_once[key] == lines[key], key

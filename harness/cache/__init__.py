@@ -18,4 +18,6 @@ the numba data structures they share (``dlist``, ``heap``, ``hashtab``); and the
 # 6: MSHR merging: misses to a line whose fill is still in flight in its phase are counted
 #    (mshr_merged) and read no memory; the step time's bandwidth and occupancy terms take memory
 #    reads (misses - merged).
-RESULTS_VERSION = 6
+# 7: a set-sampled run's weight scans that are simulated line by line give the sampled sets' lines
+#    only (before, every line: the weights' counts mixed sampled and whole sets).
+RESULTS_VERSION = 7

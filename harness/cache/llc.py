@@ -312,7 +312,8 @@ class LLCState:
             self.sampled_sets = sample.sampled_sets
         n = cfg.sets * cfg.ways
         hooks = self.hooks = cfg.reserved_ways
-        tracked = cfg.sets * cfg.reserve_ways if hooks.tokens else 0
+        # token records: at most one per reserved line of the simulated sets (a sample's, or all)
+        tracked = (len(sample.sampled_sets) if sample is not None else cfg.sets) * cfg.reserve_ways if hooks.tokens else 0
         # (with merging, each line also keeps its primary miss: 8 B)
         require_memory(cfg.memory_bytes() + (8 * n if mshr_window > 1 else 0), f"an LLC of {format_size(cfg.size)}")
         self.tag = np.full(n, -1, dtype=np.int64)
@@ -354,6 +355,7 @@ class LLCState:
         # [request, accesses|hits|merged, class]
         self.by_request = np.zeros((max(requests, 1), 3, N_CLASSES), dtype=np.int64)
         self._out = self._reads = self._runs = np.zeros(0)
+        self._rows = self._simulated = None  # the simulated sets (an array, a mask), for weight scans
 
     @property
     def by_class(self) -> np.ndarray:
@@ -427,71 +429,76 @@ class LLCState:
         """Close the token read still open at the end of the stream."""
         _finish(self.counters, self.read_lengths)
 
-    def scan(self, first: int, count: int, step: int, phase: int, request: int) -> PhaseRuns | None:
-        """A weights scan of ``count`` consecutive lines from line ``first``, applied at once when
-        every set receives enough of its lines in the ways weights allocate in: ``ways + 1`` of
-        them (or 2 under the streaming hint); ``harness.cache.simulate`` says why the outcome is
-        then exact, and no line of the scan is in the cache (none can hit). None (nothing done)
-        otherwise. Returns the scan's per-phase counts.
+    def scan(self, first: int, count: int, step: int, phase: int,
+             request: int) -> tuple[PhaseRuns | None, np.ndarray | None]:
+        """A weights scan of ``count`` consecutive lines from line ``first``, applied at once to
+        every set where that is exact; the sets where it is not are left to the caller, to
+        simulate the scan's lines there one by one (sets are independent: a set's outcome depends
+        only on the lines that map to it). Returns the per-phase counts of the part applied
+        (None: none) and the sets left (a bool per set; None: none).
 
-        The weights' ways, bar any persisting lines there (which weights may not evict), end
-        holding dead lines: all of them, or under the streaming hint the one the scan's first
-        line took in each set (each later line of the set evicts the one before it; with a free
-        way there, the first lines would stay instead: such a scan is simulated line by line)."""
+        At once, when every set receives enough of the scan's lines in the ways weights allocate
+        in: ``ways + 1`` of them (or 2 under the streaming hint; else every set is left);
+        ``harness.cache.simulate`` says why the outcome is then exact, and a set is left when one
+        of the scan's lines is still in it (it would hit). The weights' ways, bar any persisting
+        lines there (which weights may not evict), end holding dead lines: all of them, or under
+        the streaming hint the one the scan's first line took in each set (each later line of the
+        set evicts the one before it); a set is left when a way the weights may take there is
+        free under the streaming hint (the first lines would stay instead), or when there is none
+        (the lines would not be cached). The sets' ways are checked and updated in one pass each
+        (``_scan_check``, ``_scan_apply``)."""
         cfg = self.cfg
         lo, hi = (int(x) for x in self.classes.region[WEIGHTS])
         streaming = self.classes.mode[WEIGHTS] == STREAMING
+        if self._rows is None:
+            self._rows = self.sampled_sets if self.sample is not None else np.arange(cfg.sets, dtype=np.int64)
+            self._simulated = np.zeros(cfg.sets, dtype=bool)
+            self._simulated[self._rows] = True
+        rows = self._rows
         if hi > lo and count // cfg.sets < (2 if streaming else hi - lo + 1):
-            return None
-        if hi > lo:
-            rows = self.sampled_sets if self.sample is not None else np.arange(cfg.sets)
-            region = np.ix_(rows, np.arange(lo, hi))
-            tag, stamp, dirty = (a.reshape(cfg.sets, cfg.ways) for a in (self.tag, self.stamp, self.dirty))
-            held = tag[region]  # weights allocate only here: some of the scan's lines are still in
-            if np.any((held >= first) & (held < first + count)):  # the cache (a streaming scan's first)
-                return None
-            takes = np.ones((len(rows), hi - lo), dtype=bool)  # the ways weights may take: not persisting
-            if self.classes.persist_cap:
-                takes = ~(self.persisting.reshape(cfg.sets, cfg.ways)[region].astype(bool) & (stamp[region] >= 0))
-            if streaming:  # each set's least recent way it may take, once
-                if np.any(takes & (stamp[region] < 0)):
-                    return None
-                pick = np.zeros_like(takes)
-                pick[np.arange(len(rows)), np.where(takes, stamp[region], np.iinfo(np.int64).max).argmin(axis=1)] = True
-                takes = pick
+            return None, self._simulated  # too few lines per set: every line, one by one
+        capped = bool(self.classes.persist_cap)
+        slow = np.zeros(len(rows), dtype=np.bool_)
+        if hi > lo and _scan_check(rows, cfg.ways, lo, hi, first, first + count, self.tag, self.stamp,
+                                   self.persisting, capped, bool(streaming), slow) == len(rows):
+            return None, self._simulated
+        n = self.sample.sampled_lines(first, count) if self.sample is not None else count
+        left = None
+        if slow.any():  # the lines of the scan that map to the sets left
+            sets = rows[slow]
+            n -= int((count // cfg.sets) * len(sets) + np.count_nonzero((sets - first) % cfg.sets < count % cfg.sets))
+            left = np.zeros(cfg.sets, dtype=bool)
+            left[sets] = True
         self.finish()  # a non-kv access ends the token read in progress and the kv_write run
         ctr = self.counters
         ctr[C_WRITE_TOK] = -1
         if ctr[C_PHASE] != phase:  # a scan that opens a phase (none merge: each line is read once)
             ctr[C_PHASE], ctr[C_PHASE_START] = phase, ctr[C_NOW] + 1
-        if self.sample is not None:  # only the scan's lines in sampled sets, into those sets
-            count = self.sample.sampled_lines(first, count)
         self._room_for(request)
-        self.by_request[request, 0, WEIGHTS] += count
+        self.by_request[request, 0, WEIGHTS] += n
         writebacks = 0
         if hi == lo:  # nowhere to go: every line bypasses
-            ctr[C_BYPASS] += count
-        else:
-            free = int(np.count_nonzero(takes & (stamp[region] < 0)))
-            writebacks = int(np.count_nonzero(takes & (dirty[region] == 1)))
-            ctr[C_EVICT] += count - free
+            ctr[C_BYPASS] += n
+        else:  # the dead lines are older than any later access, younger than any before
+            record = self.mshr_window > 1  # the ways taken and the lines they held, for merging
+            size = len(rows) * (hi - lo) if record else 0
+            slots, old = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
+            free, writebacks, taken = _scan_apply(rows, slow, cfg.ways, lo, hi, self.tag, self.stamp, self.dirty,
+                                                  self.persisting, capped, bool(streaming),
+                                                  ctr[C_NOW] + n + STAMP_BASE, ctr[C_LOW], record, slots, old)
+            ctr[C_EVICT] += n - free
             ctr[C_WB] += writebacks
-            t, s, d = tag[region], stamp[region], dirty[region]
-            if self.mshr_window > 1:  # the lines it evicts whose fills may still be in flight after it
-                fills = self.fill_seq.reshape(cfg.sets, cfg.ways)[region]
-                young = takes & (t >= 0) & (fills >= ctr[C_PHASE_START]) \
-                    & (ctr[C_NOW] + count + 1 - fills < self.mshr_window)
-                self._mshr_note(t[young], fills[young])
-            t[takes], d[takes] = DEAD_LINE, 0
-            if streaming:  # next victims, below every access
-                s[takes] = STAMP_BASE - ctr[C_LOW] - 1 - np.arange(int(takes.sum()))
-                ctr[C_LOW] += int(takes.sum())
-            else:  # older than any later access, and occupied
-                s[takes] = ctr[C_NOW] + count + STAMP_BASE
-            tag[region], stamp[region], dirty[region] = t, s, d
-        ctr[C_NOW] += count
+            if self.mshr_window > 1:  # the lines it evicted whose fills may still be in flight after it
+                slots, old = slots[:taken], old[:taken]
+                fills = self.fill_seq[slots]
+                young = (old >= 0) & (fills >= ctr[C_PHASE_START]) \
+                    & (ctr[C_NOW] + n + 1 - fills < self.mshr_window)
+                self._mshr_note(old[young], fills[young])
+            if streaming:
+                ctr[C_LOW] += taken
+        ctr[C_NOW] += n
         one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
-        return PhaseRuns(one(phase), one(count), one(0), one(writebacks), one(step), one(0), weights=True)
+        return PhaseRuns(one(phase), one(n), one(0), one(writebacks), one(step), one(0), weights=True), left
 
     def _mshr_note(self, lines: np.ndarray, primaries: np.ndarray) -> None:
         """Enter lines that left the cache with their fills (``primaries``) in flight into the
@@ -513,6 +520,77 @@ class LLCState:
     def resident(self) -> np.ndarray:
         """Tags as a (sets, ways) array, -1 for an invalid way (for tests and inspection)."""
         return self.tag.reshape(self.cfg.sets, self.cfg.ways).copy()
+
+
+@nb.njit(inline="always")
+def _takes(slot, stamp, persisting, capped):
+    """May a weight line take the way ``slot``? Not when it holds a persisting line (capped)."""
+    return not (capped and persisting[slot] and stamp[slot] >= 0)
+
+
+@nb.njit(nogil=True, cache=True)
+def _scan_check(rows, n_ways, lo, hi, first, end, tag, stamp, persisting, capped, streaming, slow):
+    """Mark in ``slow`` the sets ``rows`` where a weight scan of the lines ``[first, end)`` into
+    ways ``[lo, hi)`` cannot apply at once (LLCState.scan): one of its lines is there, no way may
+    take it, or under ``streaming`` a way it may take is free. Returns how many."""
+    n = 0
+    for i in range(rows.shape[0]):
+        base = rows[i] * n_ways
+        any_way = False
+        for w in range(lo, hi):
+            t = tag[base + w]
+            if t >= first and t < end:
+                slow[i] = True
+                break
+            if _takes(base + w, stamp, persisting, capped):
+                any_way = True
+                if streaming and stamp[base + w] < 0:
+                    slow[i] = True
+                    break
+        if not any_way:
+            slow[i] = True
+        if slow[i]:
+            n += 1
+    return n
+
+
+@nb.njit(nogil=True, cache=True)
+def _scan_apply(rows, slow, n_ways, lo, hi, tag, stamp, dirty, persisting, capped, streaming, dead_stamp, low,
+                record, slots, old):
+    """Apply a weight scan at once to ways ``[lo, hi)`` of the sets ``rows`` not marked
+    ``slow``: every way the weights may take gets a dead line (stamp ``dead_stamp``), or under
+    ``streaming`` only each set's least recent such way, as the next victim. With ``record``,
+    the i-th way taken and the tag it held go to ``slots[i]`` and ``old[i]`` (MSHR merging
+    needs the lines evicted while their fills may be in flight). Returns (ways that were free,
+    dirty lines written back, ways taken)."""
+    free, writebacks, taken = 0, 0, 0
+    for i in range(rows.shape[0]):
+        if slow[i]:
+            continue
+        base = rows[i] * n_ways
+        if streaming:  # the set's least recent way the weights may take (ties: the lowest)
+            best, best_t = -1, np.int64(0)
+            for w in range(lo, hi):
+                if _takes(base + w, stamp, persisting, capped) and (best < 0 or stamp[base + w] < best_t):
+                    best, best_t = w, stamp[base + w]
+            slot = base + best
+            free += stamp[slot] < 0
+            writebacks += dirty[slot] == 1
+            if record:
+                slots[taken], old[taken] = slot, tag[slot]
+            tag[slot], dirty[slot], stamp[slot] = DEAD_LINE, 0, STAMP_BASE - low - 1 - taken
+            taken += 1
+            continue
+        for w in range(lo, hi):
+            slot = base + w
+            if _takes(slot, stamp, persisting, capped):
+                free += stamp[slot] < 0
+                writebacks += dirty[slot] == 1
+                if record:
+                    slots[taken], old[taken] = slot, tag[slot]
+                tag[slot], dirty[slot], stamp[slot] = DEAD_LINE, 0, dead_stamp
+                taken += 1
+    return free, writebacks, taken
 
 
 @dataclass

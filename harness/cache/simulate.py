@@ -14,7 +14,9 @@ scan's last lines, which no later access hits before the next scan evicts them. 
 changes at once: those ways hold dead lines older than any later access; the lines they held are
 evicted, dirty ones written back; the counts are the scan's. This is exact, not an
 approximation (tests/test_weight_scans.py compares it with the scan simulated line by line).
-A smaller scan is simulated line by line.
+A smaller scan is simulated line by line; so are a scan's lines in a set where it cannot apply
+at once (one of its lines is still there, or under the streaming hint a way is free), the other
+sets taking it at once (sets are independent).
 """
 
 from __future__ import annotations
@@ -154,18 +156,21 @@ def _access(state: LLCState, acc: LineAccesses, runs: list, stream: TokenStream 
 def _access_with_scans(state: LLCState, acc: LineAccesses, runs: list, stream: TokenStream | None,
                        piece_lines: int = 1 << 22) -> None:
     """A chunk whose weights accesses are scans: the accesses between them as usual, each scan at
-    once when it flushes every set (see the module docstring), else line by line."""
+    once in the sets where it flushes the weights' ways (see the module docstring), its lines one
+    by one in the other sets (``LLCState.scan``; under a set sample, sampled sets only)."""
     start = 0
     for i in np.flatnonzero(acc.cls == WEIGHTS):
         _access(state, acc.part(start, i), runs, stream)
         first, count = int(acc.line[i]), int(acc.scan_lines[i])
         step, phase, request = int(acc.step[i]), int(acc.phase[i]), int(acc.request[i])
-        scanned = state.scan(first, count, step, phase, request)
+        scanned, left = state.scan(first, count, step, phase, request)
         if scanned is not None:
             runs.append(scanned)
-        for lo in range(0, count if scanned is None else 0, piece_lines):
-            n = min(piece_lines, count - lo)
-            lines = LineAccesses(np.arange(first + lo, first + lo + n, dtype=np.int64), np.zeros(n, np.uint8),
+        lines_left = _scan_lines(first, count, left, state.cfg.sets) if left is not None else np.zeros(0, np.int64)
+        for lo in range(0, len(lines_left), piece_lines):
+            line = lines_left[lo:lo + piece_lines]
+            n = len(line)
+            lines = LineAccesses(line, np.zeros(n, np.uint8),
                                  np.full(n, WEIGHTS, np.uint8), np.full(n, -1, np.int64), np.full(n, step, np.int64),
                                  np.full(n, phase, np.int64), np.full(n, request, np.int64))
             done = len(runs)
@@ -174,6 +179,17 @@ def _access_with_scans(state: LLCState, acc: LineAccesses, runs: list, stream: T
                 r.weights = True
         start = i + 1
     _access(state, acc.part(start, len(acc)), runs, stream)
+
+
+def _scan_lines(first: int, count: int, left: np.ndarray, sets: int) -> np.ndarray:
+    """The lines of a scan of ``count`` lines from ``first`` that map to the sets ``left`` (a bool
+    per set), in address order: each set's are every ``sets``-th line from its first."""
+    chosen = np.flatnonzero(left)
+    offset = (chosen - first) % sets
+    per = count // sets + (offset < count % sets)
+    ends = np.cumsum(per)
+    k = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) - np.repeat(ends - per, per)
+    return np.sort(np.repeat(first + offset, per) + sets * k)
 
 
 def _counts(accesses: int, hits: int, merged: int = 0) -> dict:

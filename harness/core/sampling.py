@@ -97,17 +97,26 @@ class SetSample:
         """The cache's sets over the sampled ones."""
         return self.sets / len(self.sampled_sets)
 
+    @cached_property
+    def _groups_before(self) -> np.ndarray:
+        """Sampled groups among the first j groups of a period of the sets, j = 0 .. groups."""
+        return np.concatenate([[0], np.cumsum(self.group_mask)]).astype(np.int64)
+
+    def _lines_below(self, x: int) -> int:
+        """How many of the lines 0 .. x - 1 map to sampled sets (the sets repeat every ``sets``
+        lines, a group every ``group_sets``)."""
+        period, g = self.sets, self.group_sets
+        full, rest = divmod(int(x), period)
+        group, within = divmod(rest, g)
+        return (full * int(self._groups_before[-1]) + int(self._groups_before[group])) * g \
+            + (within if group < self.groups and self.group_mask[group] else 0)
+
     def sampled_lines(self, first: int, count: int) -> int:
-        """How many of the ``count`` consecutive lines from ``first`` map to sampled sets."""
+        """How many of the ``count`` consecutive lines from ``first`` map to sampled sets (in
+        constant time: a weight scan of millions of lines asks this once per layer and step)."""
         if count <= 0:
             return 0
-        g = self.group_sets
-        blocks = np.arange(first // g, (first + count - 1) // g + 1, dtype=np.int64)  # line blocks of g lines
-        chosen = self.group_mask[blocks % self.groups]
-        lines = np.full(len(blocks), g, dtype=np.int64)
-        lines[0] -= first - blocks[0] * g
-        lines[-1] -= (blocks[-1] + 1) * g - (first + count)
-        return int(lines[chosen].sum())
+        return self._lines_below(first + count) - self._lines_below(first)
 
     def to_dict(self) -> dict:
         return {"every": self.every, "group_sets": self.group_sets, "sampled_sets": int(len(self.sampled_sets)),

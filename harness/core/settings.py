@@ -1,7 +1,7 @@
 """Every setting a sweep spec or a command-line option gives, declared once.
 
 :data:`SETTINGS` holds, by section (``[sweep]``, ``[decode]``, ``[stream]``, ``[llc]``,
-``[timing]``, ``[tier]``, ``[gem5]``), one :class:`~harness.core.fields.Field` per setting: its default,
+``[timing]``, ``[tier]``, ``[search]``, ``[gem5]``), one :class:`~harness.core.fields.Field` per setting: its default,
 type, range, help text, its command-line option (``--<key>`` unless named otherwise, ``None``
 for a spec-only key) and its column in the collected results. Everything else is derived from
 this table:
@@ -199,6 +199,20 @@ SETTINGS: dict[str, dict[str, Field]] = {
         "hbm": Field(None, "size", nullable=True, column="hbm_bytes",
                      help="Host tier: HBM capacity of the device (KiB/MiB/GiB/GB strings or bytes) "
                           "[default: the platform's]."),
+    },
+    "search": {  # the lever search of a sweep spec (harness.study.search): its [search] table turns it on
+        "finalists": Field(3, "int", 1, 100, option=False, column=False,
+                           help="Per scale point, the best screened settings of each family (KV-only; class-aware "
+                                "the platform allows; class-aware beyond it) simulated in full."),
+        "screen_sample_sets": Field(64, "int", 1, 1 << 20, option=False, column=False,
+                                    help="Screening simulates 1 in N groups of sets (the largest power of two up to "
+                                         "N that the LLC allows)."),
+        "screen_steps": Field(3, "int", 2, MAX_INT32, option=False, column=False,
+                              help="Decode steps each screened setting simulates (the first ones warm the LLC, as "
+                                   "[timing] warmup_steps says)."),
+        "what_if": Field(True, "bool", option=False, column=False,
+                         help="Also search settings beyond the platform's documented cache controls (reported "
+                              "apart from those it allows)."),
     },
     "gem5": {
         "binary": Field(None, "str", nullable=True, option="--gem5", column=False,

@@ -113,6 +113,7 @@ def _results(r: dict) -> dict:
         out[f"memory_wait_share_{kind}"] = share
     for name, c in r.get("by_class", {}).items():
         out[f"{name}_misses_lines"] = c.get("misses")
+        out[f"{name}_hits_lines"] = c.get("hits")
         if name != "kv":
             out[f"{name}_hit_rate"] = c.get("hit_rate")
     g = r.get("gem5") or {}

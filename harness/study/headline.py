@@ -25,6 +25,21 @@ HELP = 1.01  # a reservation helps above this speed-up, hurts below 1 / HELP, is
 CLASSES = {"index": "indexer-key", "kv": "KV", "kv_write": "KV-write", "weights": "weight"}
 RESERVATION = ("reserve_ways", "policy", "whole_token_eviction")
 RESULTS = ("step_time_cycles", "hits_lines", "misses_lines")
+# The class knobs (harness.cache.partitions) beyond the KV reservation: runs that use any are the
+# lever search's (harness.study.search), which the "What helps" section reports; the KV
+# reservation's study here leaves them out.
+CLASS_KNOBS = {"reserve_index": 0, "reserve_weights": 0, "hint_kv": "normal", "hint_index": "normal",
+               "hint_weights": "normal", "set_aside": None}
+
+
+def kv_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs without a class knob beyond the KV reservation (runs from before the knobs have
+    none)."""
+    keep = pd.Series(True, index=df.index)
+    for col, default in CLASS_KNOBS.items():
+        if col in df:
+            keep &= df[col].isna() if default is None else (df[col].isna() | (df[col] == default))
+    return df[keep]
 
 
 def configuration_columns(df: pd.DataFrame) -> list[str]:
@@ -39,6 +54,7 @@ def comparisons(df: pd.DataFrame) -> pd.DataFrame:
     """Every finished built-in reserved run beside its baseline: ``speedup``,
     ``baseline_step_time_cycles``, ``baseline_batch_tokens_per_s``, and ``saved_<class>`` (misses
     saved per decode step)."""
+    df = kv_runs(df)
     ok = df[(df._status == "ok") & (df.backend == "builtin")]
     if "step_time_cycles" not in ok:  # no LLC run at all (a sweep of host-tier runs)
         return pd.DataFrame()
@@ -178,6 +194,7 @@ def where_it_pays(g: pd.DataFrame) -> str:
 def dominant_misses(df: pd.DataFrame) -> str:
     """Which traffic class makes the unpartitioned LLC's misses (shares of all misses, summed
     over the backbone's baseline runs)."""
+    df = kv_runs(df)
     base = df[(df._status == "ok") & (df.reserve_ways == 0)]
     totals = {name: float(base[f"{c}_misses_lines"].fillna(0).sum()) for c, name in CLASSES.items()
               if f"{c}_misses_lines" in base}
@@ -202,6 +219,7 @@ def identities(df: pd.DataFrame) -> list[str]:
     """Sentences naming the policies whose runs give identical results in every configuration
     and reservation where they all ran (one sentence per group, per geometry), with the reason
     when it follows from the geometry."""
+    df = kv_runs(df)
     ok = df[(df._status == "ok") & (df.backend == "builtin") & (df.reserve_ways > 0)]
     if ok.empty:
         return []

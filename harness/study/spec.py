@@ -291,6 +291,24 @@ def _group_points(group: tuple[str, ...], axes: dict, problems: list[str],
     return out
 
 
+def canonical_llc(values: dict, platform: str) -> dict:
+    """An ``[llc]`` section's canonical config on ``platform`` (its LLC unless size and ways are
+    given), checked against the platform's cache controls: equal LLCs get equal configs (the
+    policy and whole-token flag of a run without a token reservation are normalised)."""
+    from harness.cache.llc import LLCConfig
+    from harness.cache.platforms import get_platform
+
+    p = get_platform(platform)
+    size = p.llc_size if values.get("size") is None else values["size"]
+    ways = p.llc_ways if values.get("ways") is None else values["ways"]
+    llc = LLCConfig.make(size, ways, **{k: x for k, x in values.items() if k not in ("size", "ways")})
+    llc.check_platform(p)
+    require_memory(llc.memory_bytes(), f"an LLC of {size}")
+    if llc.reserve_ways == 0 or llc.policy == "lru":  # the policy and whole-token flag do not apply
+        llc = replace(llc, policy="lru" if llc.reserve_ways == 0 else llc.policy, whole_token_eviction=True)
+    return llc.to_dict()
+
+
 def _canonical(section: str, given: dict) -> dict:
     """A section's canonical config (equal runs get equal configs), validated as a whole, from
     the values of its group (``given``: section -> key -> value)."""
@@ -309,18 +327,7 @@ def _canonical(section: str, given: dict) -> dict:
             Layout.from_settings(v).validate()
             return dict(v)
         if section == "llc":
-            from harness.cache.llc import LLCConfig
-            from harness.cache.platforms import get_platform
-
-            platform = get_platform(given["timing"]["platform"])  # its LLC unless size and ways are given
-            size = platform.llc_size if v["size"] is None else v["size"]
-            ways = platform.llc_ways if v["ways"] is None else v["ways"]
-            llc = LLCConfig.make(size, ways, **{k: x for k, x in v.items() if k not in ("size", "ways")})
-            llc.check_platform(platform)
-            require_memory(llc.memory_bytes(), f"an LLC of {size}")
-            if llc.reserve_ways == 0 or llc.policy == "lru":  # the policy and whole-token flag do not apply
-                llc = replace(llc, policy="lru" if llc.reserve_ways == 0 else llc.policy, whole_token_eviction=True)
-            return llc.to_dict()
+            return canonical_llc(v, given["timing"]["platform"])
         if section == "tier":
             from harness.cache.tier import TierConfig
 

@@ -20,6 +20,7 @@ from harness.study.report import (  # noqa: F401  (importing registers their sec
     index_logs,
     levers,
     results,
+    what_helps,
 )
 from harness.study.report.registry import ReportContext, write_sections
 

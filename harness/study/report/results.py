@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from harness.core.units import format_size
-from harness.study.headline import CLASSES, comparisons, identities
+from harness.study.headline import CLASSES, comparisons, identities, kv_runs
 from harness.study.report.registry import ReportContext, section
 from harness.study.report.render import Doc
 
@@ -132,6 +132,7 @@ def sweep_plots(df: pd.DataFrame, folder: Path) -> list[str]:
     backbone and geometry, one line per LLC size and policy."""
     from harness.core.plotting import plt, save
 
+    df = kv_runs(df)
     ok = df[(df._status == "ok") & (df.backend == "builtin")]
     out = []
     panels = list(ok.groupby(["backbone", "geometry"], sort=True))
@@ -235,6 +236,7 @@ def class_misses_plot(df: pd.DataFrame, h: pd.DataFrame, folder: Path) -> str | 
     if len(best) > MAX_CLASS_BARS:  # a readable plot: where the reservation changes the step time most
         best = best.loc[(best.speedup - 1).abs().nlargest(MAX_CLASS_BARS).index].sort_values(key)
         shown = f"the {MAX_CLASS_BARS} configurations (of {len(h.groupby(key, dropna=False))}) whose best reservation changes the step time most"
+    df = kv_runs(df)
     base = df[(df._status == "ok") & (df.backend == "builtin") & (df.reserve_ways == 0)]
     base = best[key].merge(base, on=key)
     classes = [c for c in CLASSES if f"{c}_misses_lines" in df]
