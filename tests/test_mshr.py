@@ -248,7 +248,10 @@ def test_weight_scans_applied_at_once_record_the_young_lines_they_evict():
         a = line_accesses(kv)
         z = np.zeros(4, np.int64)
         state.access(a.line, a.cls, a.token, a.write, z, z)
-        if not at_once or state.scan(1000, 5, 0, 0, 0) is None:
+        if at_once:
+            scanned, left = state.scan(1000, 5, 0, 0, 0)
+            assert scanned is not None and left is None  # applied at once in the one set
+        else:
             w = LineAccesses(np.arange(1000, 1005, dtype=np.int64), np.zeros(5, np.uint8), np.full(5, WEIGHTS, np.uint8),
                              np.full(5, -1, np.int64), np.zeros(5, np.int64))
             state.access(w.line, w.cls, w.token, w.write, np.zeros(5, np.int64), np.zeros(5, np.int64))

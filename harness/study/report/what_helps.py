@@ -53,6 +53,8 @@ def classify(df: pd.DataFrame) -> pd.DataFrame:
     from harness.cache.platforms import get_platform
 
     ok = df[(df._status == "ok") & (df.backend == "builtin")]
+    if ok.empty or "step_time_cycles" not in ok:  # e.g. a sweep of host-tier runs only
+        return ok.iloc[0:0]
     ok = ok[ok.step_time_cycles.notna()].copy()
     if ok.empty:
         return ok
