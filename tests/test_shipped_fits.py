@@ -1,28 +1,32 @@
 """The dsa indexer fits that ship with the package (trace_gen/indexers/fits): each one's file
-matches its manifest, they are the fits the demo asks for, a decode finds a
+matches its manifest, they are the fits the demo and every example spec ask for, a decode finds a
 shipped fit without fitting, and a damaged one is fitted anew rather than used."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from harness.core.files import sha256_file
 from harness.study.demo import DEMO_SPEC
-from harness.study.spec import loads_spec
+from harness.study.spec import load_spec, loads_spec
 from trace_gen.indexers import dsa
 
 # The context limit of each shipped backbone (its config's max_position_embeddings), which the
 # long-context fit settings depend on; checked against the real backbone in the slow test.
 LIMITS = {"smollm2-135m": 8192, "gemma3-270m": 32768}
+# (full_sweep.toml's 366k runs take a minute to expand; its decodes need the same fits)
+EXAMPLES = sorted(p for p in (Path(__file__).resolve().parent.parent / "examples").glob("*.toml")
+                  if p.name != "full_sweep.toml")
 
 
 def needed_fits() -> set[tuple[str, str]]:
-    """(backbone, canonical settings) of every dsa fit the demo decodes with. (The scale specs'
-    long-context fits do not ship yet: see the README.)"""
-    specs = [loads_spec(DEMO_SPEC, "demo")]
+    """(backbone, canonical settings) of every dsa fit the demo and the example specs decode with
+    (the scale specs' long contexts need each backbone's long-context fit)."""
+    specs = [loads_spec(DEMO_SPEC, "demo")] + [load_spec(p) for p in EXAMPLES]
     out = set()
     for spec in specs:
         for d in spec.decodes.values():
@@ -46,7 +50,7 @@ def test_every_shipped_fit_matches_its_manifest():
         assert dsa.fit_key(backbone, entry["settings"]) == key
 
 
-def test_the_demo_needs_only_shipped_fits():
+def test_the_demo_and_the_examples_need_only_shipped_fits():
     shipped = {(e["backbone"], json.dumps(e["settings"], sort_keys=True)) for e in dsa.shipped_manifest().values()}
     missing = needed_fits() - shipped
     assert not missing, f"fits the specs need but the package lacks: {missing}"
